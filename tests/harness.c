@@ -1,0 +1,408 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The harness runner: registration, filtering, one forked child per test
+ * with a timeout, TAP output.  See harness.h.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#include "harness.h"
+
+static struct t_fixture *fixtures, **fixtures_tail = &fixtures;
+static struct t_test *tests, **tests_tail = &tests;
+static sigjmp_buf t_env;
+
+void t_register_fixture(struct t_fixture *f)
+{
+	if (!f->vtail)
+		f->vtail = &f->variants;
+	*fixtures_tail = f;
+	fixtures_tail = &f->next;
+}
+
+void t_register_variant(struct t_fixture *f, struct t_variant *v)
+{
+	if (!f->vtail)
+		f->vtail = &f->variants;
+	*f->vtail = v;
+	f->vtail = &v->next;
+}
+
+void t_register_test(struct t_test *t)
+{
+	*tests_tail = t;
+	tests_tail = &t->next;
+}
+
+void t_log(const char *file, int line, const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("# %s:%d: ", file, line);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+}
+
+static void t_set_failed(struct t_meta *m)
+{
+	m->result = T_FAIL;
+}
+
+void t_fail_cmp(struct t_meta *m, const char *file, int line,
+		const char *expr, long long a, long long b)
+{
+	printf("# %s:%d: expected %s (%lld vs %lld)\n", file, line, expr, a, b);
+	fflush(stdout);
+	t_set_failed(m);
+}
+
+void t_fail_msg(struct t_meta *m, const char *file, int line,
+		const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("# %s:%d: ", file, line);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	t_set_failed(m);
+}
+
+static bool skip_is_failure(void)
+{
+	const char *req = getenv("KTLS_REQUIRE");
+	const char *ci = getenv("CI");
+
+	return (req && !strcmp(req, "1")) || (ci && !strcmp(ci, "true"));
+}
+
+void t_skip(struct t_meta *m, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(m->reason, sizeof(m->reason), fmt, ap);
+	va_end(ap);
+	if (m->result != T_FAIL)
+		m->result = T_SKIP;
+}
+
+void t_bail(struct t_meta *m)
+{
+	(void)m;
+	siglongjmp(t_env, 1);
+}
+
+/* In the child: setup, body unless setup failed or skipped, teardown when
+ * setup completed.  A fatal assert or SKIP jumps out of the phase. */
+static void run_child(const struct t_test *t, const struct t_variant *v,
+		      struct t_meta *m)
+{
+	void *volatile self = NULL;
+
+	if (t->self_size) {
+		self = calloc(1, t->self_size);
+		if (!self) {
+			m->result = T_FAIL;
+			snprintf(m->reason, sizeof(m->reason), "out of memory");
+			return;
+		}
+	}
+	if (!sigsetjmp(t_env, 1)) {
+		t->fn(m, self, v ? v->data : NULL, 0);
+		m->setup_done = true;
+		if (m->result == T_PASS)
+			t->fn(m, self, v ? v->data : NULL, 1);
+	}
+	if (m->setup_done && !sigsetjmp(t_env, 1)) {
+		m->setup_done = false;	/* a jump out of teardown ends it */
+		t->fn(m, self, v ? v->data : NULL, 2);
+	}
+	free(self);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Wait for @pid up to @timeout seconds (SIGCHLD is blocked). */
+static int wait_child(pid_t pid, unsigned int timeout, int *status,
+		      bool *timed_out)
+{
+	double deadline = now() + timeout;
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	*timed_out = false;
+	for (;;) {
+		struct timespec ts;
+		double left;
+		pid_t r = waitpid(pid, status, WNOHANG);
+
+		if (r == pid)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return -errno;
+		left = deadline - now();
+		if (left <= 0) {
+			*timed_out = true;
+			kill(-pid, SIGKILL);
+			kill(pid, SIGKILL);
+			waitpid(pid, status, 0);
+			return 0;
+		}
+		if (left > 0.2)
+			left = 0.2;	/* SIGCHLD of a grandchild also wakes us */
+		ts.tv_sec = (time_t)left;
+		ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
+		sigtimedwait(&set, NULL, &ts);
+	}
+}
+
+static int run_one(const struct t_test *t, const struct t_variant *v,
+		   unsigned int num, struct t_meta *m)
+{
+	char name[256];
+	bool timed_out;
+	int status = 0;
+	pid_t pid;
+
+	if (t->fixture && v)
+		snprintf(name, sizeof(name), "%s.%s.%s", t->fixture->name,
+			 v->name, t->name);
+	else
+		snprintf(name, sizeof(name), "%s.%s",
+			 t->fixture ? t->fixture->name : "global", t->name);
+
+	memset(m, 0, sizeof(*m));
+	printf("#  RUN           %s ...\n", name);
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0) {
+		printf("not ok %u %s # fork: %s\n", num, name, strerror(errno));
+		return T_FAIL;
+	}
+	if (pid == 0) {
+		sigset_t set;
+
+		sigemptyset(&set);
+		sigaddset(&set, SIGCHLD);
+		sigprocmask(SIG_UNBLOCK, &set, NULL);
+		setpgid(0, 0);
+		run_child(t, v, m);
+		fflush(stdout);
+		_exit(0);
+	}
+	setpgid(pid, pid);
+	wait_child(pid, t->timeout, &status, &timed_out);
+	if (timed_out) {
+		m->result = T_FAIL;
+		snprintf(m->reason, sizeof(m->reason), "timeout after %u s",
+			 t->timeout);
+	} else if (WIFSIGNALED(status)) {
+		m->result = T_FAIL;
+		snprintf(m->reason, sizeof(m->reason), "killed by signal %d",
+			 WTERMSIG(status));
+	} else if (WEXITSTATUS(status) != 0) {
+		m->result = T_FAIL;
+		snprintf(m->reason, sizeof(m->reason), "exit status %d",
+			 WEXITSTATUS(status));
+	}
+	/* kill what the test left behind in its process group */
+	kill(-pid, SIGKILL);
+
+	if (m->result == T_SKIP && skip_is_failure()) {
+		printf("# %s: skipped, which KTLS_REQUIRE=1/CI=true forbids: %s\n",
+		       name, m->reason);
+		m->result = T_FAIL;
+	}
+	switch (m->result) {
+	case T_PASS:
+		printf("ok %u %s\n", num, name);
+		break;
+	case T_SKIP:
+		printf("ok %u %s # SKIP %s\n", num, name, m->reason);
+		break;
+	default:
+		printf("not ok %u %s%s%s\n", num, name, m->reason[0] ? " # " : "",
+		       m->reason);
+		break;
+	}
+	fflush(stdout);
+	return m->result;
+}
+
+struct t_filter {
+	const char *tests[32], *variants[32], *fixtures[32];
+	int nt, nv, nf;
+};
+
+static bool match(const char *const *list, int n, const char *name)
+{
+	int i;
+
+	if (!n)
+		return true;
+	for (i = 0; i < n; i++)
+		if (name && !strcmp(list[i], name))
+			return true;
+	return false;
+}
+
+static bool selected(const struct t_filter *flt, const struct t_test *t,
+		     const struct t_variant *v)
+{
+	return match(flt->tests, flt->nt, t->name) &&
+	       match(flt->variants, flt->nv, v ? v->name : NULL) &&
+	       match(flt->fixtures, flt->nf,
+		     t->fixture ? t->fixture->name : "global");
+}
+
+/* Call @fn for every (test, variant) pair the filter selects. */
+static unsigned int for_each_case(const struct t_filter *flt,
+				  void (*fn)(const struct t_test *,
+					     const struct t_variant *, void *),
+				  void *arg)
+{
+	const struct t_test *t;
+	unsigned int n = 0;
+
+	for (t = tests; t; t = t->next) {
+		const struct t_variant *v = t->fixture ? t->fixture->variants
+						       : NULL;
+
+		if (!v) {
+			if (selected(flt, t, NULL)) {
+				if (fn)
+					fn(t, NULL, arg);
+				n++;
+			}
+			continue;
+		}
+		for (; v; v = v->next) {
+			if (selected(flt, t, v)) {
+				if (fn)
+					fn(t, v, arg);
+				n++;
+			}
+		}
+	}
+	return n;
+}
+
+static void list_case(const struct t_test *t, const struct t_variant *v,
+		      void *arg)
+{
+	(void)arg;
+	if (v)
+		printf("%s.%s.%s\n", t->fixture->name, v->name, t->name);
+	else
+		printf("%s.%s\n", t->fixture ? t->fixture->name : "global",
+		       t->name);
+}
+
+struct t_totals {
+	struct t_meta *m;
+	unsigned int num, pass, fail, skip;
+};
+
+static void run_case(const struct t_test *t, const struct t_variant *v,
+		     void *arg)
+{
+	struct t_totals *tot = arg;
+
+	switch (run_one(t, v, ++tot->num, tot->m)) {
+	case T_PASS:
+		tot->pass++;
+		break;
+	case T_SKIP:
+		tot->skip++;
+		break;
+	default:
+		tot->fail++;
+		break;
+	}
+}
+
+static void usage(const char *prog)
+{
+	fprintf(stderr,
+		"usage: %s [-l] [-t TEST] [-v VARIANT] [-f FIXTURE]\n"
+		"  -l  list the test cases and exit\n"
+		"  -t, -v, -f  run only matching cases (each repeatable)\n",
+		prog);
+}
+
+int t_main(int argc, char **argv)
+{
+	struct t_filter flt = { 0 };
+	struct t_totals tot = { 0 };
+	bool list = false;
+	sigset_t set;
+	unsigned int total;
+	int c;
+
+	while ((c = getopt(argc, argv, "lt:v:f:h")) != -1) {
+		switch (c) {
+		case 'l':
+			list = true;
+			break;
+		case 't':
+			if (flt.nt < 32)
+				flt.tests[flt.nt++] = optarg;
+			break;
+		case 'v':
+			if (flt.nv < 32)
+				flt.variants[flt.nv++] = optarg;
+			break;
+		case 'f':
+			if (flt.nf < 32)
+				flt.fixtures[flt.nf++] = optarg;
+			break;
+		default:
+			usage(argv[0]);
+			return 2;
+		}
+	}
+	if (list) {
+		for_each_case(&flt, list_case, NULL);
+		return 0;
+	}
+
+	tot.m = mmap(NULL, sizeof(*tot.m), PROT_READ | PROT_WRITE,
+		     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (tot.m == MAP_FAILED) {
+		perror("mmap");
+		return 1;
+	}
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	total = for_each_case(&flt, NULL, NULL);
+	printf("TAP version 13\n1..%u\n", total);
+	fflush(stdout);
+	for_each_case(&flt, run_case, &tot);
+	printf("# Totals: pass:%u fail:%u skip:%u\n", tot.pass, tot.fail,
+	       tot.skip);
+	munmap(tot.m, sizeof(*tot.m));
+	return tot.fail ? 1 : 0;
+}

@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: MIT
+/*
+ * ktls-migrate: the command-line tool.  Parses arguments and prints; all
+ * work is done by libktm through its public header.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ktm.h"
+
+static const char *prog = "ktls-migrate";
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+"Usage: %s COMMAND [OPTIONS]\n"
+"\n"
+"Encrypted VM migration through Linux kernel TLS (kTLS).\n"
+"\n"
+"Commands:\n"
+"  probe [--json]   Say what this host's kernel TLS can do: the tls module,\n"
+"                   each TLS version x cipher for send and receive, rekey\n"
+"                   (TLS 1.3 KeyUpdate, kernel 6.14+), io_uring.  One line\n"
+"                   each.  Exit status 0 when kernel TLS works, 1 when it\n"
+"                   is unavailable, 2 when the probe itself failed.\n"
+"\n"
+"Options:\n"
+"  -h, --help       Show this text.\n"
+"  -V, --version    Show the version.\n",
+		prog);
+}
+
+static const char *support_word(enum ktm_support s)
+{
+	switch (s) {
+	case KTM_SUPPORTED:
+		return "yes";
+	case KTM_UNSUPPORTED:
+		return "no";
+	case KTM_PROBE_FAILED:
+		return "error";
+	}
+	return "?";
+}
+
+/* JSON string body: the probe's phrases hold quotes, nothing exotic. */
+static void json_str(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			putchar('\\');
+		if ((unsigned char)*s < 0x20)
+			printf("\\u%04x", (unsigned char)*s);
+		else
+			putchar(*s);
+	}
+	putchar('"');
+}
+
+static void print_item_json(const char *key, enum ktm_support s,
+			    const char *reason, int last)
+{
+	printf("  \"%s\": {\"supported\": \"%s\", \"reason\": ", key,
+	       support_word(s));
+	json_str(reason);
+	printf("}%s\n", last ? "" : ",");
+}
+
+static int cmd_probe(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	static const enum ktm_tls_version versions[] = { KTM_TLS_1_2,
+							 KTM_TLS_1_3 };
+	struct ktm_error *err = NULL;
+	struct ktm_probe *p;
+	const char *reason, *hint;
+	enum ktm_support ktls, s;
+	int json = 0, c, v, n;
+
+	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+
+	p = ktm_probe_new(&err);
+	if (!p) {
+		fprintf(stderr, "%s: %s\n", prog, ktm_error_message(err));
+		ktm_error_free(err);
+		return 2;
+	}
+	ktls = ktm_probe_ktls(p, &reason, &hint);
+	if (json) {
+		printf("{\n  \"kernel\": ");
+		json_str(ktm_probe_kernel(p));
+		printf(",\n");
+		print_item_json("ktls", ktls, reason, 0);
+	} else if (ktls == KTM_SUPPORTED) {
+		printf("kernel TLS: yes (kernel %s): %s\n", ktm_probe_kernel(p),
+		       reason);
+	} else {
+		printf("kernel TLS: %s (kernel %s): %s%s%s\n",
+		       ktls == KTM_UNSUPPORTED ? "unavailable" : "probe failed",
+		       ktm_probe_kernel(p), reason,
+		       hint ? "; " : "", hint ? hint : "");
+	}
+	if (ktls == KTM_SUPPORTED) {
+		for (v = 0; v < 2; v++) {
+			for (n = 1; n <= KTM_CIPHER_COUNT; n++) {
+				char key[64];
+
+				s = ktm_probe_cipher(p, versions[v], n, &reason);
+				if (json) {
+					snprintf(key, sizeof(key), "%s %s",
+						 ktm_tls_version_name(versions[v]),
+						 ktm_cipher_name(n));
+					print_item_json(key, s, reason, 0);
+				} else {
+					printf("cipher %s %s: %s: %s\n",
+					       ktm_tls_version_name(versions[v]),
+					       ktm_cipher_name(n),
+					       support_word(s), reason);
+				}
+			}
+		}
+	}
+	s = ktm_probe_rekey(p, &reason);
+	if (json)
+		print_item_json("rekey", s, reason, 0);
+	else
+		printf("rekey: %s: %s\n", support_word(s), reason);
+	s = ktm_probe_io_uring(p, &reason);
+	if (json)
+		print_item_json("io_uring", s, reason, 1), printf("}\n");
+	else
+		printf("io_uring: %s: %s\n", support_word(s), reason);
+	ktm_probe_free(p);
+	return ktls == KTM_SUPPORTED ? 0 : ktls == KTM_UNSUPPORTED ? 1 : 2;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
+	    !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version")) {
+		printf("%s %s\n", prog, KTM_VERSION_STRING);
+		return 0;
+	}
+	if (!strcmp(argv[1], "probe"))
+		return cmd_probe(argc - 1, argv + 1);
+	fprintf(stderr, "%s: unknown command '%s'\n", prog, argv[1]);
+	fprintf(stderr, "Try '%s --help'.\n", prog);
+	return 2;
+}
