@@ -56,11 +56,9 @@ static void parse_tls(const struct rtattr *nest, struct ktm_ktls_diag *d)
 		case TLS_INFO_ZC_RO_TX:
 			d->zc_ro_tx = true;
 			break;
-#ifdef TLS_INFO_RX_NO_PAD
 		case TLS_INFO_RX_NO_PAD:
 			d->rx_no_pad = true;
 			break;
-#endif
 		}
 	}
 }

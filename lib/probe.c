@@ -100,8 +100,7 @@ static void probe_cipher(struct ktm_probe_item *it, uint16_t version,
 		ret = try_install(fds[1], KTM_KTLS_RX, version, cipher);
 	}
 	if (!ret)
-		item_set(it, KTM_SUPPORTED, "%s %s: send and receive", vname,
-			 cname);
+		item_set(it, KTM_SUPPORTED, "send and receive");
 	else if (ret == -ENOENT || ret == -EINVAL || ret == -ENOPROTOOPT ||
 		 ret == -EOPNOTSUPP)
 		item_set(it, KTM_UNSUPPORTED,

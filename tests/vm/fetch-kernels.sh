@@ -135,6 +135,7 @@ papt_init() {
 	papt_opts=(
 		-o "Dir::State=$dir" -o "Dir::State::Lists=$dir/lists"
 		-o "Dir::State::status=$dir/status" -o "Dir::Cache=$dir/cache"
+		-o Dir::Cache::pkgcache=pkgcache.bin -o Dir::Cache::srcpkgcache=
 		-o "Dir::Etc::SourceList=$dir/etc/sources.list"
 		-o "Dir::Etc::SourceParts=$dir/etc/sources.list.d"
 		-o "Dir::Etc::Preferences=$dir/etc/preferences"

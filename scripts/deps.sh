@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# scripts/deps.sh (make deps): install the build and test packages with apt
+# and cache the Debian guest kernels the real-kernel test tier boots.
+# Idempotent: a second run installs and downloads nothing.  Not root: says
+# the exact command to run instead.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+pkgs=(gcc make pkg-config libssl-dev openssl liburing-dev libnl-3-dev
+      libnl-genl-3-dev libnl-route-3-dev qemu-system-x86 busybox-static cpio
+      kmod xz-utils zstd)
+
+missing=()
+for p in "${pkgs[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+		missing+=("$p")
+	fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "deps: missing packages: ${missing[*]}" >&2
+		echo "deps: run as root: apt-get update && apt-get install -y ${missing[*]}" >&2
+		exit 1
+	fi
+	echo "deps: installing ${missing[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q >&2
+	apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+
+# Guest kernels for tests/vm (downloaded, never installed).
+bash tests/vm/fetch-kernels.sh --quiet

@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Test-time x509 credentials, made with the OpenSSL 3 API (no openssl CLI),
+ * in QEMU's tls-creds-x509 directory layout:
+ *
+ *   ca-cert.pem      the CA the peers are told to trust
+ *   server-cert.pem  server-key.pem   leaf for serverAuth
+ *   client-cert.pem  client-key.pem   leaf for clientAuth
+ *   ca-crl.pem       optional CRL signed by the CA
+ *
+ * All keys are ECDSA P-256, certificates are v3, SHA-256 signed, with random
+ * serials.  The CA has CN "ktm-test-ca"; the server leaf's CN is its first
+ * DNS name, the client's "ktm-test-client" (also its only DNS SAN).
+ *
+ * The helpers are not thread-safe with respect to each other only in that
+ * they use the thread's OpenSSL error queue; they hold no global state.
+ */
+#ifndef KTM_TEST_PKI_H
+#define KTM_TEST_PKI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define T_PKI_CA_CERT		"ca-cert.pem"
+#define T_PKI_CA_CRL		"ca-crl.pem"
+#define T_PKI_SERVER_CERT	"server-cert.pem"
+#define T_PKI_SERVER_KEY	"server-key.pem"
+#define T_PKI_CLIENT_CERT	"client-cert.pem"
+#define T_PKI_CLIENT_KEY	"client-key.pem"
+
+#define T_PKI_CA_CN		"ktm-test-ca"
+#define T_PKI_CLIENT_CN		"ktm-test-client"
+
+/* What is wrong with the set; exactly one flaw per set. */
+enum t_pki_flaw {
+	T_PKI_GOOD = 0,
+	/* server and client certs are signed by a different CA than
+	 * ca-cert.pem holds (that CA is written nowhere) */
+	T_PKI_UNKNOWN_CA,
+	/* server cert notBefore 2 days ago, notAfter 1 day ago */
+	T_PKI_EXPIRED,
+	/* server cert notBefore 1 day in the future */
+	T_PKI_NOT_YET_VALID,
+	/* server cert listed in ca-crl.pem (a valid CRL signed by the CA,
+	 * nextUpdate in a week); the CRL is written even without with_crl */
+	T_PKI_REVOKED,
+	/* server-key.pem is a different key than server-cert.pem's */
+	T_PKI_KEY_MISMATCH,
+	/* only the client cert is signed by a foreign CA */
+	T_PKI_CLIENT_UNKNOWN_CA,
+	T_PKI_FLAW_COUNT
+};
+
+struct t_pki_opts {
+	enum t_pki_flaw flaw;
+	/* NULL-terminated (or all 4 used); {"localhost"} when [0] is NULL.
+	 * Each must fit a CN (64 bytes) as the first becomes the CN. */
+	const char *server_dns[4];
+	/* IP SANs, e.g. "127.0.0.1", "::1"; NULL-terminated (or all 4 used) */
+	const char *server_ip[4];
+	/* write ca-cert's CRL (empty unless T_PKI_REVOKED) to ca-crl.pem */
+	bool with_crl;
+};
+
+/*
+ * Create @dir (mode 0700) if missing and write a credential set into it.
+ * Existing files of the same names are replaced (key files end up 0600,
+ * the rest 0644); a ca-crl.pem not asked for is removed so a reused
+ * directory never carries a stale CRL.  @opts may be NULL for a good set.
+ *
+ * Returns 0, -EINVAL for bad options (unknown flaw, unparsable IP), another
+ * -errno from the file system, or -EPROTO when OpenSSL fails (the OpenSSL
+ * error queue is then printed to stderr and left empty).  On failure the
+ * directory may hold some of the files.
+ */
+int t_pki_make(const char *dir, const struct t_pki_opts *opts);
+
+/*
+ * mkdtemp("/tmp/ktm-pki-XXXXXX") and t_pki_make() into it.  On success the
+ * path is written to @dir (@size >= 64 is plenty; less than the template
+ * gives -EINVAL); on failure the directory is removed again and @dir is "".
+ * Returns as t_pki_make().  The caller removes it with t_pki_remove().
+ */
+int t_pki_make_temp(char *dir, size_t size, const struct t_pki_opts *opts);
+
+/*
+ * Remove a directory made by the above: unlink every entry (one level,
+ * regular files only), then rmdir.  NULL or "" does nothing; failures are
+ * reported on stderr, as there is nobody to return them to.
+ */
+void t_pki_remove(const char *dir);
+
+#endif /* KTM_TEST_PKI_H */

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# tests/run.sh — run test tiers, read their TAP, print one total.
+#
+#   tests/run.sh [--build DIR] [--san-build DIR] TIER...
+#
+# TIER is one of
+#   unit   the unit tests (no kernel TLS needed), natively; with
+#          --san-build also the ASan+UBSan build of them
+#   ktls   the kernel-TLS tests natively (this kernel must have tls)
+#   vm     the kernel-TLS tests in a QEMU guest, once per cached kernel
+#          (tests/vm/fetch-kernels.sh --list)
+#   all    unit, then ktls when this kernel has the tls ULP, else vm
+#
+# Results are read from TAP, not exit codes: a test binary that stops
+# before its plan is complete counts the missing cases as failed.  With
+# CI=true or KTLS_REQUIRE=1 a kernel-TLS test that skips counts as failed
+# (the harness reports it so), and so does having no kernel to test on.
+# The last line is "N passed, N failed, N skipped"; the exit status is 1
+# when anything failed.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+build=build
+san=
+tiers=()
+while [ $# -gt 0 ]; do
+	case $1 in
+	--build) build=$2; shift 2 ;;
+	--san-build) san=$2; shift 2 ;;
+	-h|--help) sed -n '3,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) tiers+=("$1"); shift ;;
+	esac
+done
+[ ${#tiers[@]} -gt 0 ] || tiers=(all)
+cd "$top" || exit 1
+
+require=0
+if [ "${CI:-}" = true ] || [ "${KTLS_REQUIRE:-}" = 1 ]; then
+	require=1
+	export KTLS_REQUIRE=1
+fi
+logs=$build/test-logs
+mkdir -p "$logs"
+passed=0 failed=0 skipped=0
+
+# Count one TAP stream (a file holding one or more harness runs).
+count_tap() {
+	local counts
+	counts=$(awk '
+		function close_run() {
+			if (plan >= 0 && seen < plan) miss += plan - seen
+			plan = -1; seen = 0
+		}
+		BEGIN { plan = -1 }
+		/^TAP version/ { close_run(); next }
+		/^1\.\.[0-9]+/ { plan = substr($1, 4) + 0; next }
+		/^ok [0-9]+ .*# SKIP/ { skip++; seen++; next }
+		/^ok [0-9]+ / { pass++; seen++; next }
+		/^not ok [0-9]+ / { fail++; seen++; next }
+		END { close_run(); printf "%d %d %d %d\n", pass, fail, skip, miss }
+	' "$1")
+	set -- $counts
+	passed=$((passed + $1))
+	failed=$((failed + $2 + $4))
+	skipped=$((skipped + $3))
+	if [ "$4" -gt 0 ]; then
+		echo "# $(basename "$1"): $4 planned test(s) never reported (crash or timeout): counted as failed"
+	fi
+}
+
+# Run every binary in a directory, tee TAP into a log, count it.
+run_bins() {	# name dir
+	local name=$1 dir=$2 log=$logs/$1.tap bin
+	: > "$log"
+	if ! ls "$dir"/* >/dev/null 2>&1; then
+		echo "# $name: no test binaries in $dir (run make first)"
+		failed=$((failed + 1))
+		return
+	fi
+	for bin in "$dir"/*; do
+		[ -x "$bin" ] || continue
+		echo "# == $name: $bin =="
+		"$bin" 2>&1 | tee -a "$log"
+	done
+	count_tap "$log"
+}
+
+tier_unit() {
+	run_bins unit "$build/tests/unit"
+	if [ -n "$san" ]; then
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+			run_bins unit-asan-ubsan "$san/tests/unit"
+	fi
+}
+
+native_ktls() {
+	"$build/ktls-migrate" probe >/dev/null 2>&1
+}
+
+tier_ktls() {
+	echo "# kernel-TLS tests natively on $(uname -r)"
+	"$build/ktls-migrate" probe | sed 's/^/# probe: /'
+	run_bins "ktls-native" "$build/tests/ktls"
+	if [ "$(id -u)" = 0 ] && dmesg >/dev/null 2>&1; then
+		dmesg | grep -E 'BUG|WARNING|Call Trace|lockdep' | tail -5 | sed 's/^/# dmesg: /'
+	fi
+}
+
+tier_vm() {
+	local kernels k rel log rc
+	kernels=$(bash tests/vm/fetch-kernels.sh --list 2>/dev/null)
+	if [ -z "$kernels" ]; then
+		echo "# vm: no guest kernel cached; run 'make deps' (as root) to fetch them"
+		if [ $require = 1 ]; then
+			failed=$((failed + 1))
+		else
+			skipped=$((skipped + 1))
+		fi
+		return
+	fi
+	for k in $kernels; do
+		rel=$(cat "$k/release" 2>/dev/null || basename "$k")
+		log=$logs/vm-$rel.tap
+		echo "# == vm: kernel $rel =="
+		# The guest runs every kernel-TLS binary; TAP comes back on the
+		# serial console.  Exit codes are ignored: the TAP is counted.
+		bash tests/vm/run.sh --timeout "${KTM_VM_TIMEOUT:-1500}" "$k" -- \
+			sh -c "'$build/ktls-migrate' probe | sed 's/^/# probe: /';
+			       for b in '$build'/tests/ktls/*; do \"\$b\"; done" \
+			2>&1 | tee "$log"
+		rc=${PIPESTATUS[0]}
+		count_tap "$log"
+		if ! grep -q '^1\.\.' "$log"; then
+			echo "# vm $rel: no test output (run.sh exit $rc): counted as failed"
+			failed=$((failed + 1))
+		fi
+	done
+}
+
+for t in "${tiers[@]}"; do
+	case $t in
+	unit) tier_unit ;;
+	ktls) tier_ktls ;;
+	vm) tier_vm ;;
+	all)
+		tier_unit
+		if native_ktls; then tier_ktls; else
+			echo "# this kernel ($(uname -r)) has no kernel TLS: running the kernel-TLS tests in QEMU guests"
+			tier_vm
+		fi ;;
+	*) echo "tests/run.sh: unknown tier '$t'" >&2; exit 2 ;;
+	esac
+done
+
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,420 @@
+#!/usr/bin/env bash
+# run.sh - run one command inside a Debian kernel booted under QEMU.
+#
+# Usage: tests/vm/run.sh [--timeout SECONDS] [--mem MiB] [--smp N] KERNEL_DIR -- COMMAND [ARGS...]
+#
+# KERNEL_DIR is a directory prepared by tests/vm/fetch-kernels.sh. The guest
+# sees the host's / read-only (virtio-9p) and the current directory read-write
+# at the same path, chroots into the host root and runs COMMAND there as root,
+# with the crypto and TLS modules preloaded. COMMAND's output appears on stdout;
+# run.sh exits with COMMAND's status, 124 on timeout, 125 when the VM failed.
+# See tests/vm/README.md.
+set -euo pipefail
+
+prog=vm
+timeout=900
+mem=2048
+smp=2
+
+usage() {
+	cat <<'EOF'
+Usage: run.sh [--timeout SECONDS] [--mem MiB] [--smp N] KERNEL_DIR -- COMMAND [ARGS...]
+Exit status: COMMAND's, 124 on timeout, 125 when the VM failed, 2 on bad usage.
+Environment: KTM_CACHE_DIR, KTM_VM_ACCEL (kvm|tcg), KTM_VM_MODULES (extra
+modules to preload), KTM_VM_PATH (guest PATH), KTM_QEMU, KTM_BUSYBOX, V=1.
+Passed to the guest: CI, KTLS_REQUIRE, V and every KTM_* variable.
+EOF
+}
+
+bad_usage() {
+	printf 'run.sh: %s\n' "$1" >&2
+	usage >&2
+	exit 2
+}
+fail() { # infrastructure failure: not COMMAND's fault
+	printf '# %s: error: %s\n' "$prog" "$*"
+	exit 125
+}
+num() { [[ $2 =~ ^[1-9][0-9]*$ ]] || bad_usage "$1 needs a positive integer"; }
+
+while (($#)); do
+	case $1 in
+	--timeout)
+		(($# >= 2)) || bad_usage "--timeout needs a value"
+		num "$1" "$2"
+		timeout=$2
+		shift 2
+		;;
+	--mem)
+		(($# >= 2)) || bad_usage "--mem needs a value"
+		num "$1" "$2"
+		mem=$2
+		shift 2
+		;;
+	--smp)
+		(($# >= 2)) || bad_usage "--smp needs a value"
+		num "$1" "$2"
+		smp=$2
+		shift 2
+		;;
+	-h | --help)
+		usage
+		exit 0
+		;;
+	--) bad_usage "KERNEL_DIR missing" ;;
+	-*) bad_usage "unknown option $1" ;;
+	*) break ;;
+	esac
+done
+(($# >= 3)) || bad_usage "expected KERNEL_DIR -- COMMAND [ARGS...]"
+[[ $2 == -- ]] || bad_usage "expected KERNEL_DIR -- COMMAND [ARGS...]"
+kernel_dir=$(cd "$1" 2>/dev/null && pwd -P) || fail "no such kernel directory: $1"
+shift 2
+
+verbose=0
+[[ ${V:-0} == 0 || -z ${V:-} ]] || verbose=1
+say() { ((verbose == 0)) || printf '# %s: %s\n' "$prog" "$*"; }
+
+script_path=$(readlink -f "${BASH_SOURCE[0]}")
+cache_dir=${KTM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ktls-migrate}
+qemu=${KTM_QEMU:-qemu-system-x86_64}
+busybox=${KTM_BUSYBOX:-$(command -v busybox || true)}
+command -v "$qemu" >/dev/null || fail "$qemu not found (apt-get install qemu-system-x86)"
+command -v cpio >/dev/null || fail "cpio not found (apt-get install cpio)"
+[[ -n $busybox && -x $busybox ]] || fail "busybox not found (apt-get install busybox-static)"
+# has_interp ELF: true when the ELF file has a PT_INTERP header (dynamic).
+has_interp() {
+	local phoff phentsize phnum i
+	phoff=$(od -An -j32 -N8 -tu8 "$1" | tr -d ' ')
+	phentsize=$(od -An -j54 -N2 -tu2 "$1" | tr -d ' ')
+	phnum=$(od -An -j56 -N2 -tu2 "$1" | tr -d ' ')
+	for ((i = 0; i < phnum; i++)); do
+		[[ $(od -An -j$((phoff + i * phentsize)) -N4 -tu4 "$1" | tr -d ' ') != 3 ]] || return 0
+	done
+	return 1
+}
+if has_interp "$busybox"; then
+	fail "$busybox is dynamically linked (apt-get install busybox-static)"
+fi
+
+mdir=$kernel_dir/modules
+[[ -f $kernel_dir/vmlinuz && -f $mdir/modules.dep ]] ||
+	fail "$kernel_dir has no vmlinuz or modules/modules.dep (run tests/vm/fetch-kernels.sh)"
+if [[ -f $kernel_dir/release ]]; then
+	release=$(<"$kernel_dir/release")
+else
+	release=${kernel_dir##*/}
+fi
+
+# --- modules ----------------------------------------------------------------
+# Loaded in this order (each after its modules.dep dependencies). tls.ko does
+# not depend on the ciphers, which it looks up at setsockopt time, so they go
+# first. Names differ between kernel versions: absent ones are skipped.
+modules=(
+	virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
+	virtio_rng netfs fscache 9pnet 9pnet_virtio 9p
+	cryptd crypto_simd gf128mul ghash_generic ghash_clmulni_intel aesni_intel
+	ctr gcm ccm crypto_null
+	libchacha chacha_generic chacha_x86_64 chacha
+	libpoly1305 poly1305_generic poly1305_x86_64
+	libchacha20poly1305 chacha20poly1305 tls
+)
+required=(9pnet 9pnet_virtio 9p gcm ccm chacha20poly1305 tls)
+if [[ -n ${KTM_VM_MODULES:-} ]]; then
+	read -ra extra <<<"${KTM_VM_MODULES//,/ }"
+	modules+=("${extra[@]}")
+	required+=("${extra[@]}")
+fi
+
+# Prints "R|O relative/path.ko" in load order; "missing NAME" for required
+# modules that are neither modules nor builtin.
+resolve_modules() {
+	local builtin=$mdir/modules.builtin
+	[[ -f $builtin ]] || builtin=/dev/null
+	awk -v want="${modules[*]}" -v req="${required[*]}" '
+		function norm(f) { sub(/.*\//, "", f); sub(/\.ko(\.[a-z]+)?:?$/, "", f); gsub(/-/, "_", f); return f }
+		function visit(f, flag,   n, d, i) {
+			if (f in seen) return
+			seen[f] = 1
+			n = split(deps[f], d, " ")
+			for (i = n; i >= 1; i--) visit(d[i], "O")
+			print flag, f
+		}
+		FNR == NR { builtin[norm($1)] = 1; next }
+		{ f = $1; sub(/:$/, "", f); path[norm(f)] = f; $1 = ""; deps[f] = $0 }
+		END {
+			n = split(req, r, " "); for (i = 1; i <= n; i++) isreq[r[i]] = 1
+			n = split(want, w, " ")
+			for (i = 1; i <= n; i++) {
+				m = w[i]; gsub(/-/, "_", m)
+				if (m in path) visit(path[m], (m in isreq) ? "R" : "O")
+				else if (!(m in builtin) && (m in isreq)) print "missing", m
+			}
+		}
+	' "$builtin" "$mdir/modules.dep"
+}
+load_list=$(resolve_modules)
+if grep -q '^missing ' <<<"$load_list"; then
+	fail "required modules not in $release:$(awk '$1=="missing"{printf " %s", $2}' <<<"$load_list")"
+fi
+say "modules: $(awk '{n=$2; sub(/.*\//,"",n); sub(/\.ko$/,"",n); printf "%s ", n}' <<<"$load_list")"
+
+# --- the guest's /init -------------------------------------------------------
+# Runs as PID 1 under busybox sh. /ktm/env (per run) sets VM_NONCE, VM_ACCEL,
+# VM_CWD, VM_VERBOSE, VM_MODDIR.
+init_script() {
+	cat <<'EOF'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+. /ktm/env
+die() {
+	echo "# vm: error: $*"
+	poweroff -f
+	sleep 60
+}
+while read -r flag path; do
+	name=${path##*/}
+	name=${name%.ko}
+	if ! err=$(insmod "/mods/$path" 2>&1); then
+		case $err in *"File exists"*) continue ;; esac
+		[ "$flag" = R ] && die "insmod $name failed: $err"
+		[ -n "$VM_VERBOSE" ] && echo "# vm: optional module $name not loaded: $err"
+	fi
+done </mods/load.list
+ip link set lo up || die "cannot bring up lo"
+opts=trans=virtio,version=9p2000.L,msize=262144
+mount -t 9p -o "$opts,ro,cache=loose" hostroot /host || die "cannot mount the host root over 9p"
+h=/host
+mount -t proc proc $h/proc
+mount -t sysfs sysfs $h/sys
+mount -t devtmpfs devtmpfs $h/dev
+mkdir -p $h/dev/pts $h/dev/shm
+mount -t devpts -o newinstance,ptmxmode=0666 devpts $h/dev/pts
+mount -t tmpfs -o mode=1777 tmpfs $h/dev/shm
+mount -t tmpfs -o mode=1777 tmpfs $h/tmp
+mount -t tmpfs -o mode=0755 tmpfs $h/run
+if [ -n "$VM_CWD" ]; then
+	mkdir -p "$h$VM_CWD" 2>/dev/null
+	mount -t 9p -o "$opts,cache=mmap" hostcwd "$h$VM_CWD" || die "cannot mount $VM_CWD over 9p"
+fi
+# on-demand module loading (request_module) from the host's copy of the tree
+if [ -n "$VM_MODDIR" ] && [ -d "$h$VM_MODDIR" ]; then
+	mkdir -p /lib/modules /sbin
+	ln -s "$h$VM_MODDIR" "/lib/modules/$(uname -r)"
+	ln -s /bin/busybox /sbin/modprobe
+fi
+mkdir -p $h/run/ktm
+cp /ktm/cmd.sh $h/run/ktm/cmd.sh
+echo "# guest kernel: $(uname -r)"
+echo "# accel: $VM_ACCEL"
+env -i HOME=/root PATH="$VM_PATH" TERM=dumb LANG=C.UTF-8 \
+	chroot $h /bin/sh /run/ktm/cmd.sh </dev/null
+rc=$?
+dmesg | grep -E 'BUG|WARNING|Call Trace|lockdep|general protection' |
+	while IFS= read -r l; do echo "# dmesg: $l"; done
+echo "@@ktm-exit:$VM_NONCE:$rc@@"
+# wait until the UART has sent everything, then power off
+stty -F /dev/console -echo 2>/dev/null
+sync
+poweroff -f
+sleep 60
+EOF
+}
+
+# --- initramfs (cached per kernel) -------------------------------------------
+key=$({
+	cat "$script_path"
+	printf '%s\n' "$kernel_dir" "$load_list"
+	sha256sum "$busybox"
+} | sha256sum | cut -c1-16)
+if [[ -w $kernel_dir ]]; then
+	initrd_dir=$kernel_dir
+else
+	initrd_dir=$cache_dir/initramfs
+fi
+initrd=$initrd_dir/initramfs-$key.cpio
+build_initramfs() {
+	local tmp f
+	mkdir -p "$initrd_dir"
+	tmp=$(mktemp -d "$initrd_dir/.initramfs.XXXXXX")
+	mkdir -p "$tmp"/{bin,dev,proc,sys,host,tmp,mods,ktm}
+	cp "$busybox" "$tmp/bin/busybox"
+	init_script >"$tmp/init"
+	chmod 755 "$tmp/init"
+	awk '{print $1, $2}' <<<"$load_list" >"$tmp/mods/load.list"
+	while read -r _ f; do
+		mkdir -p "$tmp/mods/${f%/*}"
+		cp "$mdir/$f" "$tmp/mods/$f"
+	done <<<"$load_list"
+	(cd "$tmp" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) >"$tmp.cpio"
+	rm -rf "$tmp"
+	mv -f "$tmp.cpio" "$initrd"
+	for f in "$initrd_dir"/initramfs-*.cpio; do
+		[[ $f == "$initrd" ]] || rm -f "$f"
+	done
+}
+if [[ ! -f $initrd ]]; then
+	say "building $initrd"
+	build_initramfs
+fi
+
+# --- accelerator ---------------------------------------------------------------
+accel=${KTM_VM_ACCEL:-}
+if [[ -z $accel ]]; then
+	accel=tcg
+	if grep -qwE 'vmx|svm' /proc/cpuinfo && [[ ! -e /sys/module/kvm_pvm ]] &&
+		[[ -r /dev/kvm && -w /dev/kvm ]]; then
+		accel=kvm
+	fi
+fi
+# shellcheck disable=SC2054 # commas belong to QEMU's option syntax
+case $accel in
+kvm) accel_args=(-accel kvm -cpu host) ;;
+tcg) accel_args=(-accel tcg,thread=multi -cpu max) ;;
+*) fail "KTM_VM_ACCEL must be kvm or tcg" ;;
+esac
+
+# --- per-run part of the initramfs -----------------------------------------------
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ktm-vm.XXXXXX")
+qpid=
+# shellcheck disable=SC2317 # called from the EXIT trap
+cleanup() {
+	[[ -z $qpid ]] || kill "$qpid" 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+cwd=$(pwd -P)
+[[ $cwd != / ]] || cwd=
+nonce=$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')
+mkdir -p "$tmp/run/ktm"
+{
+	printf 'VM_NONCE=%s\n' "$nonce"
+	printf 'VM_ACCEL=%s\n' "$accel"
+	printf 'VM_CWD=%s\n' "$(q "$cwd")"
+	printf 'VM_VERBOSE=%s\n' "$( ((verbose)) && echo 1)"
+	printf 'VM_MODDIR=%s\n' "$(q "$mdir")"
+	printf 'VM_PATH=%s\n' "$(q "${KTM_VM_PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}")"
+} >"$tmp/run/ktm/env"
+{
+	while read -r name; do
+		case $name in
+		CI | KTLS_REQUIRE | V | KTM_*) printf 'export %s=%s\n' "$name" "$(q "${!name}")" ;;
+		esac
+	done < <(compgen -e)
+	if [[ -n $cwd ]]; then
+		printf 'cd %s || exit 125\n' "$(q "$cwd")"
+	fi
+	printf 'exec'
+	for a in "$@"; do printf ' %s' "$(q "$a")"; done
+	printf '\n'
+} >"$tmp/run/ktm/cmd.sh"
+mv "$tmp/run/ktm" "$tmp/ktm"
+(cd "$tmp" && printf '%s\n' ktm ktm/env ktm/cmd.sh | cpio --quiet -o -H newc -R 0:0) >"$tmp/run.cpio"
+cat "$initrd" "$tmp/run.cpio" >"$tmp/initrd"
+
+# --- boot ---------------------------------------------------------------------
+# shellcheck disable=SC2054 # commas belong to QEMU's option syntax
+qemu_args=(
+	-nodefaults -no-user-config -display none -no-reboot
+	"${accel_args[@]}" -m "$mem" -smp "$smp"
+	-kernel "$kernel_dir/vmlinuz" -initrd "$tmp/initrd"
+	-append "console=ttyS0 quiet loglevel=2 panic=-1 rdinit=/init 8250.nr_uarts=1"
+	-serial stdio
+	-device virtio-rng-pci
+	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
+)
+if [[ -n $cwd ]]; then
+	qemu_args+=(-virtfs "local,path=$cwd,mount_tag=hostcwd,security_model=none,multidevs=remap")
+fi
+say "qemu: $qemu ${qemu_args[*]}"
+
+mkfifo "$tmp/console"
+start=$SECONDS
+"$qemu" "${qemu_args[@]}" <"/dev/null" >"$tmp/console" 2>"$tmp/qemu.err" &
+qpid=$!
+exec 3<"$tmp/console"
+
+marker="@@ktm-exit:$nonce:"
+ring=()
+started=0
+status=
+timed_out=0
+while :; do
+	left=$((start + timeout - SECONDS))
+	if ((left <= 0)); then
+		timed_out=1
+		break
+	fi
+	line=
+	st=0
+	IFS= read -r -t "$left" -u 3 line || st=$?
+	if ((st)); then
+		if ((st > 128)); then
+			timed_out=1
+			break
+		fi
+		[[ -n $line ]] || break
+	fi
+	line=${line//$'\r'/}
+	ring+=("$line")
+	((${#ring[@]} <= 30)) || ring=("${ring[@]:1}")
+	if [[ $line == *"$marker"* ]]; then
+		status=${line#*"$marker"}
+		status=${status%%@@*}
+		break
+	fi
+	if ((started)); then
+		printf '%s\n' "$line"
+	elif [[ $line == "# guest kernel: "* ]]; then
+		started=1
+		printf '%s\n' "$line"
+	elif [[ $line == "# vm: "* ]]; then
+		printf '%s\n' "$line"
+	fi
+done
+
+if ((timed_out)); then
+	line=${line//$'\r'/}
+	if ((started)) && [[ -n $line ]]; then printf '%s\n' "$line"; fi
+	kill "$qpid" 2>/dev/null || true
+	wait "$qpid" 2>/dev/null || true
+	qpid=
+	printf '# %s: timeout after %s s\n' "$prog" "$timeout"
+	exit 124
+fi
+
+# drain the console until QEMU exits (the guest powers off); give it 30 s
+if [[ -n $status ]]; then
+	while IFS= read -r -t 30 -u 3 _; do :; done || true
+fi
+kill "$qpid" 2>/dev/null || true
+wait "$qpid" 2>/dev/null || true
+qpid=
+say "wall time $((SECONDS - start)) s"
+
+if [[ -z $status ]]; then
+	if ((started)); then
+		printf '# %s: the guest died without reporting an exit status (console above)\n' "$prog"
+	else
+		printf '# %s: the guest died without reporting an exit status; last console lines:\n' "$prog"
+		((${#ring[@]} == 0)) || printf '%s\n' "${ring[@]}"
+	fi
+	if [[ -s $tmp/qemu.err ]]; then
+		printf '# %s: qemu stderr:\n' "$prog"
+		tail -n 20 "$tmp/qemu.err"
+	fi
+	exit 125
+fi
+[[ $status =~ ^[0-9]+$ ]] || fail "bad exit status from the guest: $status"
+if ((verbose)) && [[ -s $tmp/qemu.err ]]; then
+	sed "s/^/# $prog: qemu: /" "$tmp/qemu.err"
+fi
+exit "$status"
