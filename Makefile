@@ -41,11 +41,14 @@ endif
 KTLS_SRC := $(wildcard ktls/*.c)
 LIB_SRC := $(wildcard lib/*.c)
 LIB_OBJ := $(patsubst %.c,$(O)/obj/%.o,$(KTLS_SRC) $(LIB_SRC))
-HARNESS_OBJ := $(O)/obj/tests/harness.o
+# Shared test code (harness, PKI, peer) linked into every test binary.
+HARNESS_OBJ := $(patsubst %.c,$(O)/obj/%.o,$(wildcard tests/*.c))
 UNIT_SRC := $(wildcard tests/unit/*.c)
 KTLS_TEST_SRC := $(wildcard tests/ktls/*.c)
+SESSION_TEST_SRC := $(wildcard tests/session/*.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(O)/tests/unit/%,$(UNIT_SRC))
 KTLS_TEST_BIN := $(patsubst tests/ktls/%.c,$(O)/tests/ktls/%,$(KTLS_TEST_SRC))
+SESSION_TEST_BIN := $(patsubst tests/session/%.c,$(O)/tests/session/%,$(SESSION_TEST_SRC))
 TOOL := $(O)/ktls-migrate
 STATIC_LIB := $(O)/libktm.a
 SHARED_LIB := $(O)/libktm.so.$(VERSION)
@@ -57,7 +60,7 @@ SHARED_LIB := $(O)/libktm.so.$(VERSION)
 all: lib tools tests
 lib: $(STATIC_LIB) $(SHARED_LIB)
 tools: $(TOOL)
-tests: $(UNIT_BIN) $(KTLS_TEST_BIN)
+tests: $(UNIT_BIN) $(KTLS_TEST_BIN) $(SESSION_TEST_BIN)
 
 $(O)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -204,4 +204,60 @@ int ktm_ktls_diag_query(int fd, struct ktm_ktls_diag *d);
 /* Parse one SOCK_DIAG_BY_FAMILY reply message (pure; for tests). */
 int ktm_ktls_diag_parse(const void *buf, size_t len, struct ktm_ktls_diag *d);
 
+/* ---- offload.c: NIC TLS offload features via ethtool netlink ---- */
+
+/*
+ * The three netdev features that matter for TLS device offload, as the
+ * kernel names them (net/ethtool/common.c, netdev_features_strings).
+ *
+ * *_avail: in the device's hw_features (ETHTOOL_A_FEATURES_HW), i.e. the
+ *          driver supports it and the user may toggle it.
+ * *_on:    in the active features (ETHTOOL_A_FEATURES_ACTIVE).
+ * *_fixed: the user cannot change it, as `ethtool -k` marks "[fixed]":
+ *          not in hw_features, or in the never-change set
+ *          (ETHTOOL_A_FEATURES_NOCHANGE).
+ */
+struct ktm_ktls_offload {
+	char ifname[16];		/* IFNAMSIZ, from the reply header */
+	bool tx_avail, tx_on, tx_fixed;	/* "tls-hw-tx-offload" */
+	bool rx_avail, rx_on, rx_fixed;	/* "tls-hw-rx-offload" */
+	bool record_avail, record_on;	/* "tls-hw-record" */
+};
+
+/*
+ * Ask the kernel (generic netlink family "ethtool", ETHTOOL_MSG_FEATURES_GET,
+ * verbose bitsets) for @ifname's TLS offload features.  @ifname may be an
+ * alternative name; out->ifname is the device's real name.  Opens and closes
+ * its own netlink socket; blocks until the kernel answers.  Needs no
+ * privileges.  Kernel >= 5.6 with CONFIG_ETHTOOL_NETLINK.
+ *
+ * Returns 0; -EINVAL for a NULL or empty name; -ENODEV when no such
+ * interface exists; -EOPNOTSUPP when the kernel has no ethtool netlink
+ * family; -ENOMEM; -EBADMSG/-EPROTO for a reply this parser rejects; other
+ * -errno from the kernel or the socket.
+ */
+int ktm_ktls_offload_query(const char *ifname, struct ktm_ktls_offload *out);
+
+/*
+ * Query every interface of the caller's network namespace except loopback,
+ * in the kernel's link order; fill @out[0..max-1] (@out may be NULL when
+ * @max is 0).  An interface that disappears while scanning is left out.
+ * Returns how many interfaces there are (may exceed @max) or -errno as
+ * ktm_ktls_offload_query; on error @out holds nothing meaningful.
+ */
+int ktm_ktls_offload_scan(struct ktm_ktls_offload *out, unsigned int max);
+
+/*
+ * Parse the attributes of one ETHTOOL_MSG_FEATURES_GET_REPLY (the bytes
+ * after the genetlink header) into @out (pure; for tests and fuzzing).
+ * Bitsets may come with ETHTOOL_A_BITSET_NOMASK (every listed bit is set)
+ * or as mask lists (a listed bit is set when it carries
+ * ETHTOOL_A_BITSET_BIT_VALUE); the kernel mixes both in one reply.  A
+ * missing set reads as empty.
+ * Returns 0, -EBADMSG for truncated or malformed attributes, -EPROTO for a
+ * compact bitset (we never ask for one: it carries no names).
+ */
+int ktm_ktls_offload_parse(const void *attrs, size_t len,
+			   struct ktm_ktls_offload *out);
+
 #endif /* KTM_KTLS_H */

@@ -7,8 +7,36 @@
 #define KTM_INTERNAL_H
 
 #include <stdarg.h>
+#include <stdint.h>
 
 #include "ktm.h"
+
+struct ktm_ktls_ops;
+
+#define KTM_MAX_PINS 8
+
+/* See ktm_config_* in ktm.h.  Read-only once sessions use it. */
+struct ktm_config {
+	enum ktm_endpoint endpoint;
+	bool verify_peer;
+	char *creds_dir;
+	char *ca_path, *cert_path, *key_path;
+	char *crl_path;			/* NULL when the dir has no ca-crl.pem */
+	char *hostname;			/* verification override, client */
+	uint16_t min_version, max_version;
+	enum ktm_cipher ciphers[KTM_CIPHER_COUNT];
+	size_t n_ciphers;
+	uint8_t pins[KTM_MAX_PINS][32];
+	size_t n_pins;
+	enum ktm_ktls_policy policy;
+	unsigned int connect_ms, handshake_ms;
+	ktm_check_fn check_fn;
+	void *check_opaque;
+	char *hook_path, *hook_object, *hook_uri;
+	/* Kernel calls of ktls/; NULL means the real ones.  Tests swap in
+	 * fakes (see tests/unit). */
+	const struct ktm_ktls_ops *ktls_ops;
+};
 
 #define KTM_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 
@@ -32,5 +60,29 @@ const char *ktm_errno_name(int err, char buf[24]);
  * accepted.  Both close-on-exec.  0 or -errno; nothing left open on
  * failure.  Used by the probe and by the tests. */
 int ktm_net_tcp_pair(int fds[2]);
+
+/* ---- verify.c ---- */
+
+struct x509_st;
+struct ssl_st;
+
+/* Set *errp for a failed handshake on @ssl, whose verify result or error
+ * queue says why; @peer names the peer in the message.  Clears the OpenSSL
+ * error queue. */
+void ktm_tls_handshake_error(struct ssl_st *ssl, const struct ktm_config *cfg,
+			     const char *peer, const char *first_bytes,
+			     struct ktm_error **errp);
+/* Append OpenSSL's last queued reason as ": reason" into @buf (or nothing)
+ * and clear the queue. */
+const char *ktm_ossl_reason(char *buf, size_t len);
+/* "DNS:a, IP:10.0.0.7" into @buf. */
+void ktm_x509_sans(struct x509_st *cert, char *buf, size_t len);
+
+/* ---- hooks.c ---- */
+
+/* Run the configured checks on @s; false with *errp (KTM_ERR_CHECK) on a
+ * veto. */
+bool ktm_checks_run(const struct ktm_config *cfg, const struct ktm_session *s,
+		    struct ktm_error **errp);
 
 #endif /* KTM_INTERNAL_H */

@@ -12,8 +12,8 @@
  * serials.  The CA has CN "ktm-test-ca"; the server leaf's CN is its first
  * DNS name, the client's "ktm-test-client" (also its only DNS SAN).
  *
- * The helpers are not thread-safe with respect to each other only in that
- * they use the thread's OpenSSL error queue; they hold no global state.
+ * No global state: the helpers may run in several threads or forked
+ * children at once; OpenSSL errors go through the calling thread's queue.
  */
 #ifndef KTM_TEST_PKI_H
 #define KTM_TEST_PKI_H
@@ -27,6 +27,8 @@
 #define T_PKI_SERVER_KEY	"server-key.pem"
 #define T_PKI_CLIENT_CERT	"client-cert.pem"
 #define T_PKI_CLIENT_KEY	"client-key.pem"
+
+#define T_PKI_MAX_NAMES		4
 
 #define T_PKI_CA_CN		"ktm-test-ca"
 #define T_PKI_CLIENT_CN		"ktm-test-client"
@@ -55,9 +57,9 @@ struct t_pki_opts {
 	enum t_pki_flaw flaw;
 	/* NULL-terminated (or all 4 used); {"localhost"} when [0] is NULL.
 	 * Each must fit a CN (64 bytes) as the first becomes the CN. */
-	const char *server_dns[4];
+	const char *server_dns[T_PKI_MAX_NAMES];
 	/* IP SANs, e.g. "127.0.0.1", "::1"; NULL-terminated (or all 4 used) */
-	const char *server_ip[4];
+	const char *server_ip[T_PKI_MAX_NAMES];
 	/* write ca-cert's CRL (empty unless T_PKI_REVOKED) to ca-crl.pem */
 	bool with_crl;
 };

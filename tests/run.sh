@@ -6,10 +6,13 @@
 #   tests/run.sh [--build DIR] [--san-build DIR] TIER...
 #
 # TIER is one of
-#   unit   the unit tests (no kernel TLS needed), natively; with
-#          --san-build also the ASan+UBSan build of them
-#   ktls   the kernel-TLS tests natively (this kernel must have tls)
-#   vm     the kernel-TLS tests in a QEMU guest, once per cached kernel
+#   unit   the unit tests and the session tests (no kernel TLS needed:
+#          sessions take the userspace path), natively; with --san-build
+#          also the ASan+UBSan build of them
+#   ktls   the kernel-TLS and session tests natively (this kernel must
+#          have tls)
+#   vm     the kernel-TLS and session tests in a QEMU guest, once per
+#          cached kernel
 #          (tests/vm/fetch-kernels.sh --list)
 #   all    unit, then ktls when this kernel has the tls ULP, else vm
 #
@@ -62,12 +65,13 @@ count_tap() {
 		/^not ok [0-9]+ / { fail++; seen++; next }
 		END { close_run(); printf "%d %d %d %d\n", pass, fail, skip, miss }
 	' "$1")
-	set -- $counts
-	passed=$((passed + $1))
-	failed=$((failed + $2 + $4))
-	skipped=$((skipped + $3))
-	if [ "$4" -gt 0 ]; then
-		echo "# $(basename "$1"): $4 planned test(s) never reported (crash or timeout): counted as failed"
+	local p f s miss
+	read -r p f s miss <<< "$counts"
+	passed=$((passed + p))
+	failed=$((failed + f + miss))
+	skipped=$((skipped + s))
+	if [ "$miss" -gt 0 ]; then
+		echo "# $(basename "$1"): $miss planned test(s) never reported (crash or timeout): counted as failed"
 	fi
 }
 
@@ -90,10 +94,13 @@ run_bins() {	# name dir
 
 tier_unit() {
 	run_bins unit "$build/tests/unit"
+	run_bins session "$build/tests/session"
 	if [ -n "$san" ]; then
-		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-			run_bins unit-asan-ubsan "$san/tests/unit"
+		export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+		export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+		run_bins unit-asan-ubsan "$san/tests/unit"
+		run_bins session-asan-ubsan "$san/tests/session"
+		unset ASAN_OPTIONS UBSAN_OPTIONS
 	fi
 }
 
@@ -105,6 +112,7 @@ tier_ktls() {
 	echo "# kernel-TLS tests natively on $(uname -r)"
 	"$build/ktls-migrate" probe | sed 's/^/# probe: /'
 	run_bins "ktls-native" "$build/tests/ktls"
+	run_bins "session-native" "$build/tests/session"
 	if [ "$(id -u)" = 0 ] && dmesg >/dev/null 2>&1; then
 		dmesg | grep -E 'BUG|WARNING|Call Trace|lockdep' | tail -5 | sed 's/^/# dmesg: /'
 	fi
@@ -128,11 +136,17 @@ tier_vm() {
 		echo "# == vm: kernel $rel =="
 		# The guest runs every kernel-TLS binary; TAP comes back on the
 		# serial console.  Exit codes are ignored: the TAP is counted.
-		bash tests/vm/run.sh --timeout "${KTM_VM_TIMEOUT:-1500}" "$k" -- \
-			sh -c "'$build/ktls-migrate' probe | sed 's/^/# probe: /';
-			       for b in '$build'/tests/ktls/*; do \"\$b\"; done" \
-			2>&1 | tee "$log"
-		rc=${PIPESTATUS[0]}
+		# Under TCG a guest kernel now and then dies while booting
+		# (before it prints its version): boot it again, up to 3 times.
+		for attempt in 1 2 3; do
+			bash tests/vm/run.sh --timeout "${KTM_VM_TIMEOUT:-1500}" "$k" -- \
+				sh -c "'$build/ktls-migrate' probe | sed 's/^/# probe: /';
+				       for b in '$build'/tests/ktls/* '$build'/tests/session/*; do \"\$b\"; done" \
+				2>&1 | tee "$log"
+			rc=${PIPESTATUS[0]}
+			grep -q '^# guest kernel:' "$log" && break
+			echo "# vm $rel: the guest died while booting (attempt $attempt, exit $rc)"
+		done
 		count_tap "$log"
 		if ! grep -q '^1\.\.' "$log"; then
 			echo "# vm $rel: no test output (run.sh exit $rc): counted as failed"

@@ -45,7 +45,8 @@ enum ktm_error_class {
 	KTM_ERR_KTLS_UNSUPPORTED, /* this kernel lacks tls or the cipher */
 	KTM_ERR_KTLS_INSTALL,	/* the kernel refused keys it should take */
 	KTM_ERR_IO,		/* a system call failed */
-	KTM_ERR_PEER,		/* the peer went away or vetoed */
+	KTM_ERR_PEER,		/* the peer went away, refused or stayed silent */
+	KTM_ERR_CHECK,		/* a pre-migration check vetoed */
 	KTM_ERR_INTERNAL,	/* a bug in ktls-migrate */
 };
 
@@ -124,6 +125,194 @@ enum ktm_support ktm_probe_rekey(const struct ktm_probe *probe,
 				 const char **reason);
 enum ktm_support ktm_probe_io_uring(const struct ktm_probe *probe,
 				    const char **reason);
+
+
+/* ------------------------------------------------------------------ */
+/* Configuration                                                       */
+/* ------------------------------------------------------------------ */
+
+struct ktm_config;
+struct ktm_session;
+
+enum ktm_endpoint {
+	KTM_ENDPOINT_CLIENT = 1,	/* connects; the migration source */
+	KTM_ENDPOINT_SERVER,		/* accepts; the migration destination */
+};
+
+/* What to do when the kernel cannot take the keys. */
+enum ktm_ktls_policy {
+	KTM_KTLS_PREFER = 0,	/* kernel TLS, else userspace TLS (status says why) */
+	KTM_KTLS_REQUIRE,	/* kernel TLS or fail, naming the missing piece */
+	KTM_KTLS_OFF,		/* userspace TLS always (for comparison) */
+};
+
+/*
+ * A configuration is built once, then read by any number of sessions
+ * (read-only after setup; sessions may be created from several threads).
+ * Defaults: verify the peer, TLS 1.2 to 1.3 (1.3 negotiated when both
+ * allow it), every cipher of enum ktm_cipher, kernel TLS preferred,
+ * connect and handshake timeouts 10 s each.
+ */
+struct ktm_config *ktm_config_new(enum ktm_endpoint endpoint,
+				  struct ktm_error **errp);
+void ktm_config_free(struct ktm_config *cfg);
+
+/*
+ * Credentials directory in QEMU's tls-creds-x509 layout: ca-cert.pem,
+ * server-cert.pem + server-key.pem (server), client-cert.pem +
+ * client-key.pem (client), optional ca-crl.pem.  The files this endpoint
+ * needs are read and checked now: they parse, the key matches the
+ * certificate, and the key is not readable by group or others.
+ */
+bool ktm_config_set_creds_dir(struct ktm_config *cfg, const char *dir,
+			      struct ktm_error **errp);
+/* Verify the peer's certificate (default true).  Off only for tests. */
+void ktm_config_set_verify_peer(struct ktm_config *cfg, bool verify);
+/* The name (DNS or IP) the server certificate must carry, instead of the
+ * host connected to (QEMU's tls-hostname).  Client only. */
+bool ktm_config_set_hostname(struct ktm_config *cfg, const char *name,
+			     struct ktm_error **errp);
+/* Allowed versions, default TLS 1.2 to TLS 1.3 (1.3 is chosen when both
+ * ends allow it). */
+bool ktm_config_set_versions(struct ktm_config *cfg,
+			     enum ktm_tls_version min,
+			     enum ktm_tls_version max,
+			     struct ktm_error **errp);
+/* Allowed ciphers, in order of preference. */
+bool ktm_config_set_ciphers(struct ktm_config *cfg,
+			    const enum ktm_cipher *ciphers, size_t count,
+			    struct ktm_error **errp);
+/* Also require the peer's SubjectPublicKeyInfo SHA-256 to equal one of the
+ * pins: 64 hex digits, or "sha256//" + base64 (as curl takes them). */
+bool ktm_config_add_pin(struct ktm_config *cfg, const char *pin,
+			struct ktm_error **errp);
+void ktm_config_set_ktls(struct ktm_config *cfg, enum ktm_ktls_policy policy);
+/* Milliseconds; 0 keeps the default. */
+void ktm_config_set_timeouts(struct ktm_config *cfg, unsigned int connect_ms,
+			     unsigned int handshake_ms);
+
+/*
+ * Pre-migration checks.  Both run on a session whose peer is verified and
+ * whose data path is set up, before any application data moves; a veto
+ * fails session creation with KTM_ERR_CHECK.
+ *
+ * In-process: @fn returns true to allow; to veto it returns false and may
+ * write one phrase into @reason.  It may call the ktm_session_* status
+ * accessors on @s; it must not send or receive.
+ */
+typedef bool (*ktm_check_fn)(const struct ktm_session *s, void *opaque,
+			     char *reason, size_t reason_len);
+void ktm_config_set_check(struct ktm_config *cfg, ktm_check_fn fn,
+			  void *opaque);
+/*
+ * External: run @path like a libvirt hook, as
+ *   PATH OBJECT migrate pmc URI
+ * with the verified peer in the environment: KTM_PEER_SUBJECT,
+ * KTM_PEER_SANS (comma separated), KTM_PEER_CERT_SHA256,
+ * KTM_PEER_SPKI_SHA256 (hex), KTM_TLS_VERSION, KTM_TLS_CIPHER,
+ * KTM_DATA_PATH ("kernel" or "userspace"), KTM_ENDPOINT ("client" or
+ * "server").  Exit status 0 allows; anything else vetoes, and the error
+ * carries the hook's first line of stderr.  The hook gets 30 s.
+ */
+bool ktm_config_set_check_exec(struct ktm_config *cfg, const char *path,
+			       const char *object, const char *uri,
+			       struct ktm_error **errp);
+
+/* ------------------------------------------------------------------ */
+/* Sessions                                                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Connect to @host:@port (TCP), run the TLS handshake, verify the server
+ * (its certificate must name the hostname override or else @host), run the
+ * checks, and switch the socket into kernel TLS per the policy.  Blocks up
+ * to the connect + handshake timeouts.
+ */
+struct ktm_session *ktm_session_connect(const struct ktm_config *cfg,
+					const char *host, const char *port,
+					struct ktm_error **errp);
+/* Accept one connection on @listen_fd (borrowed) and do the same as a
+ * server: the client must present a certificate the CA signed. */
+struct ktm_session *ktm_session_accept(const struct ktm_config *cfg,
+				       int listen_fd, struct ktm_error **errp);
+/* The same on a connected stream socket @fd, which the session takes (it
+ * is closed on failure too).  @peer_name is the host the server certificate
+ * must name (client; NULL uses the hostname override) and appears in
+ * messages. */
+struct ktm_session *ktm_session_new_fd(const struct ktm_config *cfg, int fd,
+				       const char *peer_name,
+				       struct ktm_error **errp);
+
+/* Send all @len bytes (blocks).  Returns true, or false with *errp. */
+bool ktm_session_send(struct ktm_session *s, const void *buf, size_t len,
+		      struct ktm_error **errp);
+/* Receive up to @len bytes (blocks for at least one).  Returns the count,
+ * 0 when the peer ended the session with close_notify, or -1 with *errp
+ * (a connection closed without close_notify is an error: truncation). */
+ssize_t ktm_session_recv(struct ktm_session *s, void *buf, size_t len,
+			 struct ktm_error **errp);
+/* Send close_notify; the socket stays open until ktm_session_free(). */
+bool ktm_session_shutdown(struct ktm_session *s, struct ktm_error **errp);
+/* Close the socket (no close_notify unless shutdown was called) and free.
+ * Accepts NULL. */
+void ktm_session_free(struct ktm_session *s);
+
+/* The socket (borrowed; valid until free or detach).  On the kernel path
+ * plaintext written to it is encrypted by the kernel. */
+int ktm_session_fd(const struct ktm_session *s);
+/* Hand the kernel-TLS socket to the caller, who owns it from then on, and
+ * free the session.  Only when both directions run in the kernel; on
+ * failure the session is left as it was.  Returns the fd or -1. */
+int ktm_session_detach(struct ktm_session *s, struct ktm_error **errp);
+
+/* ---- status ---- */
+
+enum ktm_dir {
+	KTM_DIR_TX = 0,
+	KTM_DIR_RX = 1,
+};
+
+enum ktm_path {
+	KTM_PATH_KERNEL_SW = 1,	/* kernel TLS, crypto on the CPU */
+	KTM_PATH_KERNEL_HW,	/* kernel TLS, crypto on the NIC */
+	KTM_PATH_USERSPACE,	/* OpenSSL in this process */
+};
+
+enum ktm_path ktm_session_path(const struct ktm_session *s, enum ktm_dir dir);
+/* "kernel", "kernel-hw", "userspace". */
+const char *ktm_path_name(enum ktm_path path);
+/* Why the session runs in userspace (NULL on the kernel path). */
+const char *ktm_session_fallback_reason(const struct ktm_session *s);
+enum ktm_tls_version ktm_session_version(const struct ktm_session *s);
+enum ktm_cipher ktm_session_cipher(const struct ktm_session *s);
+/* The verified peer: subject (one line, RFC 2253), subject alternative
+ * names ("DNS:a, IP:10.0.0.7"), SHA-256 of the certificate and of its
+ * SubjectPublicKeyInfo (hex).  "" when the peer sent no certificate.
+ * Owned by the session. */
+const char *ktm_session_peer_subject(const struct ktm_session *s);
+const char *ktm_session_peer_sans(const struct ktm_session *s);
+const char *ktm_session_peer_cert_sha256(const struct ktm_session *s);
+const char *ktm_session_peer_spki_sha256(const struct ktm_session *s);
+/* Application bytes and TLS records moved in @dir since the switch. */
+uint64_t ktm_session_bytes(const struct ktm_session *s, enum ktm_dir dir);
+uint64_t ktm_session_records(const struct ktm_session *s, enum ktm_dir dir);
+
+/* ------------------------------------------------------------------ */
+/* Fd hand-over (SCM_RIGHTS)                                           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Pass @fd (borrowed; the caller may close it afterwards) over the
+ * connected unix socket @unix_fd, with a short @name (may be NULL) as the
+ * payload, e.g. for QEMU's `getfd` (the name travels in the QMP command
+ * there; see README).  Returns true or false with *errp.
+ */
+bool ktm_fd_send(int unix_fd, int fd, const char *name,
+		 struct ktm_error **errp);
+/* Receive one fd (owned by the caller) and its name into @name (may be
+ * NULL).  Returns the fd or -1 with *errp. */
+int ktm_fd_recv(int unix_fd, char *name, size_t name_len,
+		struct ktm_error **errp);
 
 #ifdef __cplusplus
 }

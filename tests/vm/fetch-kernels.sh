@@ -49,6 +49,7 @@ cache_dir=${KTM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ktls-migrate}
 kdir=$cache_dir/kernels
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 export LC_ALL=C
+PATH=$PATH:/usr/sbin:/sbin # depmod lives in sbin
 
 log() { ((quiet)) || printf '%s: %s\n' "$prog" "$*" >&2; }
 die() {

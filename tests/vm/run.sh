@@ -73,6 +73,7 @@ shift 2
 
 verbose=0
 [[ ${V:-0} == 0 || -z ${V:-} ]] || verbose=1
+[[ ${V:-} != 2 ]] || verbose=2 # V=2: boot messages too
 say() { ((verbose == 0)) || printf '# %s: %s\n' "$prog" "$*"; }
 
 script_path=$(readlink -f "${BASH_SOURCE[0]}")
@@ -170,6 +171,7 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
+# shellcheck source=/dev/null
 . /ktm/env
 die() {
 	echo "# vm: error: $*"
@@ -225,6 +227,20 @@ sleep 60
 EOF
 }
 
+# --- scratch space, cleanup ----------------------------------------------------------
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ktm-vm.XXXXXX")
+qpid=
+btmp=
+# shellcheck disable=SC2317 # called from the EXIT trap
+cleanup() {
+	[[ -z $qpid ]] || kill "$qpid" 2>/dev/null || true
+	rm -rf "$tmp"
+	[[ -z $btmp ]] || rm -rf "$btmp" "$btmp.cpio"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
 # --- initramfs (cached per kernel) -------------------------------------------
 key=$({
 	cat "$script_path"
@@ -234,13 +250,15 @@ key=$({
 if [[ -w $kernel_dir ]]; then
 	initrd_dir=$kernel_dir
 else
-	initrd_dir=$cache_dir/initramfs
+	initrd_dir=$cache_dir/initramfs/$(printf '%s' "$kernel_dir" | sha256sum | cut -c1-16)
 fi
 initrd=$initrd_dir/initramfs-$key.cpio
 build_initramfs() {
-	local tmp f
+	local f
+	say "building $initrd"
 	mkdir -p "$initrd_dir"
-	tmp=$(mktemp -d "$initrd_dir/.initramfs.XXXXXX")
+	btmp=$(mktemp -d "$initrd_dir/.initramfs.XXXXXX")
+	local tmp=$btmp
 	mkdir -p "$tmp"/{bin,dev,proc,sys,host,tmp,mods,ktm}
 	cp "$busybox" "$tmp/bin/busybox"
 	init_script >"$tmp/init"
@@ -253,14 +271,12 @@ build_initramfs() {
 	(cd "$tmp" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) >"$tmp.cpio"
 	rm -rf "$tmp"
 	mv -f "$tmp.cpio" "$initrd"
+	btmp=
 	for f in "$initrd_dir"/initramfs-*.cpio; do
 		[[ $f == "$initrd" ]] || rm -f "$f"
 	done
 }
-if [[ ! -f $initrd ]]; then
-	say "building $initrd"
-	build_initramfs
-fi
+[[ -f $initrd ]] || build_initramfs
 
 # --- accelerator ---------------------------------------------------------------
 accel=${KTM_VM_ACCEL:-}
@@ -279,16 +295,6 @@ tcg) accel_args=(-accel tcg,thread=multi -cpu max) ;;
 esac
 
 # --- per-run part of the initramfs -----------------------------------------------
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/ktm-vm.XXXXXX")
-qpid=
-# shellcheck disable=SC2317 # called from the EXIT trap
-cleanup() {
-	[[ -z $qpid ]] || kill "$qpid" 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 cwd=$(pwd -P)
@@ -318,7 +324,11 @@ mkdir -p "$tmp/run/ktm"
 } >"$tmp/run/ktm/cmd.sh"
 mv "$tmp/run/ktm" "$tmp/ktm"
 (cd "$tmp" && printf '%s\n' ktm ktm/env ktm/cmd.sh | cpio --quiet -o -H newc -R 0:0) >"$tmp/run.cpio"
-cat "$initrd" "$tmp/run.cpio" >"$tmp/initrd"
+# (another run.sh may have replaced the cached image meanwhile: build it again)
+cat "$initrd" "$tmp/run.cpio" >"$tmp/initrd" 2>/dev/null || {
+	build_initramfs
+	cat "$initrd" "$tmp/run.cpio" >"$tmp/initrd"
+}
 
 # --- boot ---------------------------------------------------------------------
 # shellcheck disable=SC2054 # commas belong to QEMU's option syntax
@@ -326,7 +336,7 @@ qemu_args=(
 	-nodefaults -no-user-config -display none -no-reboot
 	"${accel_args[@]}" -m "$mem" -smp "$smp"
 	-kernel "$kernel_dir/vmlinuz" -initrd "$tmp/initrd"
-	-append "console=ttyS0 quiet loglevel=2 panic=-1 rdinit=/init 8250.nr_uarts=1"
+	-append "console=ttyS0 quiet loglevel=2 panic=-1 rdinit=/init 8250.nr_uarts=1${KTM_VM_APPEND:+ $KTM_VM_APPEND}"
 	-serial stdio
 	-device virtio-rng-pci
 	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
@@ -376,7 +386,7 @@ while :; do
 	elif [[ $line == "# guest kernel: "* ]]; then
 		started=1
 		printf '%s\n' "$line"
-	elif [[ $line == "# vm: "* ]]; then
+	elif ((verbose > 1)) || [[ $line == "# vm: "* ]]; then
 		printf '%s\n' "$line"
 	fi
 done

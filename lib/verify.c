@@ -1,0 +1,299 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Why a handshake failed, in one phrase: certificate verification codes
+ * through one table, then the handshake's own failures (alerts, versions,
+ * a peer that does not speak TLS).  QEMU's crypto/tlssession.c picks a
+ * reason per failure the same way; unlike a bare status bit, ours name the
+ * peer and the value that did not match.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "internal.h"
+#include "tls.h"
+
+const char *ktm_ossl_reason(char *buf, size_t len)
+{
+	unsigned long e = ERR_peek_last_error();
+	const char *r = e ? ERR_reason_error_string(e) : NULL;
+
+	if (e)
+		snprintf(buf, len, ": %s", r ? r : "unknown OpenSSL error");
+	else
+		buf[0] = '\0';
+	ERR_clear_error();
+	return buf;
+}
+
+void ktm_x509_sans(X509 *cert, char *buf, size_t len)
+{
+	GENERAL_NAMES *names;
+	size_t used = 0;
+	int i;
+
+	buf[0] = '\0';
+	names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	if (!names)
+		return;
+	for (i = 0; i < sk_GENERAL_NAME_num(names); i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+		char one[INET6_ADDRSTRLEN + 8];
+		int n;
+
+		if (g->type == GEN_DNS) {
+			snprintf(one, sizeof(one), "DNS:%.*s",
+				 ASN1_STRING_length(g->d.dNSName) > 200 ? 200 :
+				 ASN1_STRING_length(g->d.dNSName),
+				 (const char *)ASN1_STRING_get0_data(g->d.dNSName));
+		} else if (g->type == GEN_IPADD) {
+			int l = ASN1_STRING_length(g->d.iPAddress);
+			char ip[INET6_ADDRSTRLEN] = "?";
+
+			inet_ntop(l == 16 ? AF_INET6 : AF_INET,
+				  ASN1_STRING_get0_data(g->d.iPAddress), ip,
+				  sizeof(ip));
+			snprintf(one, sizeof(one), "IP:%s", ip);
+		} else {
+			continue;
+		}
+		n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", one);
+		if (n < 0 || (size_t)n >= len - used)
+			break;
+		used += (size_t)n;
+	}
+	GENERAL_NAMES_free(names);
+}
+
+/* Certificate verification codes → phrase after "certificate of PEER". */
+static const struct verify_row {
+	long code;
+	const char *phrase;
+	const char *hint;
+	bool names_dir;		/* the hint is about our credentials */
+} verify_rows[] = {
+	{ X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+	  "is not signed by a trusted CA",
+	  "ca-cert.pem must hold the CA that issued it", true },
+	{ X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT,
+	  "is not signed by a trusted CA",
+	  "ca-cert.pem must hold the CA that issued it", true },
+	{ X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE,
+	  "is not signed by a trusted CA",
+	  "ca-cert.pem must hold the CA that issued it", true },
+	{ X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT,
+	  "is self-signed and not trusted",
+	  "issue it from the CA in ca-cert.pem", true },
+	{ X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN,
+	  "chains to a root CA that is not trusted",
+	  "ca-cert.pem must hold that root CA", true },
+	{ X509_V_ERR_CERT_SIGNATURE_FAILURE,
+	  "has a signature that does not verify", NULL, false },
+	{ X509_V_ERR_CERT_HAS_EXPIRED, "has expired",
+	  "renew the certificate (and check both hosts' clocks)", false },
+	{ X509_V_ERR_CERT_NOT_YET_VALID, "is not valid yet",
+	  "check both hosts' clocks", false },
+	{ X509_V_ERR_CERT_REVOKED, "has been revoked",
+	  "ca-crl.pem lists it; issue a new certificate", true },
+	{ X509_V_ERR_UNABLE_TO_GET_CRL,
+	  "cannot be checked for revocation: ca-crl.pem has no CRL from its CA",
+	  "update ca-crl.pem", true },
+	{ X509_V_ERR_CRL_HAS_EXPIRED,
+	  "cannot be checked for revocation: ca-crl.pem has expired",
+	  "update ca-crl.pem", true },
+	{ X509_V_ERR_INVALID_PURPOSE,
+	  "is not meant for this role (extendedKeyUsage)",
+	  "servers need serverAuth, clients clientAuth", false },
+};
+
+static void verify_error(const struct ktm_hs *hs, const struct ktm_config *cfg,
+			 const char *peer, struct ktm_error **errp)
+{
+	const char *who = cfg->endpoint == KTM_ENDPOINT_CLIENT ? "server" : "client";
+	const char *dir = cfg->creds_dir ? cfg->creds_dir : "the credentials directory";
+	char when[64] = "";
+	size_t i;
+
+	if (hs->verify_err == X509_V_ERR_HOSTNAME_MISMATCH ||
+	    hs->verify_err == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+		ktm_error_set(errp, KTM_ERR_TLS_VERIFY, EACCES,
+			      "%s certificate does not match expected host '%s'",
+			      who, hs->expected_host);
+		ktm_error_hint_set(errp, "names in the certificate: %s",
+				   hs->verify_sans[0] ? hs->verify_sans : "(none)");
+		return;
+	}
+	if (hs->verify_err == X509_V_ERR_CERT_HAS_EXPIRED)
+		snprintf(when, sizeof(when), " (not after %s)", hs->not_after);
+	else if (hs->verify_err == X509_V_ERR_CERT_NOT_YET_VALID)
+		snprintf(when, sizeof(when), " (not before %s)", hs->not_before);
+
+	for (i = 0; i < sizeof(verify_rows) / sizeof(verify_rows[0]); i++) {
+		const struct verify_row *r = &verify_rows[i];
+
+		if (r->code != hs->verify_err)
+			continue;
+		ktm_error_set(errp, KTM_ERR_TLS_VERIFY, EACCES,
+			      "%s certificate of %s %s%s: %s", who, peer,
+			      r->phrase, when, hs->verify_subject);
+		if (r->hint)
+			ktm_error_hint_set(errp, "%s%s%s%s", r->hint,
+					   r->names_dir ? " (credentials: " : "",
+					   r->names_dir ? dir : "",
+					   r->names_dir ? ")" : "");
+		return;
+	}
+	ktm_error_set(errp, KTM_ERR_TLS_VERIFY, EACCES,
+		      "%s certificate of %s rejected: %s: %s", who, peer,
+		      X509_verify_cert_error_string(hs->verify_err),
+		      hs->verify_subject);
+}
+
+/* An alert the peer sent, by reason code: it rejected something of ours. */
+static const struct alert_row {
+	int reason;
+	const char *what;
+	const char *hint;
+} alert_rows[] = {
+	{ SSL_R_TLSV1_ALERT_UNKNOWN_CA, "does not trust the CA of our certificate",
+	  "the peer's ca-cert.pem must hold the CA that issued our certificate" },
+	{ SSL_R_SSLV3_ALERT_BAD_CERTIFICATE, "rejected our certificate (bad certificate)",
+	  NULL },
+	{ SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED, "rejected our certificate as expired",
+	  "renew our certificate (and check both hosts' clocks)" },
+	{ SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED, "rejected our certificate as revoked",
+	  NULL },
+	{ SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN, "rejected our certificate",
+	  "see the peer's log for the reason" },
+	{ SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED,
+	  "requires a client certificate and we sent none",
+	  "put client-cert.pem and client-key.pem in our credentials directory" },
+	{ SSL_R_TLSV1_ALERT_ACCESS_DENIED, "denied access", NULL },
+	{ SSL_R_TLSV1_ALERT_PROTOCOL_VERSION, "has no TLS version in common with us",
+	  "allow TLS 1.2 or 1.3 on both ends" },
+	{ SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE,
+	  "aborted the handshake (no common cipher or version?)", NULL },
+};
+
+void ktm_tls_handshake_error(SSL *ssl, const struct ktm_config *cfg,
+			     const char *peer, const char *first_bytes,
+			     struct ktm_error **errp)
+{
+	const struct ktm_hs *hs = SSL_get_app_data(ssl);
+	unsigned long e = ERR_peek_last_error();
+	int reason = e ? ERR_GET_REASON(e) : 0;
+	char why[256];
+	size_t i;
+
+	if (hs && hs->verify_err != X509_V_OK) {
+		ERR_clear_error();
+		verify_error(hs, cfg, peer, errp);
+		return;
+	}
+	for (i = 0; i < sizeof(alert_rows) / sizeof(alert_rows[0]); i++) {
+		if (alert_rows[i].reason != reason)
+			continue;
+		ERR_clear_error();
+		ktm_error_set(errp, reason == SSL_R_TLSV1_ALERT_PROTOCOL_VERSION ?
+			      KTM_ERR_TLS_PROTOCOL : KTM_ERR_TLS_VERIFY, EACCES,
+			      "peer %s %s", peer, alert_rows[i].what);
+		if (alert_rows[i].hint)
+			ktm_error_hint_set(errp, "%s", alert_rows[i].hint);
+		return;
+	}
+	switch (reason) {
+	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+		ERR_clear_error();
+		ktm_error_set(errp, KTM_ERR_TLS_VERIFY, EACCES,
+			      "client %s sent no certificate", peer);
+		ktm_error_hint_set(errp, "the client needs client-cert.pem and "
+				   "client-key.pem in its credentials directory");
+		return;
+	case SSL_R_UNSUPPORTED_PROTOCOL:
+	case SSL_R_NO_PROTOCOLS_AVAILABLE:
+	case SSL_R_VERSION_TOO_LOW:
+	case SSL_R_VERSION_TOO_HIGH:
+		ERR_clear_error();
+		ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EPROTO,
+			      "no TLS version in common with %s (we allow %s to %s)",
+			      peer, ktm_tls_version_name(cfg->min_version),
+			      ktm_tls_version_name(cfg->max_version));
+		return;
+	case SSL_R_NO_SHARED_CIPHER:
+		ERR_clear_error();
+		ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EPROTO,
+			      "no cipher in common with %s", peer);
+		return;
+	case SSL_R_HTTP_REQUEST:
+		ERR_clear_error();
+		ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EPROTO,
+			      "%s sent an HTTP request, not a TLS handshake", peer);
+		ktm_error_hint_set(errp, "point the source at the migration "
+				   "port, not a web server");
+		return;
+	case SSL_R_WRONG_VERSION_NUMBER:
+	case SSL_R_PACKET_LENGTH_TOO_LONG:
+	case SSL_R_UNKNOWN_PROTOCOL:
+	case SSL_R_RECORD_LENGTH_MISMATCH:
+		ERR_clear_error();
+		if (first_bytes && !strncmp(first_bytes, "HTTP/", 5)) {
+			ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EPROTO,
+				      "%s answered in HTTP, not TLS", peer);
+			ktm_error_hint_set(errp, "that port belongs to a web "
+					   "server, not a migration destination");
+		} else {
+			ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EPROTO,
+				      "%s does not speak TLS (it sent \"%s\")",
+				      peer, first_bytes ? first_bytes : "?");
+			ktm_error_hint_set(errp, "is the peer a plain TCP "
+					   "listener? both ends need TLS");
+		}
+		return;
+	case SSL_R_UNEXPECTED_EOF_WHILE_READING:
+		ERR_clear_error();
+		ktm_error_set(errp, KTM_ERR_PEER, ECONNRESET,
+			      "%s closed the connection during the TLS handshake",
+			      peer);
+		ktm_error_hint_set(errp, "the peer may have rejected our "
+				   "certificate or settings; see its log");
+		return;
+	}
+	if (!e) {
+		ktm_error_set(errp, KTM_ERR_PEER, ECONNRESET,
+			      "%s closed the connection during the TLS handshake",
+			      peer);
+		ktm_error_hint_set(errp, "the peer may have rejected our "
+				   "certificate or settings; see its log");
+		return;
+	}
+	ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EPROTO,
+		      "TLS handshake with %s failed%s", peer,
+		      ktm_ossl_reason(why, sizeof(why)));
+}
+
+void ktm_tls_alert_error(uint8_t level, uint8_t desc, const char *peer,
+			 struct ktm_error **errp)
+{
+	/* OpenSSL's reason codes for received alerts are 1000 + the alert
+	 * description (SSL_AD_REASON_OFFSET). */
+	int reason = SSL_AD_REASON_OFFSET + desc;
+	size_t i;
+
+	for (i = 0; i < sizeof(alert_rows) / sizeof(alert_rows[0]); i++) {
+		if (alert_rows[i].reason != reason)
+			continue;
+		ktm_error_set(errp, KTM_ERR_TLS_VERIFY, EACCES, "peer %s %s", peer,
+			      alert_rows[i].what);
+		if (alert_rows[i].hint)
+			ktm_error_hint_set(errp, "%s", alert_rows[i].hint);
+		return;
+	}
+	ktm_error_set(errp, KTM_ERR_PEER, EPROTO,
+		      "peer %s sent a %s TLS alert: %s", peer,
+		      level == 2 ? "fatal" : "warning",
+		      SSL_alert_desc_string_long(desc));
+}

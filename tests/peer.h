@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A test peer for session tests: a server in a forked child on a loopback
+ * port, reporting what happened through shared memory.  Test helpers use
+ * the t_ prefix.
+ */
+#ifndef KTM_TEST_PEER_H
+#define KTM_TEST_PEER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ktm.h"
+
+/* What one side saw. */
+struct t_outcome {
+	bool done, ok;
+	int cls, err;
+	char msg[512], hint[512];
+	int path_tx, path_rx;
+	int version, cipher;
+	char subject[256], sans[256], fallback[256];
+	uint64_t bytes_rx, bytes_tx;
+	char echoed[64];	/* what an echo server got first */
+};
+
+enum t_mode {
+	T_NONE,		/* no server process (the test starts one later) */
+	T_ECHO,		/* accept a session, echo until close_notify */
+	T_ACCEPT,	/* accept a session, report, wait for the client to go */
+	T_EARLY,	/* accept a session, send "early" at once, then echo */
+	T_SILENT,	/* accept TCP, say nothing (handshake timeout) */
+	T_HTTP,		/* accept TCP, answer like a web server */
+};
+
+struct t_server {
+	pid_t pid;
+	int lfd;
+	char port[8];
+	struct t_outcome *out;	/* shared with the child */
+};
+
+/* Listen on 127.0.0.1:0.  0 or -errno. */
+int t_server_listen(struct t_server *srv);
+/* Fork the server; @cfg is used in the child. */
+int t_server_start(struct t_server *srv, const struct ktm_config *cfg,
+		   enum t_mode mode);
+/* Wait for the child (kill it after @timeout_s); its exit status. */
+int t_server_wait(struct t_server *srv, int timeout_s);
+void t_server_close(struct t_server *srv);
+
+/* Record @s's status or @err's class/message into @o. */
+void t_outcome_set(struct t_outcome *o, const struct ktm_session *s,
+		   const struct ktm_error *err);
+
+/* A configuration for @ep from @dir; NULL on error (printed). */
+struct ktm_config *t_config(enum ktm_endpoint ep, const char *dir,
+			    enum ktm_ktls_policy policy);
+
+/* Does this kernel have kernel TLS (the probe says so)? */
+bool t_kernel_has_ktls(void);
+
+#endif /* KTM_TEST_PEER_H */

@@ -1,0 +1,848 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Sessions end to end on loopback: handshake, verification, the switch
+ * into kernel TLS (or userspace TLS where this kernel has none), policies,
+ * status, every failure of the error table, checks, fd hand-over.
+ *
+ * Runs natively (no kernel TLS: userspace path, require names the kernel's
+ * reason) and in the QEMU guest tier (kernel path, TLS_INFO checked).  The
+ * expected path follows what the probe says of this kernel; nothing skips.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+
+#include "harness.h"
+#include "internal.h"
+#include "ktls.h"
+#include "peer.h"
+#include "pki.h"
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* Connect, or record the failure into @o.  The session or NULL. */
+static struct ktm_session *t_connect(const struct ktm_config *cfg,
+				     const char *host, const char *port,
+				     struct t_outcome *o)
+{
+	struct ktm_error *err = NULL;
+	struct ktm_session *s = ktm_session_connect(cfg, host, port, &err);
+
+	memset(o, 0, sizeof(*o));
+	t_outcome_set(o, s, err);
+	if (err)
+		printf("# client: %s%s%s\n", o->msg, o->hint[0] ? " — hint: " : "",
+		       o->hint);
+	ktm_error_free(err);
+	return s;
+}
+
+/* Send @len pattern bytes, read the echo back, compare.  0 or -1. */
+static int t_echo_check(struct ktm_session *s, size_t len)
+{
+	struct ktm_error *err = NULL;
+	uint8_t *out = malloc(len), *in = malloc(len);
+	size_t have = 0, i;
+	int ret = -1;
+
+	if (!out || !in)
+		goto out;
+	for (i = 0; i < len; i++)
+		out[i] = (uint8_t)(i * 7 + (i >> 8));
+	if (!ktm_session_send(s, out, len, &err))
+		goto out;
+	while (have < len) {
+		ssize_t n = ktm_session_recv(s, in + have, len - have, &err);
+
+		if (n <= 0)
+			goto out;
+		have += (size_t)n;
+	}
+	ret = memcmp(in, out, len) ? -1 : 0;
+out:
+	if (err)
+		printf("# echo: %s\n", ktm_error_message(err));
+	ktm_error_free(err);
+	free(out);
+	free(in);
+	return ret;
+}
+
+/* close_notify, then wait for the peer's. */
+static void t_finish(struct ktm_session *s)
+{
+	char buf[64];
+
+	ktm_session_shutdown(s, NULL);
+	while (ktm_session_recv(s, buf, sizeof(buf), NULL) > 0)
+		;
+}
+
+static int expected_path(void)
+{
+	return t_kernel_has_ktls() ? KTM_PATH_KERNEL_SW : KTM_PATH_USERSPACE;
+}
+
+/* ---- the happy paths, per TLS version x cipher ----------------------------- */
+
+FIXTURE(session)
+{
+	char dir[64];
+	struct t_server srv;
+	struct ktm_config *ccfg, *scfg;
+};
+
+FIXTURE_VARIANT(session)
+{
+	enum ktm_tls_version version;
+	enum ktm_cipher cipher;
+};
+
+#define KTM_CIPHER(name_, K, label_, o13, o12)				\
+	FIXTURE_VARIANT_ADD(session, 12_##name_) {			\
+		.version = KTM_TLS_1_2, .cipher = KTM_CIPHER_##K,	\
+	};								\
+	FIXTURE_VARIANT_ADD(session, 13_##name_) {			\
+		.version = KTM_TLS_1_3, .cipher = KTM_CIPHER_##K,	\
+	};
+#include "ciphers.def"
+#undef KTM_CIPHER
+
+static struct ktm_config *variant_config(enum ktm_endpoint ep, const char *dir,
+					 enum ktm_ktls_policy policy,
+					 const FIXTURE_VARIANT(session) *v)
+{
+	struct ktm_config *cfg = t_config(ep, dir, policy);
+
+	if (cfg && (!ktm_config_set_versions(cfg, v->version, v->version, NULL) ||
+		    !ktm_config_set_ciphers(cfg, &v->cipher, 1, NULL))) {
+		ktm_config_free(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
+FIXTURE_SETUP(session)
+{
+	struct t_pki_opts o = { .server_dns = { "localhost" },
+				.server_ip = { "127.0.0.1" } };
+
+	self->srv.lfd = -1;
+	ASSERT_EQ(t_pki_make_temp(self->dir, sizeof(self->dir), &o), 0);
+	ASSERT_EQ(t_server_listen(&self->srv), 0);
+}
+
+FIXTURE_TEARDOWN(session)
+{
+	t_server_close(&self->srv);
+	ktm_config_free(self->ccfg);
+	ktm_config_free(self->scfg);
+	t_pki_remove(self->dir);
+}
+
+static void start_pair(struct t_meta *_metadata, FIXTURE_DATA(session) *self,
+		       const FIXTURE_VARIANT(session) *variant,
+		       enum ktm_ktls_policy cpol, enum ktm_ktls_policy spol,
+		       enum t_mode mode)
+{
+	self->ccfg = variant_config(KTM_ENDPOINT_CLIENT, self->dir, cpol, variant);
+	self->scfg = variant_config(KTM_ENDPOINT_SERVER, self->dir, spol, variant);
+	ASSERT_NE(self->ccfg, NULL);
+	ASSERT_NE(self->scfg, NULL);
+	ASSERT_EQ(t_server_start(&self->srv, self->scfg, mode), 0);
+}
+
+TEST_F_TIMEOUT(session, prefer_round_trip_both_ways, 60)
+{
+	struct t_outcome c;
+	struct ktm_session *s;
+	int path = expected_path();
+
+	start_pair(_metadata, self, variant, KTM_KTLS_PREFER, KTM_KTLS_PREFER,
+		   T_ECHO);
+	s = t_connect(self->ccfg, "localhost", self->srv.port, &c);
+	ASSERT_NE(s, NULL);
+	EXPECT_EQ(c.version, variant->version);
+	EXPECT_EQ(c.cipher, variant->cipher);
+	EXPECT_EQ(c.path_tx, path);
+	EXPECT_EQ(c.path_rx, path);
+	EXPECT_STRSTR(c.subject, "CN=localhost");
+	EXPECT_STRSTR(c.sans, "DNS:localhost");
+	if (path == KTM_PATH_USERSPACE)
+		EXPECT_STRSTR(c.fallback, "TCP_ULP \"tls\"");
+	else
+		EXPECT_EQ(ktm_session_fallback_reason(s), NULL);
+	EXPECT_EQ(strlen(ktm_session_peer_cert_sha256(s)), 64);
+	EXPECT_EQ(strlen(ktm_session_peer_spki_sha256(s)), 64);
+
+	ASSERT_EQ(t_echo_check(s, 100000), 0);
+	ASSERT_EQ(t_echo_check(s, 1), 0);
+	EXPECT_EQ(ktm_session_bytes(s, KTM_DIR_TX), 100001);
+	EXPECT_EQ(ktm_session_bytes(s, KTM_DIR_RX), 100001);
+	EXPECT_GE(ktm_session_records(s, KTM_DIR_TX), 8);
+	EXPECT_GE(ktm_session_records(s, KTM_DIR_RX), 7);
+
+	if (path != KTM_PATH_USERSPACE && geteuid() == 0) {
+		struct ktm_ktls_diag d;
+
+		ASSERT_EQ(ktm_ktls_diag_query(ktm_session_fd(s), &d), 0);
+		EXPECT_TRUE(d.has_tls);
+		EXPECT_EQ(d.version, variant->version);
+		EXPECT_EQ(d.txconf, TLS_CONF_SW);
+		EXPECT_EQ(d.rxconf, TLS_CONF_SW);
+	}
+	t_finish(s);
+	ktm_session_free(s);
+	ASSERT_EQ(t_server_wait(&self->srv, 20), 0);
+	EXPECT_TRUE(self->srv.out->ok);
+	EXPECT_EQ(self->srv.out->path_tx, path);
+	EXPECT_EQ(self->srv.out->path_rx, path);
+	EXPECT_STRSTR(self->srv.out->subject, "CN=" T_PKI_CLIENT_CN);
+	EXPECT_EQ(self->srv.out->bytes_rx, 100001);
+	EXPECT_STREQ(self->srv.out->msg, "");
+}
+
+TEST_F_TIMEOUT(session, require_takes_the_kernel_or_names_why, 60)
+{
+	struct t_outcome c;
+	struct ktm_session *s;
+
+	start_pair(_metadata, self, variant, KTM_KTLS_REQUIRE, KTM_KTLS_PREFER,
+		   T_ECHO);
+	s = t_connect(self->ccfg, "localhost", self->srv.port, &c);
+	if (t_kernel_has_ktls()) {
+		ASSERT_NE(s, NULL);
+		EXPECT_EQ(c.path_tx, KTM_PATH_KERNEL_SW);
+		ASSERT_EQ(t_echo_check(s, 5000), 0);
+		t_finish(s);
+		ktm_session_free(s);
+	} else {
+		ASSERT_EQ(s, NULL);
+		EXPECT_EQ(c.cls, KTM_ERR_KTLS_UNSUPPORTED);
+		EXPECT_EQ(c.err, ENOENT);
+		EXPECT_STREQ(c.msg, "kernel TLS is not available (TCP_ULP \"tls\") (ENOENT)");
+		EXPECT_STRSTR(c.hint, "modprobe tls");
+	}
+	t_server_wait(&self->srv, 20);
+}
+
+TEST_F_TIMEOUT(session, off_stays_in_userspace, 60)
+{
+	struct t_outcome c;
+	struct ktm_session *s;
+
+	start_pair(_metadata, self, variant, KTM_KTLS_OFF, KTM_KTLS_OFF, T_ECHO);
+	s = t_connect(self->ccfg, "localhost", self->srv.port, &c);
+	ASSERT_NE(s, NULL);
+	EXPECT_EQ(c.path_tx, KTM_PATH_USERSPACE);
+	EXPECT_STRSTR(c.fallback, "--ktls=off");
+	ASSERT_EQ(t_echo_check(s, 70000), 0);
+	t_finish(s);
+	ktm_session_free(s);
+	ASSERT_EQ(t_server_wait(&self->srv, 20), 0);
+	EXPECT_EQ(self->srv.out->path_rx, KTM_PATH_USERSPACE);
+}
+
+/*
+ * The server stays in OpenSSL and writes at once after its handshake; the
+ * client switches to the kernel (where it can) while those bytes are in
+ * flight.  They must arrive intact and before everything else.
+ */
+TEST_F_TIMEOUT(session, bytes_written_through_openssl_before_switch_arrive, 60)
+{
+	struct ktm_error *err = NULL;
+	struct t_outcome c;
+	struct ktm_session *s;
+	char buf[16];
+	size_t have = 0;
+
+	start_pair(_metadata, self, variant, KTM_KTLS_PREFER, KTM_KTLS_OFF,
+		   T_EARLY);
+	s = t_connect(self->ccfg, "localhost", self->srv.port, &c);
+	ASSERT_NE(s, NULL);
+	EXPECT_EQ(c.path_rx, expected_path());
+	while (have < 5) {
+		ssize_t n = ktm_session_recv(s, buf + have, 5 - have, &err);
+
+		ASSERT_GT(n, 0);
+		have += (size_t)n;
+	}
+	EXPECT_MEMEQ(buf, "early", 5);
+	ASSERT_EQ(t_echo_check(s, 30000), 0);
+	t_finish(s);
+	ktm_session_free(s);
+	ASSERT_EQ(t_server_wait(&self->srv, 20), 0);
+	EXPECT_EQ(self->srv.out->path_tx, KTM_PATH_USERSPACE);
+}
+
+/* And the other way: a userspace client writes the moment its handshake
+ * ends, the server (kernel where it can) echoes. */
+TEST_F_TIMEOUT(session, userspace_peer_talks_to_kernel_peer, 60)
+{
+	struct t_outcome c;
+	struct ktm_session *s;
+
+	start_pair(_metadata, self, variant, KTM_KTLS_OFF, KTM_KTLS_PREFER,
+		   T_ECHO);
+	s = t_connect(self->ccfg, "localhost", self->srv.port, &c);
+	ASSERT_NE(s, NULL);
+	ASSERT_EQ(t_echo_check(s, 50000), 0);
+	t_finish(s);
+	ktm_session_free(s);
+	ASSERT_EQ(t_server_wait(&self->srv, 20), 0);
+	EXPECT_EQ(self->srv.out->path_rx, expected_path());
+	EXPECT_EQ(self->srv.out->bytes_rx, 50000);
+}
+
+/* A ready kernel-TLS socket handed to another process keeps working; a
+ * userspace session refuses to be handed over. */
+TEST_F_TIMEOUT(session, detach_and_pass_the_socket, 60)
+{
+	struct ktm_error *err = NULL;
+	struct t_outcome c;
+	struct ktm_session *s;
+	int sp[2], fd;
+	pid_t pid;
+
+	start_pair(_metadata, self, variant, KTM_KTLS_PREFER, KTM_KTLS_PREFER,
+		   T_ECHO);
+	s = t_connect(self->ccfg, "localhost", self->srv.port, &c);
+	ASSERT_NE(s, NULL);
+	if (c.path_tx == KTM_PATH_USERSPACE) {
+		EXPECT_EQ(ktm_session_detach(s, &err), -1);
+		ASSERT_NE(err, NULL);
+		EXPECT_STRSTR(ktm_error_message(err), "runs in userspace TLS");
+		ktm_error_free(err);
+		t_finish(s);
+		ktm_session_free(s);
+		return;
+	}
+	fd = ktm_session_detach(s, &err);
+	ASSERT_GE(fd, 0);
+	ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+	pid = fork();
+	if (pid == 0) {
+		/* the "QEMU": takes the fd, writes plaintext, reads the echo */
+		char name[32], buf[5];
+		int got = ktm_fd_recv(sp[1], name, sizeof(name), NULL);
+
+		_exit(got < 0 || strcmp(name, "migfd") ||
+		      send(got, "plain", 5, 0) != 5 ||
+		      recv(got, buf, 5, MSG_WAITALL) != 5 || memcmp(buf, "plain", 5));
+	}
+	ASSERT_TRUE(ktm_fd_send(sp[0], fd, "migfd", &err));
+	close(fd);
+	ASSERT_EQ(waitpid(pid, &fd, 0), pid);
+	EXPECT_TRUE(WIFEXITED(fd) && WEXITSTATUS(fd) == 0);
+	close(sp[0]);
+	close(sp[1]);
+}
+
+/* ---- failures: one test per row of the error table ------------------------- */
+
+struct pair {
+	char dir[64];
+	struct t_server srv;
+	struct ktm_config *ccfg, *scfg;
+	struct t_outcome c;
+	struct ktm_session *s;
+};
+
+static int pair_start(struct pair *p, const struct t_pki_opts *o,
+		      enum t_mode mode)
+{
+	memset(p, 0, sizeof(*p));
+	p->srv.lfd = -1;
+	if (t_pki_make_temp(p->dir, sizeof(p->dir), o) || t_server_listen(&p->srv))
+		return -1;
+	p->ccfg = t_config(KTM_ENDPOINT_CLIENT, p->dir, KTM_KTLS_PREFER);
+	p->scfg = t_config(KTM_ENDPOINT_SERVER, p->dir, KTM_KTLS_PREFER);
+	if (!p->ccfg || !p->scfg)
+		return -1;
+	return mode == T_NONE ? 0 : t_server_start(&p->srv, p->scfg, mode);
+}
+
+static void pair_end(struct pair *p)
+{
+	ktm_session_free(p->s);
+	t_server_close(&p->srv);
+	ktm_config_free(p->ccfg);
+	ktm_config_free(p->scfg);
+	t_pki_remove(p->dir);
+}
+
+/* Run a handshake where the client must fail verifying the server. */
+static void client_rejects(struct t_meta *_metadata, enum t_pki_flaw flaw,
+			   const char *want, const char *hint)
+{
+	struct t_pki_opts o = { .flaw = flaw, .with_crl = flaw == T_PKI_REVOKED };
+	char expect[128];
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, &o, T_ACCEPT), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_TLS_VERIFY);
+	snprintf(expect, sizeof(expect), "server certificate of localhost:%s %s",
+		 p.srv.port, want);
+	EXPECT_STRSTR(p.c.msg, expect);
+	if (hint)
+		EXPECT_STRSTR(p.c.hint, hint);
+	t_server_wait(&p.srv, 20);
+	/* the server saw the client's alert */
+	EXPECT_FALSE(p.srv.out->ok);
+	EXPECT_NE(p.srv.out->msg[0], '\0');
+	pair_end(&p);
+}
+
+TEST(unknown_ca)
+{
+	client_rejects(_metadata, T_PKI_UNKNOWN_CA, "is not signed by a trusted CA",
+		       "ca-cert.pem must hold the CA");
+}
+
+TEST(expired_certificate)
+{
+	client_rejects(_metadata, T_PKI_EXPIRED, "has expired (not after ", "renew");
+}
+
+TEST(not_yet_valid_certificate)
+{
+	client_rejects(_metadata, T_PKI_NOT_YET_VALID,
+		       "is not valid yet (not before ", "clocks");
+}
+
+TEST(revoked_by_crl)
+{
+	client_rejects(_metadata, T_PKI_REVOKED, "has been revoked", "ca-crl.pem");
+}
+
+TEST(hostname_mismatch_names_expected_host_and_sans)
+{
+	struct t_pki_opts o = { .server_dns = { "dst-07.example", "dst-07" },
+				.server_ip = { "10.0.0.7" } };
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, &o, T_ACCEPT), 0);
+	ASSERT_TRUE(ktm_config_set_hostname(p.ccfg, "dst-7.example", NULL));
+	p.s = t_connect(p.ccfg, "127.0.0.1", p.srv.port, &p.c);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_TLS_VERIFY);
+	EXPECT_STREQ(p.c.msg, "server certificate does not match expected host "
+			      "'dst-7.example'");
+	EXPECT_STREQ(p.c.hint, "names in the certificate: DNS:dst-07.example, "
+			       "DNS:dst-07, IP:10.0.0.7");
+	pair_end(&p);
+}
+
+TEST(ip_address_mismatch_and_match)
+{
+	struct t_pki_opts o = { .server_dns = { "dst.example" },
+				.server_ip = { "127.0.0.1" } };
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, &o, T_ECHO), 0);
+	p.s = t_connect(p.ccfg, "127.0.0.1", p.srv.port, &p.c);
+	ASSERT_NE(p.s, NULL);
+	ASSERT_EQ(t_echo_check(p.s, 10), 0);
+	t_finish(p.s);
+	t_server_wait(&p.srv, 20);
+	pair_end(&p);
+
+	o.server_ip[0] = "10.9.9.9";
+	ASSERT_EQ(pair_start(&p, &o, T_ACCEPT), 0);
+	p.s = t_connect(p.ccfg, "127.0.0.1", p.srv.port, &p.c);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_STRSTR(p.c.msg, "does not match expected host '127.0.0.1'");
+	EXPECT_STRSTR(p.c.hint, "IP:10.9.9.9");
+	pair_end(&p);
+}
+
+/* A client that sends no certificate, made with plain OpenSSL. */
+TEST(client_sends_no_certificate)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	char ca[128], buf[8];
+	struct pair p;
+	SSL_CTX *ctx;
+	SSL *ssl;
+	int fd;
+
+	ASSERT_EQ(pair_start(&p, NULL, T_ACCEPT), 0);
+	snprintf(ca, sizeof(ca), "%s/ca-cert.pem", p.dir);
+	ctx = SSL_CTX_new(TLS_client_method());
+	ASSERT_NE(ctx, NULL);
+	ASSERT_EQ(SSL_CTX_load_verify_file(ctx, ca), 1);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	a.sin_port = htons((uint16_t)atoi(p.srv.port));
+	ASSERT_EQ(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ssl = SSL_new(ctx);
+	SSL_set_fd(ssl, fd);
+	/* TLS 1.3: our handshake completes, the server's verdict comes as
+	 * an alert on the first read */
+	if (SSL_connect(ssl) == 1)
+		EXPECT_LE(SSL_read(ssl, buf, sizeof(buf)), 0);
+	EXPECT_EQ(t_server_wait(&p.srv, 20), 0);
+	EXPECT_FALSE(p.srv.out->ok);
+	EXPECT_EQ(p.srv.out->cls, KTM_ERR_TLS_VERIFY);
+	EXPECT_STRSTR(p.srv.out->msg, "client 127.0.0.1:");
+	EXPECT_STRSTR(p.srv.out->msg, "sent no certificate");
+	EXPECT_STRSTR(p.srv.out->hint, "client-cert.pem");
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	close(fd);
+	ERR_clear_error();
+	pair_end(&p);
+}
+
+TEST(client_without_certificate_files_is_refused_early)
+{
+	struct ktm_error *err = NULL;
+	struct ktm_config *cfg;
+	char dir[64], path[128];
+
+	ASSERT_EQ(t_pki_make_temp(dir, sizeof(dir), NULL), 0);
+	snprintf(path, sizeof(path), "%s/client-cert.pem", dir);
+	ASSERT_EQ(unlink(path), 0);
+	cfg = ktm_config_new(KTM_ENDPOINT_CLIENT, NULL);
+	EXPECT_FALSE(ktm_config_set_creds_dir(cfg, dir, &err));
+	ASSERT_NE(err, NULL);
+	EXPECT_EQ(ktm_error_class(err), KTM_ERR_CONFIG);
+	EXPECT_EQ(ktm_error_errno(err), ENOENT);
+	EXPECT_STRSTR(ktm_error_message(err), path);
+	EXPECT_STRSTR(ktm_error_hint(err), "tls-creds-x509");
+	ktm_error_free(err);
+	ktm_config_free(cfg);
+	t_pki_remove(dir);
+}
+
+TEST(key_does_not_match_certificate)
+{
+	struct t_pki_opts o = { .flaw = T_PKI_KEY_MISMATCH };
+	struct ktm_error *err = NULL;
+	struct ktm_config *cfg;
+	char dir[64];
+
+	ASSERT_EQ(t_pki_make_temp(dir, sizeof(dir), &o), 0);
+	cfg = ktm_config_new(KTM_ENDPOINT_SERVER, NULL);
+	EXPECT_FALSE(ktm_config_set_creds_dir(cfg, dir, &err));
+	ASSERT_NE(err, NULL);
+	EXPECT_EQ(ktm_error_class(err), KTM_ERR_CONFIG);
+	EXPECT_STRSTR(ktm_error_message(err), "server-key.pem does not match "
+			                     "server certificate");
+	ktm_error_free(err);
+	ktm_config_free(cfg);
+	t_pki_remove(dir);
+}
+
+TEST(private_key_readable_by_others_is_refused)
+{
+	struct ktm_error *err = NULL;
+	struct ktm_config *cfg;
+	char dir[64], key[128], hint[160];
+
+	ASSERT_EQ(t_pki_make_temp(dir, sizeof(dir), NULL), 0);
+	snprintf(key, sizeof(key), "%s/server-key.pem", dir);
+	ASSERT_EQ(chmod(key, 0644), 0);
+	cfg = ktm_config_new(KTM_ENDPOINT_SERVER, NULL);
+	EXPECT_FALSE(ktm_config_set_creds_dir(cfg, dir, &err));
+	ASSERT_NE(err, NULL);
+	EXPECT_EQ(ktm_error_class(err), KTM_ERR_CONFIG);
+	EXPECT_STRSTR(ktm_error_message(err), "is readable by group or others "
+			                     "(mode 0644)");
+	snprintf(hint, sizeof(hint), "chmod 600 %s", key);
+	EXPECT_STREQ(ktm_error_hint(err), hint);
+	ktm_error_free(err);
+	ktm_config_free(cfg);
+	t_pki_remove(dir);
+}
+
+TEST(peer_speaks_http)
+{
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, NULL, T_HTTP), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_TLS_PROTOCOL);
+	EXPECT_STRSTR(p.c.msg, "answered in HTTP, not TLS");
+	pair_end(&p);
+}
+
+TEST(client_speaks_http)
+{
+	static const char req[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct pair p;
+	char buf[64];
+	int fd;
+
+	ASSERT_EQ(pair_start(&p, NULL, T_ACCEPT), 0);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	a.sin_port = htons((uint16_t)atoi(p.srv.port));
+	ASSERT_EQ(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ASSERT_EQ(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	EXPECT_EQ(t_server_wait(&p.srv, 20), 0);
+	EXPECT_EQ(p.srv.out->cls, KTM_ERR_TLS_PROTOCOL);
+	EXPECT_STRSTR(p.srv.out->msg, "sent an HTTP request, not a TLS handshake");
+	close(fd);
+	pair_end(&p);
+}
+
+TEST(peer_speaks_plain_tcp_and_stays_silent)
+{
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, NULL, T_SILENT), 0);
+	ktm_config_set_timeouts(p.ccfg, 1000, 700);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_PEER);
+	EXPECT_EQ(p.c.err, ETIMEDOUT);
+	EXPECT_STRSTR(p.c.msg, "TLS handshake with localhost:");
+	EXPECT_STRSTR(p.c.msg, "timed out after 700 ms");
+	pair_end(&p);
+}
+
+TEST(connection_refused)
+{
+	char port[8];
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, NULL, T_NONE), 0);
+	/* a port nobody listens on: ours, closed */
+	snprintf(port, sizeof(port), "%s", p.srv.port);
+	close(p.srv.lfd);
+	p.srv.lfd = -1;
+	p.s = t_connect(p.ccfg, "127.0.0.1", port, &p.c);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_PEER);
+	EXPECT_EQ(p.c.err, ECONNREFUSED);
+	EXPECT_STRSTR(p.c.msg, "cannot connect to 127.0.0.1:");
+	EXPECT_STRSTR(p.c.msg, "Connection refused");
+	EXPECT_STRSTR(p.c.hint, "listening");
+	pair_end(&p);
+}
+
+TEST(name_does_not_resolve)
+{
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, NULL, T_NONE), 0);
+	p.s = t_connect(p.ccfg, "no-such-host.invalid", "4444", &p.c);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_CONFIG);
+	EXPECT_STRSTR(p.c.msg, "cannot resolve host 'no-such-host.invalid'");
+	pair_end(&p);
+}
+
+TEST(no_common_tls_version)
+{
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, NULL, T_NONE), 0);
+	ASSERT_TRUE(ktm_config_set_versions(p.ccfg, KTM_TLS_1_2, KTM_TLS_1_2, NULL));
+	ASSERT_TRUE(ktm_config_set_versions(p.scfg, KTM_TLS_1_3, KTM_TLS_1_3, NULL));
+	ASSERT_EQ(t_server_start(&p.srv, p.scfg, T_ACCEPT), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_TLS_PROTOCOL);
+	EXPECT_STRSTR(p.c.msg, "TLS version in common");
+	t_server_wait(&p.srv, 20);
+	EXPECT_EQ(p.srv.out->cls, KTM_ERR_TLS_PROTOCOL);
+	EXPECT_STRSTR(p.srv.out->msg, "no TLS version in common with 127.0.0.1:");
+	EXPECT_STRSTR(p.srv.out->msg, "(we allow TLS 1.3 to TLS 1.3)");
+	pair_end(&p);
+}
+
+TEST(spki_pin_match_and_mismatch)
+{
+	struct pair p;
+	char pin[65];
+
+	ASSERT_EQ(pair_start(&p, NULL, T_ECHO), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	ASSERT_NE(p.s, NULL);
+	snprintf(pin, sizeof(pin), "%s", ktm_session_peer_spki_sha256(p.s));
+	t_finish(p.s);
+	ktm_session_free(p.s);
+	p.s = NULL;
+	t_server_wait(&p.srv, 20);
+
+	/* the right pin passes */
+	ASSERT_TRUE(ktm_config_add_pin(p.ccfg, pin, NULL));
+	ASSERT_EQ(t_server_start(&p.srv, p.scfg, T_ECHO), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	ASSERT_NE(p.s, NULL);
+	t_finish(p.s);
+	ktm_session_free(p.s);
+	p.s = NULL;
+	t_server_wait(&p.srv, 20);
+	ktm_config_free(p.ccfg);
+
+	/* a wrong one does not, and says what the key hashes to */
+	p.ccfg = t_config(KTM_ENDPOINT_CLIENT, p.dir, KTM_KTLS_PREFER);
+	ASSERT_NE(p.ccfg, NULL);
+	ASSERT_TRUE(ktm_config_add_pin(p.ccfg, "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", NULL));
+	EXPECT_FALSE(ktm_config_add_pin(p.ccfg, "not-a-pin", NULL));
+	ASSERT_EQ(t_server_start(&p.srv, p.scfg, T_ACCEPT), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_TLS_VERIFY);
+	EXPECT_STRSTR(p.c.msg, "matches no configured pin");
+	EXPECT_STRSTR(p.c.msg, pin);
+	pair_end(&p);
+}
+
+/* ---- pre-migration checks --------------------------------------------------- */
+
+static bool veto_cb(const struct ktm_session *s, void *opaque, char *reason,
+		    size_t len)
+{
+	int *calls = opaque;
+
+	(*calls)++;
+	snprintf(reason, len, "destination %s is on the deny list",
+		 ktm_session_peer_subject(s));
+	return false;
+}
+
+TEST(check_callback_vetoes_before_any_data)
+{
+	struct pair p;
+	int calls = 0;
+
+	ASSERT_EQ(pair_start(&p, NULL, T_NONE), 0);
+	ktm_config_set_check(p.ccfg, veto_cb, &calls);
+	ASSERT_EQ(t_server_start(&p.srv, p.scfg, T_ECHO), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(calls, 1);
+	EXPECT_EQ(p.c.cls, KTM_ERR_CHECK);
+	EXPECT_STREQ(p.c.msg, "pre-migration check vetoed the migration: "
+			      "destination CN=localhost is on the deny list");
+	EXPECT_EQ(t_server_wait(&p.srv, 20), 0);
+	/* The server learns of the veto during or right after its own
+	 * handshake: from the kernel path an access_denied alert, from the
+	 * userspace path a close_notify.  No data either way. */
+	EXPECT_EQ(p.srv.out->bytes_rx, 0);
+	if (t_kernel_has_ktls())
+		EXPECT_STRSTR(p.srv.out->msg, "denied access");
+	pair_end(&p);
+}
+
+static void write_script(const char *path, const char *body)
+{
+	FILE *f = fopen(path, "w");
+
+	if (f) {
+		fprintf(f, "#!/bin/sh\n%s\n", body);
+		fclose(f);
+	}
+	chmod(path, 0700);
+}
+
+TEST(check_hook_executable_vetoes_with_its_stderr)
+{
+	char hook[128];
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, NULL, T_NONE), 0);
+	snprintf(hook, sizeof(hook), "%s/hook.sh", p.dir);
+	write_script(hook, "echo 'not enough memory on the destination' >&2\n"
+			   "echo second line >&2\nexit 3");
+	ASSERT_TRUE(ktm_config_set_check_exec(p.ccfg, hook, "vm1",
+					      "tcp://dst:4444", NULL));
+	ASSERT_EQ(t_server_start(&p.srv, p.scfg, T_ECHO), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_CHECK);
+	EXPECT_STRSTR(p.c.msg, "vetoed the migration to tcp://dst:4444 (exit "
+			       "status 3): not enough memory on the destination");
+	EXPECT_EQ(strstr(p.c.msg, "second line"), NULL);
+	t_server_wait(&p.srv, 20);
+	EXPECT_EQ(p.srv.out->bytes_rx, 0);
+	pair_end(&p);
+}
+
+TEST(check_hook_sees_the_verified_peer)
+{
+	char hook[128], out[128], body[512], env[4096];
+	struct pair p;
+	FILE *f;
+	size_t n;
+
+	ASSERT_EQ(pair_start(&p, NULL, T_NONE), 0);
+	snprintf(hook, sizeof(hook), "%s/hook.sh", p.dir);
+	snprintf(out, sizeof(out), "%s/hook.out", p.dir);
+	snprintf(body, sizeof(body),
+		 "{ echo \"ARGS=$*\"; env | grep '^KTM_' | sort; } > %s", out);
+	write_script(hook, body);
+	ASSERT_TRUE(ktm_config_set_check_exec(p.scfg, hook, "vm1",
+					      "tcp://dst:4444", NULL));
+	ASSERT_EQ(t_server_start(&p.srv, p.scfg, T_ECHO), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	ASSERT_NE(p.s, NULL);
+	ASSERT_EQ(t_echo_check(p.s, 100), 0);
+	t_finish(p.s);
+	ASSERT_EQ(t_server_wait(&p.srv, 20), 0);
+	f = fopen(out, "r");
+	ASSERT_NE(f, NULL);
+	n = fread(env, 1, sizeof(env) - 1, f);
+	env[n] = '\0';
+	fclose(f);
+	EXPECT_STRSTR(env, "ARGS=vm1 migrate pmc tcp://dst:4444");
+	EXPECT_STRSTR(env, "KTM_ENDPOINT=server");
+	EXPECT_STRSTR(env, "KTM_PEER_SUBJECT=CN=" T_PKI_CLIENT_CN);
+	EXPECT_STRSTR(env, "KTM_PEER_SANS=DNS:" T_PKI_CLIENT_CN);
+	EXPECT_STRSTR(env, "KTM_TLS_VERSION=TLS 1.3");
+	EXPECT_STRSTR(env, t_kernel_has_ktls() ? "KTM_DATA_PATH=kernel" :
+						 "KTM_DATA_PATH=userspace");
+	EXPECT_STRSTR(env, "KTM_PEER_SPKI_SHA256=");
+	EXPECT_STRSTR(env, "KTM_PEER_CERT_SHA256=");
+	pair_end(&p);
+}
+
+TEST(fd_pass_round_trip)
+{
+	struct ktm_error *err = NULL;
+	char name[16], buf[4];
+	int sp[2], pp[2], got;
+
+	ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+	ASSERT_EQ(pipe(pp), 0);
+	ASSERT_TRUE(ktm_fd_send(sp[0], pp[1], "mig0", &err));
+	got = ktm_fd_recv(sp[1], name, sizeof(name), &err);
+	ASSERT_GE(got, 0);
+	EXPECT_STREQ(name, "mig0");
+	EXPECT_NE(got, pp[1]);
+	ASSERT_EQ(write(got, "abc", 3), 3);
+	ASSERT_EQ(read(pp[0], buf, 3), 3);
+	EXPECT_MEMEQ(buf, "abc", 3);
+	/* a message without an fd is an error, not a silent -1 */
+	ASSERT_EQ(write(sp[0], "x", 1), 1);
+	EXPECT_EQ(ktm_fd_recv(sp[1], NULL, 0, &err), -1);
+	ASSERT_NE(err, NULL);
+	EXPECT_STRSTR(ktm_error_message(err), "without exactly one fd");
+	ktm_error_free(err);
+	close(got);
+	close(sp[0]);
+	close(sp[1]);
+	close(pp[0]);
+	close(pp[1]);
+}
+
+TEST_HARNESS_MAIN
