@@ -54,7 +54,7 @@ STATIC_LIB := $(O)/libktm.a
 SHARED_LIB := $(O)/libktm.so.$(VERSION)
 
 .PHONY: all lib tools tests check check-unit check-unit-san check-ktls \
-	check-vm deps demo clean help analyze
+	check-vm deps demo clean help analyze bench bench-vm
 .DEFAULT_GOAL := all
 
 all: lib tools tests
@@ -81,7 +81,8 @@ $(SHARED_LIB): $(LIB_OBJ) lib/libktm.map
 
 # The tool sees only the public header (lib/include); it links the static
 # library so build/ktls-migrate runs from the tree without LD_LIBRARY_PATH.
-$(TOOL): $(O)/obj/tools/ktls-migrate.o $(STATIC_LIB)
+TOOL_OBJ := $(patsubst %.c,$(O)/obj/%.o,$(wildcard tools/*.c))
+$(TOOL): $(TOOL_OBJ) $(STATIC_LIB)
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
@@ -121,6 +122,14 @@ check-vm: tests tools
 
 deps:
 	$(Q)scripts/deps.sh
+
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)bench/run.sh --build $(O)
+
+bench-vm: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)bench/run-vm.sh --build $(O)
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all

@@ -8,9 +8,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ktm.h"
+#include "tool.h"
 
-static const char *prog = "ktls-migrate";
+const char *tool_prog = "ktls-migrate";
+
+void tool_error(struct ktm_error *err)
+{
+	const char *hint = ktm_error_hint(err);
+
+	fprintf(stderr, "%s: %s\n", tool_prog, ktm_error_message(err));
+	if (hint)
+		fprintf(stderr, "  hint: %s\n", hint);
+	ktm_error_free(err);
+}
 
 static void usage(FILE *out)
 {
@@ -29,7 +39,7 @@ static void usage(FILE *out)
 "Options:\n"
 "  -h, --help       Show this text.\n"
 "  -V, --version    Show the version.\n",
-		prog);
+		tool_prog);
 }
 
 static const char *support_word(enum ktm_support s)
@@ -69,7 +79,7 @@ static void print_item_json(const char *key, enum ktm_support s,
 	printf("}%s\n", last ? "" : ",");
 }
 
-static int cmd_probe(int argc, char **argv)
+int cmd_probe(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "json", no_argument, NULL, 'j' },
@@ -100,8 +110,7 @@ static int cmd_probe(int argc, char **argv)
 
 	p = ktm_probe_new(&err);
 	if (!p) {
-		fprintf(stderr, "%s: %s\n", prog, ktm_error_message(err));
-		ktm_error_free(err);
+		tool_error(err);
 		return 2;
 	}
 	ktls = ktm_probe_ktls(p, &reason, &hint);
@@ -165,12 +174,20 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version")) {
-		printf("%s %s\n", prog, KTM_VERSION_STRING);
+		printf("%s %s\n", tool_prog, KTM_VERSION_STRING);
 		return 0;
 	}
 	if (!strcmp(argv[1], "probe"))
 		return cmd_probe(argc - 1, argv + 1);
-	fprintf(stderr, "%s: unknown command '%s'\n", prog, argv[1]);
-	fprintf(stderr, "Try '%s --help'.\n", prog);
+	if (!strcmp(argv[1], "migrate"))
+		return cmd_migrate(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "proxy"))
+		return cmd_proxy(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "qemu-send") || !strcmp(argv[1], "qemu-recv"))
+		return cmd_qemu(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "bench"))
+		return cmd_bench(argc - 1, argv + 1);
+	fprintf(stderr, "%s: unknown command '%s'\n", tool_prog, argv[1]);
+	fprintf(stderr, "Try '%s --help'.\n", tool_prog);
 	return 2;
 }

@@ -314,6 +314,14 @@ bool ktm_fd_send(int unix_fd, int fd, const char *name,
 int ktm_fd_recv(int unix_fd, char *name, size_t name_len,
 		struct ktm_error **errp);
 
+/* ------------------------------------------------------------------ */
+/* Migration stream (lib/migrate.c, lib/stream.c)                      */
+/* ------------------------------------------------------------------ */
+
+/* ------------------------------------------------------------------ */
+/* Proxy (lib/proxy.c)                                                 */
+/* ------------------------------------------------------------------ */
+
 #ifdef __cplusplus
 }
 #endif
