@@ -40,8 +40,16 @@ struct ktm_session {
 	char subject[256], sans[512], cert_sha256[65], spki_sha256[65];
 	uint64_t bytes[2];
 	uint64_t records[2];		/* userspace path */
-	uint64_t seq0[2];		/* kernel path: rec_seq at the switch */
+	uint64_t seq0[2];		/* kernel path: rec_seq at the last key */
 	bool shut, peer_closed;
+	/* TLS 1.3 on the kernel path: the current traffic secrets, kept
+	 * for KeyUpdate (the next key derives from the last secret, and
+	 * OpenSSL is gone by then).  Wiped in ktm_session_free(). */
+	uint8_t secret[2][KTM_SECRET_MAX];
+	size_t secret_len;
+	char digest[32];
+	bool kernel_rekey;		/* this kernel replaces keys in place */
+	unsigned int rekeys[2];
 };
 
 static const char *ktls_hint =
@@ -184,6 +192,18 @@ static int64_t live_seq(const struct ktm_session *s, enum ktm_ktls_dir dir)
 	return seq;
 }
 
+/* Kernels from 6.14 replace keys in place and count it (TlsTxRekeyOk);
+ * older ones answer a second key with EBUSY.  Never probe by trying: a
+ * new kernel silently takes the second key. */
+static bool kernel_can_rekey(void)
+{
+	struct ktm_ktls_stat st;
+	uint64_t v;
+
+	return ktm_ktls_stat_read(NULL, &st) > 0 &&
+	       !ktm_ktls_stat_get(&st, "TlsTxRekeyOk", &v);
+}
+
 /* A kernel refusal that means "not in this kernel" rather than a bug. */
 static bool kernel_lacks(int ret)
 {
@@ -285,6 +305,21 @@ static bool switch_to_kernel(struct ktm_session *s, struct ktm_hs *hs,
 	}
 	s->seq0[KTM_DIR_TX] = tx.seq;
 	s->seq0[KTM_DIR_RX] = rx.seq;
+	if (s->version == KTM_TLS_1_3) {
+		const EVP_MD *md = SSL_CIPHER_get_handshake_digest(
+			SSL_get_current_cipher(s->ssl));
+
+		s->secret_len = is_client ? hs->client_len : hs->server_len;
+		memcpy(s->secret[KTM_DIR_TX],
+		       is_client ? hs->client_secret : hs->server_secret,
+		       s->secret_len);
+		memcpy(s->secret[KTM_DIR_RX],
+		       is_client ? hs->server_secret : hs->client_secret,
+		       s->secret_len);
+		snprintf(s->digest, sizeof(s->digest), "%s",
+			 md ? EVP_MD_get0_name(md) : "SHA256");
+		s->kernel_rekey = kernel_can_rekey();
+	}
 	s->path[KTM_DIR_TX] = s->path[KTM_DIR_RX] = KTM_PATH_KERNEL_SW;
 	if (geteuid() == 0) {
 		struct ktm_ktls_diag d;
@@ -656,6 +691,115 @@ static ssize_t control_record(struct ktm_session *s, const struct ktm_ktls_rec *
 	return -1;
 }
 
+/* Install the next key of @dir (kernel path, TLS 1.3). */
+static bool next_key(struct ktm_session *s, enum ktm_dir dir,
+		     struct ktm_error **errp)
+{
+	const struct ktm_ktls_cipher *row = ktm_ktls_cipher_find(s->cipher);
+	struct ktm_dir_keys k;
+	char eb[24];
+	int ret;
+
+	if (!ktm_tls13_next_keys(s->digest, s->secret[dir], s->secret_len,
+				 row->key_len, &k, errp))
+		return false;
+	ret = install_dir(s, dir == KTM_DIR_TX ? KTM_KTLS_TX : KTM_KTLS_RX, &k);
+	OPENSSL_cleanse(&k, sizeof(k));
+	if (ret) {
+		ktm_error_set(errp, KTM_ERR_KTLS_INSTALL, ret,
+			      "cannot install the next %s key on fd %d (%s)",
+			      dir == KTM_DIR_TX ? "send" : "receive", s->fd,
+			      ktm_errno_name(ret, eb));
+		return false;
+	}
+	s->seq0[dir] = 0;	/* a new key starts at record 0 */
+	s->rekeys[dir]++;
+	return true;
+}
+
+/*
+ * A KeyUpdate from the peer (RFC 8446 §4.6.3): from here on every read
+ * fails with EKEYEXPIRED until the next receive key is in place.
+ */
+static bool key_update_received(struct ktm_session *s, const uint8_t *buf,
+				size_t n, struct ktm_error **errp)
+{
+	bool request;
+
+	if (ktm_ktls_keyupdate_parse(buf, n, &request)) {
+		ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EPROTO,
+			      "unexpected TLS handshake message from %s "
+			      "(%zu bytes, type %u)", s->peer, n,
+			      n ? buf[0] : 0);
+		return false;
+	}
+	if (!s->kernel_rekey) {
+		ktm_error_set(errp, KTM_ERR_KTLS_UNSUPPORTED, EBUSY,
+			      "%s updated its TLS key, which this kernel cannot "
+			      "follow on a live socket (needs 6.14)", s->peer);
+		return false;
+	}
+	if (!next_key(s, KTM_DIR_RX, errp))
+		return false;
+	return !request || ktm_session_rekey(s, errp);
+}
+
+bool ktm_session_can_rekey(const struct ktm_session *s)
+{
+	if (s->ssl)
+		return s->version == KTM_TLS_1_3;
+	return s->secret_len && s->kernel_rekey;
+}
+
+bool ktm_session_rekey(struct ktm_session *s, struct ktm_error **errp)
+{
+	char eb[24];
+	int ret;
+
+	if (!ktm_session_can_rekey(s)) {
+		ktm_error_set(errp, KTM_ERR_KTLS_UNSUPPORTED, EBUSY,
+			      "cannot update the TLS key to %s in place: %s",
+			      s->peer, s->version != KTM_TLS_1_3 ?
+			      "TLS 1.2 has no KeyUpdate" :
+			      "this kernel cannot replace keys on a live socket "
+			      "(needs 6.14)");
+		return false;
+	}
+	if (s->ssl) {
+		if (!SSL_key_update(s->ssl, SSL_KEY_UPDATE_NOT_REQUESTED))
+			return ssl_failed(s, -1, "updating the key with", errp);
+		s->records[KTM_DIR_TX] = 0;
+		s->rekeys[KTM_DIR_TX]++;
+		return true;
+	}
+	/* The KeyUpdate goes out under the old key, and before the switch,
+	 * or a record left open by MSG_MORE would be sealed with the new
+	 * key. */
+	ret = ktm_ktls_keyupdate_send(s->fd, false);
+	if (ret) {
+		ktm_error_set(errp, KTM_ERR_PEER, ret,
+			      "cannot send a KeyUpdate to %s (%s)", s->peer,
+			      ktm_errno_name(ret, eb));
+		return false;
+	}
+	return next_key(s, KTM_DIR_TX, errp);
+}
+
+unsigned int ktm_session_rekeys(const struct ktm_session *s, enum ktm_dir dir)
+{
+	return s->rekeys[dir == KTM_DIR_RX];
+}
+
+uint64_t ktm_session_key_records(const struct ktm_session *s, enum ktm_dir dir)
+{
+	int64_t seq;
+
+	if (s->ssl)
+		return s->records[dir == KTM_DIR_RX];
+	seq = live_seq(s, dir == KTM_DIR_RX ? KTM_KTLS_RX : KTM_KTLS_TX);
+	return seq < 0 ? 0 : (uint64_t)seq - s->seq0[dir == KTM_DIR_RX];
+}
+
 ssize_t ktm_session_recv(struct ktm_session *s, void *buf, size_t len,
 			 struct ktm_error **errp)
 {
@@ -695,6 +839,11 @@ ssize_t ktm_session_recv(struct ktm_session *s, void *buf, size_t len,
 			      "close_notify (truncated)", s->peer);
 		return -1;
 	}
+	if (rec.type == KTM_KTLS_REC_HANDSHAKE && s->secret_len) {
+		if (!key_update_received(s, buf, (size_t)n, errp))
+			return -1;
+		return ktm_session_recv(s, buf, len, errp);
+	}
 	if (rec.type != KTM_KTLS_REC_DATA)
 		return control_record(s, &rec, buf, n, errp);
 	s->bytes[KTM_DIR_RX] += (uint64_t)n;
@@ -730,6 +879,7 @@ void ktm_session_free(struct ktm_session *s)
 	SSL_CTX_free(s->ctx);
 	if (s->fd >= 0)
 		close(s->fd);
+	OPENSSL_cleanse(s->secret, sizeof(s->secret));
 	free(s);
 }
 

@@ -1,10 +1,626 @@
 // SPDX-License-Identifier: MIT
-/* ktls-migrate migrate: placeholder until the command lands (not listed in --help). */
+/*
+ * ktls-migrate migrate send|recv: move a memory image through kernel TLS,
+ * with a progress line on a terminal and a text or JSON report.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <netdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
 #include "tool.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+"Usage: %s migrate send --to HOST:PORT --image FILE|- --creds DIR [OPTIONS]\n"
+"       %s migrate recv --listen [ADDR:]PORT --image FILE|- --creds DIR [OPTIONS]\n"
+"\n"
+"Move a memory image (a VM's RAM file, a /dev/shm file, or standard\n"
+"input/output) from a source to a destination over TLS with mutual x509\n"
+"authentication.  The keys go into kernel TLS when this kernel has it, so\n"
+"pages leave with sendfile/splice/io_uring and the kernel encrypts.  Zero\n"
+"pages are not sent.  The destination writes FILE.ktm-partial and renames\n"
+"it to FILE only after the SHA-256 image digest matched; a failed or cut\n"
+"migration leaves no FILE.  The source succeeds only when the destination\n"
+"has committed.\n"
+"\n"
+"Options (both sides):\n"
+"  --creds DIR         credentials in QEMU's tls-creds-x509 layout: ca-cert.pem,\n"
+"                      server-cert.pem + server-key.pem (recv), client-cert.pem\n"
+"                      + client-key.pem (send), optional ca-crl.pem\n"
+"  --ktls MODE         prefer (default): kernel TLS, else userspace TLS, and say\n"
+"                      why; require: fail unless kernel TLS; off: userspace TLS\n"
+"  --tls VERSION       1.2 or 1.3 (default: either, 1.3 chosen when both allow)\n"
+"  --cipher LIST       comma-separated: aes-gcm-128, aes-gcm-256, aes-ccm-128,\n"
+"                      chacha20-poly1305 (default: all, in that order)\n"
+"  --pin SHA256        accept only a peer whose public key (SPKI) has this\n"
+"                      SHA-256: 64 hex digits or sha256//BASE64; repeatable\n"
+"  --check-hook PATH   pre-migration check run as PATH VM migrate pmc URI with\n"
+"                      the verified peer in KTM_* variables; exit status 0\n"
+"                      allows, anything else vetoes before any page moves\n"
+"  --vm NAME           the object name given to the hook (default: image name)\n"
+"  --json              print the report as JSON on standard output\n"
+"  --quiet             no progress line\n"
+"  -h, --help          show this text\n"
+"\n"
+"Source (send) options:\n"
+"  --to HOST:PORT      the destination ([IPv6]:PORT works too)\n"
+"  --hostname NAME     the name the destination's certificate must carry\n"
+"                      (default: HOST)\n"
+"  --channels N        parallel TLS sessions, 1-16 (default 1)\n"
+"  --send-path P       auto (default), sendfile, splice, io_uring or writev:\n"
+"                      how pages enter the kernel-TLS socket\n"
+"  --zerocopy-ro       let sendfile skip the copy (TLS_TX_ZEROCOPY_RO); only\n"
+"                      for an image that cannot change during the migration\n"
+"  --key-limit N       records per key before a TLS 1.3 KeyUpdate (kernel 6.14+)\n"
+"                      or a fresh connection (default: the AEAD limit, 2^24.5\n"
+"                      records for AES-GCM)\n"
+"\n"
+"Destination (recv) options:\n"
+"  --listen [ADDR:]PORT  where to accept the source's channels\n"
+"  --accept-timeout MS   how long to wait for each connection (default 30000)\n"
+"  --request-pages OFFSET:LEN  ask for these bytes first, as postcopy does\n"
+"                      (repeatable, page aligned)\n"
+"\n"
+"An image of '-' reads standard input into memory first (send), or writes the\n"
+"verified image to standard output at the end (recv).\n"
+"\n"
+"Exit status: 0 migrated and verified, 1 failed (the error says why), 2 usage.\n",
+		tool_prog, tool_prog);
+}
+
+struct opts {
+	bool send, json, quiet, zc_ro;
+	const char *to, *listen, *image, *creds, *hostname, *hook, *vm;
+	enum ktm_ktls_policy policy;
+	enum ktm_tls_version vmin, vmax;
+	enum ktm_cipher ciphers[KTM_CIPHER_COUNT];
+	size_t nciphers;
+	const char *pins[8];
+	unsigned int npins, channels, accept_ms;
+	enum ktm_send_path send_path;
+	unsigned long long key_limit;
+	struct { unsigned long long off, len; } req[8];
+	unsigned int nreq;
+};
+
+static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int bad_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", tool_prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s migrate --help'.\n", tool_prog);
+	return 2;
+}
+
+static int parse_ciphers(struct opts *o, const char *list)
+{
+	static const struct { const char *name; enum ktm_cipher c; } names[] = {
+		{ "aes-gcm-128", KTM_CIPHER_AES_GCM_128 },
+		{ "aes-gcm-256", KTM_CIPHER_AES_GCM_256 },
+		{ "aes-ccm-128", KTM_CIPHER_AES_CCM_128 },
+		{ "chacha20-poly1305", KTM_CIPHER_CHACHA20_POLY1305 },
+	};
+	char *copy = strdup(list), *save = NULL, *tok;
+	int ret = 0;
+
+	o->nciphers = 0;
+	for (tok = strtok_r(copy, ",", &save); tok && !ret;
+	     tok = strtok_r(NULL, ",", &save)) {
+		size_t i;
+
+		for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			if (!strcasecmp(tok, names[i].name))
+				break;
+		if (i == sizeof(names) / sizeof(names[0]) ||
+		    o->nciphers == KTM_CIPHER_COUNT)
+			ret = bad_usage("unknown cipher '%s'", tok);
+		else
+			o->ciphers[o->nciphers++] = names[i].c;
+	}
+	free(copy);
+	return ret;
+}
+
+static int parse(int argc, char **argv, struct opts *o)
+{
+	enum { O_TO = 256, O_LISTEN, O_IMAGE, O_CREDS, O_KTLS, O_TLS, O_CIPHER,
+	       O_HOSTNAME, O_PIN, O_HOOK, O_VM, O_JSON, O_QUIET, O_CHANNELS,
+	       O_SENDPATH, O_ZC, O_KEYLIMIT, O_ACCEPT, O_REQ };
+	static const struct option lo[] = {
+		{ "to", required_argument, NULL, O_TO },
+		{ "listen", required_argument, NULL, O_LISTEN },
+		{ "image", required_argument, NULL, O_IMAGE },
+		{ "creds", required_argument, NULL, O_CREDS },
+		{ "ktls", required_argument, NULL, O_KTLS },
+		{ "tls", required_argument, NULL, O_TLS },
+		{ "cipher", required_argument, NULL, O_CIPHER },
+		{ "hostname", required_argument, NULL, O_HOSTNAME },
+		{ "pin", required_argument, NULL, O_PIN },
+		{ "check-hook", required_argument, NULL, O_HOOK },
+		{ "vm", required_argument, NULL, O_VM },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "quiet", no_argument, NULL, O_QUIET },
+		{ "channels", required_argument, NULL, O_CHANNELS },
+		{ "send-path", required_argument, NULL, O_SENDPATH },
+		{ "zerocopy-ro", no_argument, NULL, O_ZC },
+		{ "key-limit", required_argument, NULL, O_KEYLIMIT },
+		{ "accept-timeout", required_argument, NULL, O_ACCEPT },
+		{ "request-pages", required_argument, NULL, O_REQ },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	int c;
+
+	o->channels = 1;
+	o->vmin = KTM_TLS_1_2;
+	o->vmax = KTM_TLS_1_3;
+	if (argc < 2 || (strcmp(argv[1], "send") && strcmp(argv[1], "recv"))) {
+		if (argc >= 2 && (!strcmp(argv[1], "-h") ||
+				  !strcmp(argv[1], "--help"))) {
+			usage(stdout);
+			return -1;
+		}
+		return bad_usage("migrate needs 'send' or 'recv'");
+	}
+	o->send = !strcmp(argv[1], "send");
+	argc--;
+	argv++;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		char *end = NULL;
+
+		switch (c) {
+		case O_TO: o->to = optarg; break;
+		case O_LISTEN: o->listen = optarg; break;
+		case O_IMAGE: o->image = optarg; break;
+		case O_CREDS: o->creds = optarg; break;
+		case O_HOSTNAME: o->hostname = optarg; break;
+		case O_HOOK: o->hook = optarg; break;
+		case O_VM: o->vm = optarg; break;
+		case O_JSON: o->json = true; break;
+		case O_QUIET: o->quiet = true; break;
+		case O_ZC: o->zc_ro = true; break;
+		case O_KTLS:
+			if (!strcmp(optarg, "prefer"))
+				o->policy = KTM_KTLS_PREFER;
+			else if (!strcmp(optarg, "require"))
+				o->policy = KTM_KTLS_REQUIRE;
+			else if (!strcmp(optarg, "off"))
+				o->policy = KTM_KTLS_OFF;
+			else
+				return bad_usage("--ktls takes prefer, require or off, not '%s'", optarg);
+			break;
+		case O_TLS:
+			if (!strcmp(optarg, "1.2"))
+				o->vmin = o->vmax = KTM_TLS_1_2;
+			else if (!strcmp(optarg, "1.3"))
+				o->vmin = o->vmax = KTM_TLS_1_3;
+			else
+				return bad_usage("--tls takes 1.2 or 1.3, not '%s'", optarg);
+			break;
+		case O_CIPHER:
+			if (parse_ciphers(o, optarg))
+				return 2;
+			break;
+		case O_PIN:
+			if (o->npins == 8)
+				return bad_usage("at most 8 pins");
+			o->pins[o->npins++] = optarg;
+			break;
+		case O_CHANNELS:
+			o->channels = (unsigned int)strtoul(optarg, &end, 10);
+			if (*end || !o->channels || o->channels > 16)
+				return bad_usage("--channels takes 1 to 16, not '%s'", optarg);
+			break;
+		case O_SENDPATH:
+			if (!strcmp(optarg, "auto"))
+				o->send_path = KTM_SEND_AUTO;
+			else if (!strcmp(optarg, "sendfile"))
+				o->send_path = KTM_SEND_SENDFILE;
+			else if (!strcmp(optarg, "splice"))
+				o->send_path = KTM_SEND_SPLICE;
+			else if (!strcmp(optarg, "io_uring"))
+				o->send_path = KTM_SEND_IO_URING;
+			else if (!strcmp(optarg, "writev"))
+				o->send_path = KTM_SEND_WRITEV;
+			else
+				return bad_usage("unknown send path '%s'", optarg);
+			break;
+		case O_KEYLIMIT:
+			o->key_limit = strtoull(optarg, &end, 10);
+			if (*end || !o->key_limit)
+				return bad_usage("--key-limit takes a record count, not '%s'", optarg);
+			break;
+		case O_ACCEPT:
+			o->accept_ms = (unsigned int)strtoul(optarg, &end, 10);
+			if (*end || !o->accept_ms)
+				return bad_usage("--accept-timeout takes milliseconds, not '%s'", optarg);
+			break;
+		case O_REQ:
+			if (o->nreq == 8 ||
+			    sscanf(optarg, "%llu:%llu", &o->req[o->nreq].off,
+				   &o->req[o->nreq].len) != 2)
+				return bad_usage("--request-pages takes OFFSET:LEN, not '%s'", optarg);
+			o->nreq++;
+			break;
+		case 'h':
+			usage(stdout);
+			return -1;
+		default:
+			return bad_usage("bad option");
+		}
+	}
+	if (optind != argc)
+		return bad_usage("unexpected argument '%s'", argv[optind]);
+	if (!o->image || !o->creds)
+		return bad_usage("--image and --creds are required");
+	if (o->send && !o->to)
+		return bad_usage("send needs --to HOST:PORT");
+	if (!o->send && !o->listen)
+		return bad_usage("recv needs --listen [ADDR:]PORT");
+	return 0;
+}
+
+/* "host:port", "[v6]:port", or just "port" (listen) */
+static int split_hostport(const char *s, char *host, size_t hl, char *port,
+			  size_t pl)
+{
+	const char *colon;
+
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+
+		if (!close || close[1] != ':')
+			return -1;
+		snprintf(host, hl, "%.*s", (int)(close - s - 1), s + 1);
+		snprintf(port, pl, "%s", close + 2);
+		return 0;
+	}
+	colon = strrchr(s, ':');
+	if (!colon) {
+		host[0] = '\0';
+		snprintf(port, pl, "%s", s);
+		return 0;
+	}
+	snprintf(host, hl, "%.*s", (int)(colon - s), s);
+	snprintf(port, pl, "%s", colon + 1);
+	return 0;
+}
+
+static int listen_on(const char *spec)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE };
+	struct addrinfo *res;
+	char host[256], port[32];
+	int fd, one = 1, ret;
+
+	if (split_hostport(spec, host, sizeof(host), port, sizeof(port)))
+		return -1;
+	ret = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+	if (ret) {
+		fprintf(stderr, "%s: cannot listen on %s: %s\n", tool_prog, spec,
+			gai_strerror(ret));
+		return -1;
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 16)) {
+		fprintf(stderr, "%s: cannot listen on %s: %s\n", tool_prog, spec,
+			strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+struct progress {
+	bool on;
+	double t0;
+};
+
+static void show_progress(uint64_t done, uint64_t total, void *opaque)
+{
+	struct progress *p = opaque;
+	double t = now_s() - p->t0, rate = t > 0 ? (double)done / t : 0;
+	double eta = rate > 0 ? (double)(total - done) / rate : 0;
+
+	if (!p->on || !total)
+		return;
+	fprintf(stderr, "\r  %8.1f / %.1f MiB  %3d%%  %7.1f MB/s  ETA %d:%02d ",
+		(double)done / 1048576, (double)total / 1048576,
+		(int)(100 * done / total), rate / 1e6, (int)eta / 60,
+		(int)eta % 60);
+	fflush(stderr);
+}
+
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static void json_str(const char *s)
+{
+	if (!s) {
+		printf("null");
+		return;
+	}
+	putchar('"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			printf("\\u%04x", (unsigned char)*s);
+		else
+			putchar(*s);
+	}
+	putchar('"');
+}
+
+static void report(const struct opts *o, const struct ktm_migration *m,
+		   bool ok, const char *error, double cpu)
+{
+	uint64_t size = ktm_migration_image_bytes(m);
+	double secs = ktm_migration_seconds(m);
+	double mbps = secs > 0 ? (double)size / secs / 1e6 : 0;
+	double gib = (double)size / (1 << 30);
+	unsigned int i, n = ktm_migration_channels(m);
+	const char *fb = ktm_migration_fallback_reason(m);
+
+	if (o->json) {
+		printf("{\"role\": \"%s\", \"ok\": %s, \"image_bytes\": %llu, "
+		       "\"page_bytes\": %llu, \"zero_bytes\": %llu, "
+		       "\"wire_bytes\": %llu, \"seconds\": %.3f, "
+		       "\"mb_per_s\": %.1f, \"cpu_seconds\": %.3f, "
+		       "\"cpu_s_per_gib\": %.3f, \"channels\": %u, \"paths\": [",
+		       o->send ? "send" : "recv", ok ? "true" : "false",
+		       (unsigned long long)size,
+		       (unsigned long long)ktm_migration_page_bytes(m),
+		       (unsigned long long)ktm_migration_zero_bytes(m),
+		       (unsigned long long)ktm_migration_wire_bytes(m), secs, mbps,
+		       cpu, gib > 0 ? cpu / gib : 0, n);
+		for (i = 0; i < n; i++)
+			printf("%s\"%s\"", i ? ", " : "",
+			       ktm_path_name(ktm_migration_path(m, i)));
+		printf("], \"send_path\": \"%s\", \"tls_version\": ",
+		       ktm_migration_send_path_name(m));
+		json_str(ktm_tls_version_name(ktm_migration_version(m)));
+		printf(", \"cipher\": ");
+		json_str(ktm_cipher_name(ktm_migration_cipher(m)));
+		printf(", \"fallback_reason\": ");
+		json_str(fb);
+		printf(", \"rekeys\": %u, \"reconnects\": %u, "
+		       "\"requests_served\": %u, \"digest\": ",
+		       ktm_migration_rekeys(m), ktm_migration_reconnects(m),
+		       ktm_migration_requests_served(m));
+		json_str(ktm_migration_digest(m)[0] ? ktm_migration_digest(m) : NULL);
+		printf(", \"digest_ok\": %s, \"error\": ",
+		       ktm_migration_digest_ok(m) ? "true" : "false");
+		json_str(error);
+		printf("}\n");
+		return;
+	}
+	if (!ok)
+		return;		/* the error was printed already */
+	printf("migration %s: complete, image digest verified by both ends\n",
+	       o->send ? "sent" : "received");
+	printf("  image     %llu bytes (%.2f GiB); zero pages skipped: %llu bytes\n",
+	       (unsigned long long)size, gib,
+	       (unsigned long long)ktm_migration_zero_bytes(m));
+	printf("  on wire   %llu bytes of pages and frames (before TLS)\n",
+	       (unsigned long long)ktm_migration_wire_bytes(m));
+	printf("  time      %.2f s, %.1f MB/s of image\n", secs, mbps);
+	printf("  cpu       %.2f s, %.3f s per GiB (this process)\n", cpu,
+	       gib > 0 ? cpu / gib : 0);
+	printf("  tls       %s %s, %u channel(s), data path %s",
+	       ktm_tls_version_name(ktm_migration_version(m)),
+	       ktm_cipher_name(ktm_migration_cipher(m)), n,
+	       ktm_path_name(ktm_migration_path(m, 0)));
+	if (o->send && ktm_migration_path(m, 0) != KTM_PATH_USERSPACE)
+		printf(" (%s)", ktm_migration_send_path_name(m));
+	printf("\n");
+	if (fb)
+		printf("  fallback  %s\n", fb);
+	printf("  keys      %u rekey(s), %u reconnect(s)\n",
+	       ktm_migration_rekeys(m), ktm_migration_reconnects(m));
+	if (ktm_migration_requests_served(m))
+		printf("  requests  %u page range(s) arrived ahead of their turn\n",
+		       ktm_migration_requests_served(m));
+	printf("  digest    sha256 %s\n", ktm_migration_digest(m));
+}
+
+static struct ktm_config *make_config(const struct opts *o,
+				      struct ktm_error **errp)
+{
+	struct ktm_config *cfg = ktm_config_new(o->send ? KTM_ENDPOINT_CLIENT :
+						KTM_ENDPOINT_SERVER, errp);
+	const char *vm = o->vm ? o->vm : o->image;
+	unsigned int i;
+
+	if (!cfg)
+		return NULL;
+	ktm_config_set_ktls(cfg, o->policy);
+	if (!ktm_config_set_creds_dir(cfg, o->creds, errp) ||
+	    !ktm_config_set_versions(cfg, o->vmin, o->vmax, errp) ||
+	    (o->nciphers && !ktm_config_set_ciphers(cfg, o->ciphers, o->nciphers,
+						    errp)) ||
+	    (o->hostname && !ktm_config_set_hostname(cfg, o->hostname, errp)) ||
+	    (o->hook && !ktm_config_set_check_exec(cfg, o->hook, vm,
+						   o->send ? o->to : o->listen,
+						   errp)))
+		goto err;
+	for (i = 0; i < o->npins; i++)
+		if (!ktm_config_add_pin(cfg, o->pins[i], errp))
+			goto err;
+	return cfg;
+err:
+	ktm_config_free(cfg);
+	return NULL;
+}
+
+/* Standard input into a memfd, since the stream needs the size first. */
+static int spool_stdin(void)
+{
+	char buf[1 << 16];
+	int fd = memfd_create("ktm-image", MFD_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	while ((n = read(0, buf, sizeof(buf))) > 0)
+		if (write(fd, buf, (size_t)n) != n)
+			goto err;
+	if (n < 0)
+		goto err;
+	return fd;
+err:
+	close(fd);
+	return -1;
+}
+
+static bool copy_to_stdout(const char *path)
+{
+	char buf[1 << 16];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+	bool ok = fd >= 0;
+
+	while (ok && (n = read(fd, buf, sizeof(buf))) > 0)
+		ok = write(1, buf, (size_t)n) == n;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
 
 int cmd_migrate(int argc, char **argv)
 {
-	(void)argc, (void)argv;
-	fprintf(stderr, "%s: 'migrate' is not built yet\n", tool_prog);
-	return 2;
+	struct opts o = { 0 };
+	struct ktm_error *err = NULL;
+	struct ktm_config *cfg = NULL;
+	struct ktm_migration *m = NULL;
+	struct progress prog;
+	char host[256], port[32], tmpdir[] = "/tmp/ktm-recv-XXXXXX", tmp[64];
+	const char *target;
+	double cpu0 = cpu_seconds();
+	int ret = parse(argc, argv, &o), fd = -1;
+	bool ok = false;
+	unsigned int i;
+
+	if (ret)
+		return ret < 0 ? 0 : ret;
+	prog.on = !o.quiet && !o.json && isatty(2);
+	cfg = make_config(&o, &err);
+	if (!cfg)
+		goto out;
+	m = ktm_migration_new(cfg, &err);
+	if (!m)
+		goto out;
+	prog.t0 = now_s();
+	ktm_migration_set_progress(m, show_progress, &prog);
+	if (o.send) {
+		if (split_hostport(o.to, host, sizeof(host), port, sizeof(port)) ||
+		    !host[0]) {
+			ret = bad_usage("--to takes HOST:PORT, not '%s'", o.to);
+			goto out;
+		}
+		if (!ktm_migration_set_channels(m, o.channels, &err))
+			goto out;
+		ktm_migration_set_send_path(m, o.send_path);
+		ktm_migration_set_zerocopy_ro(m, o.zc_ro);
+		ktm_migration_set_key_limit(m, o.key_limit);
+		fd = strcmp(o.image, "-") ? open(o.image, O_RDONLY | O_CLOEXEC) :
+					    spool_stdin();
+		if (fd < 0) {
+			fprintf(stderr, "%s: cannot read image %s: %s\n", tool_prog,
+				o.image, strerror(errno));
+			ret = 1;
+			goto out;
+		}
+		ok = ktm_migration_send(m, host, port, fd, &err);
+	} else {
+		ktm_migration_set_accept_timeout(m, o.accept_ms);
+		for (i = 0; i < o.nreq; i++)
+			if (!ktm_migration_request_pages(m, o.req[i].off,
+							 o.req[i].len, &err))
+				goto out;
+		fd = listen_on(o.listen);
+		if (fd < 0) {
+			ret = 1;
+			goto out;
+		}
+		target = o.image;
+		if (!strcmp(o.image, "-")) {
+			if (!mkdtemp(tmpdir)) {
+				fprintf(stderr, "%s: mkdtemp: %s\n", tool_prog,
+					strerror(errno));
+				ret = 1;
+				goto out;
+			}
+			snprintf(tmp, sizeof(tmp), "%s/image", tmpdir);
+			target = tmp;
+		}
+		if (!o.quiet)
+			fprintf(stderr, "%s: waiting for the source on %s\n",
+				tool_prog, o.listen);
+		ok = ktm_migration_recv(m, fd, target, &err);
+		if (ok && target == tmp)
+			ok = copy_to_stdout(tmp);
+		if (target == tmp) {
+			unlink(tmp);
+			rmdir(tmpdir);
+		}
+	}
+	if (prog.on)
+		fprintf(stderr, "\n");
+	ret = ok ? 0 : 1;
+out:
+	if (!ok && !ret)
+		ret = 1;
+	if (m) {
+		report(&o, m, ok, err ? ktm_error_message(err) : NULL,
+		       cpu_seconds() - cpu0);
+	} else if (o.json && err) {
+		printf("{\"role\": \"%s\", \"ok\": false, \"error\": ",
+		       o.send ? "send" : "recv");
+		json_str(ktm_error_message(err));
+		printf("}\n");
+	}
+	if (err)
+		tool_error(err);
+	if (fd >= 0)
+		close(fd);
+	ktm_migration_free(m);
+	ktm_config_free(cfg);
+	return ret;
 }

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -297,6 +298,23 @@ const char *ktm_session_peer_spki_sha256(const struct ktm_session *s);
 uint64_t ktm_session_bytes(const struct ktm_session *s, enum ktm_dir dir);
 uint64_t ktm_session_records(const struct ktm_session *s, enum ktm_dir dir);
 
+/* ---- key usage ---- */
+
+/* Records protected by the current key of @dir (the key-usage limit of
+ * AES-GCM in TLS 1.3 is 2^24.5 full records, RFC 8446 §5.5). */
+uint64_t ktm_session_key_records(const struct ktm_session *s,
+				 enum ktm_dir dir);
+/* Whether ktm_session_rekey() can work: TLS 1.3, and on the kernel path a
+ * kernel that replaces keys on a live socket (6.14 or later). */
+bool ktm_session_can_rekey(const struct ktm_session *s);
+/* Send a TLS 1.3 KeyUpdate and move to the next send key.  The peer's
+ * session follows on its next receive (kernel path: needs 6.14 there too;
+ * userspace path: OpenSSL does it).  False with *errp (KTM_ERR_KTLS_UNSUPPORTED
+ * when in-place rekey is impossible; then reconnect instead). */
+bool ktm_session_rekey(struct ktm_session *s, struct ktm_error **errp);
+/* How many times @dir moved to a new key. */
+unsigned int ktm_session_rekeys(const struct ktm_session *s, enum ktm_dir dir);
+
 /* ------------------------------------------------------------------ */
 /* Fd hand-over (SCM_RIGHTS)                                           */
 /* ------------------------------------------------------------------ */
@@ -317,6 +335,103 @@ int ktm_fd_recv(int unix_fd, char *name, size_t name_len,
 /* ------------------------------------------------------------------ */
 /* Migration stream (lib/migrate.c, lib/stream.c)                      */
 /* ------------------------------------------------------------------ */
+
+/*
+ * A migration moves one memory image (a file, a /dev/shm file, a memfd)
+ * from a source to a destination over N parallel sessions ("channels"),
+ * framed as described in lib/STREAM.md: page runs with offsets, zero pages
+ * elided, an end marker with a SHA-256 digest of the image, small messages
+ * both ways.  The destination writes into PATH.ktm-partial and renames it
+ * to PATH only after the digest matches; a failed or truncated migration
+ * leaves no file at PATH.
+ */
+struct ktm_migration;
+
+/* How page runs go into the socket on the kernel path.  The userspace
+ * path always batches into full 16 KiB records through OpenSSL. */
+enum ktm_send_path {
+	KTM_SEND_AUTO = 0,	/* sendfile for files, writev otherwise */
+	KTM_SEND_SENDFILE,
+	KTM_SEND_SPLICE,
+	KTM_SEND_IO_URING,
+	KTM_SEND_WRITEV,
+};
+
+/* The configuration is borrowed and must outlive the migration. */
+struct ktm_migration *ktm_migration_new(const struct ktm_config *cfg,
+					struct ktm_error **errp);
+void ktm_migration_free(struct ktm_migration *m);
+
+/* Parallel sessions, 1 to 16 (default 1).  Source only: the destination
+ * takes what the source announces. */
+bool ktm_migration_set_channels(struct ktm_migration *m, unsigned int n,
+				struct ktm_error **errp);
+void ktm_migration_set_send_path(struct ktm_migration *m,
+				 enum ktm_send_path path);
+/* TLS_TX_ZEROCOPY_RO for sendfile: only for a source that cannot change
+ * until TCP has it acknowledged (never live guest memory: a page changed
+ * before a retransmit breaks the record's tag). */
+void ktm_migration_set_zerocopy_ro(struct ktm_migration *m, bool on);
+/* Records one key may protect before the channel rekeys (TLS 1.3 KeyUpdate
+ * where the kernel can) or moves to a fresh connection.  0 (default): the
+ * AEAD limit, 2^24.5 full records for AES-GCM/CCM, none for ChaCha20. */
+void ktm_migration_set_key_limit(struct ktm_migration *m, uint64_t records);
+/* Called from the migrating thread about every 0.25 s and at the end. */
+typedef void (*ktm_progress_fn)(uint64_t done, uint64_t total, void *opaque);
+void ktm_migration_set_progress(struct ktm_migration *m, ktm_progress_fn fn,
+				void *opaque);
+/* Destination: how long to wait for each channel's connection (default
+ * 30 s). */
+void ktm_migration_set_accept_timeout(struct ktm_migration *m,
+				      unsigned int ms);
+/* Destination: ask the source for these bytes first (a page request on
+ * the return path, as postcopy does); up to 8 ranges, page aligned. */
+bool ktm_migration_request_pages(struct ktm_migration *m, uint64_t offset,
+				 uint64_t len, struct ktm_error **errp);
+
+/*
+ * Source: connect @n channels to @host:@port and send the image in
+ * @image_fd (borrowed; a regular file, /dev/shm file or memfd, read from
+ * offset 0 to its size).  Returns true only after the destination reported
+ * that the digest matched and the image is committed.
+ */
+bool ktm_migration_send(struct ktm_migration *m, const char *host,
+			const char *port, int image_fd,
+			struct ktm_error **errp);
+/*
+ * Destination: accept the source's channels on @listen_fd (borrowed) and
+ * write the image to @path (see above).  @path "-" is not accepted here;
+ * the tool spools to stdout itself.
+ */
+bool ktm_migration_recv(struct ktm_migration *m, int listen_fd,
+			const char *path, struct ktm_error **errp);
+
+/* ---- the report (valid after send/recv returned, also on failure) ---- */
+
+uint64_t ktm_migration_image_bytes(const struct ktm_migration *m);
+/* Payload bytes of non-zero pages moved; zero pages skipped. */
+uint64_t ktm_migration_page_bytes(const struct ktm_migration *m);
+uint64_t ktm_migration_zero_bytes(const struct ktm_migration *m);
+/* Application bytes on all sessions (frames included), this direction. */
+uint64_t ktm_migration_wire_bytes(const struct ktm_migration *m);
+double ktm_migration_seconds(const struct ktm_migration *m);
+unsigned int ktm_migration_channels(const struct ktm_migration *m);
+/* The data path of channel @i ("kernel", "kernel-hw", "userspace"). */
+enum ktm_path ktm_migration_path(const struct ktm_migration *m,
+				 unsigned int i);
+/* Why channel 0 runs in userspace, or NULL. */
+const char *ktm_migration_fallback_reason(const struct ktm_migration *m);
+enum ktm_tls_version ktm_migration_version(const struct ktm_migration *m);
+enum ktm_cipher ktm_migration_cipher(const struct ktm_migration *m);
+/* "sendfile", "splice", "io_uring", "writev", "userspace". */
+const char *ktm_migration_send_path_name(const struct ktm_migration *m);
+unsigned int ktm_migration_rekeys(const struct ktm_migration *m);
+unsigned int ktm_migration_reconnects(const struct ktm_migration *m);
+/* SHA-256 image digest (hex) and whether both ends agreed on it. */
+const char *ktm_migration_digest(const struct ktm_migration *m);
+bool ktm_migration_digest_ok(const struct ktm_migration *m);
+/* Destination: how many requested page ranges arrived marked as such. */
+unsigned int ktm_migration_requests_served(const struct ktm_migration *m);
 
 /* ------------------------------------------------------------------ */
 /* Proxy (lib/proxy.c)                                                 */

@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: MIT
+/* Frames of the migration stream (lib/STREAM.md). */
+#include <errno.h>
+#include <string.h>
+
+#include "ktm.h"
+#include "stream.h"
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	put16(p, (uint16_t)(v >> 16));
+	put16(p + 2, (uint16_t)v);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	put32(p, (uint32_t)(v >> 32));
+	put32(p + 4, (uint32_t)v);
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)get16(p) << 16 | get16(p + 2);
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	return (uint64_t)get32(p) << 32 | get32(p + 4);
+}
+
+void ktm_frame_encode(const struct ktm_frame *f, uint8_t out[KTM_FRAME_LEN])
+{
+	out[0] = f->type;
+	out[1] = f->flags;
+	put16(out + 2, 0);
+	put32(out + 4, f->len);
+	put64(out + 8, f->offset);
+	put64(out + 16, f->aux);
+}
+
+int ktm_frame_decode(const uint8_t in[KTM_FRAME_LEN], struct ktm_frame *f)
+{
+	f->type = in[0];
+	f->flags = in[1];
+	f->len = get32(in + 4);
+	f->offset = get64(in + 8);
+	f->aux = get64(in + 16);
+	if (!f->type || f->type > KTM_F_MAX || get16(in + 2))
+		return -EBADMSG;
+	return 0;
+}
+
+static const char hello_magic[8] = "KTMSTRM1";
+
+void ktm_hello_encode(const struct ktm_hello *h, uint8_t out[KTM_HELLO_LEN])
+{
+	memset(out, 0, KTM_HELLO_LEN);
+	memcpy(out, hello_magic, 8);
+	put16(out + 8, h->version);
+	put16(out + 10, h->features);
+	put16(out + 12, h->channel);
+	put16(out + 14, h->nchannels);
+	put32(out + 16, h->page_size);
+	put32(out + 20, h->chunk_size);
+	put64(out + 24, h->image_size);
+	memcpy(out + 32, h->stream_id, 16);
+	put64(out + 48, h->first_chunk);
+}
+
+int ktm_hello_decode(const uint8_t in[KTM_HELLO_LEN], struct ktm_hello *h)
+{
+	if (memcmp(in, hello_magic, 8))
+		return -EBADMSG;
+	h->version = get16(in + 8);
+	h->features = get16(in + 10);
+	h->channel = get16(in + 12);
+	h->nchannels = get16(in + 14);
+	h->page_size = get32(in + 16);
+	h->chunk_size = get32(in + 20);
+	h->image_size = get64(in + 24);
+	memcpy(h->stream_id, in + 32, 16);
+	h->first_chunk = get64(in + 48);
+	if (h->version != KTM_STREAM_VERSION)
+		return -EPROTONOSUPPORT;
+	if (!h->nchannels || h->channel >= h->nchannels ||
+	    h->page_size != KTM_PAGE_SIZE || h->chunk_size != KTM_CHUNK_SIZE ||
+	    h->image_size % KTM_PAGE_SIZE ||
+	    h->first_chunk > ktm_chunk_count(h->image_size))
+		return -EINVAL;
+	return 0;
+}
+
+bool ktm_run_valid(uint64_t offset, uint64_t len, uint64_t image_size)
+{
+	return len && !(offset % KTM_PAGE_SIZE) && !(len % KTM_PAGE_SIZE) &&
+	       offset <= image_size && len <= image_size - offset;
+}
+
+uint64_t ktm_chunk_count(uint64_t size)
+{
+	return (size + KTM_CHUNK_SIZE - 1) / KTM_CHUNK_SIZE;
+}
+
+uint64_t ktm_chunk_len(uint64_t size, uint64_t i)
+{
+	uint64_t off = i * KTM_CHUNK_SIZE;
+
+	if (off >= size)
+		return 0;
+	return size - off < KTM_CHUNK_SIZE ? size - off : KTM_CHUNK_SIZE;
+}
+
+uint64_t ktm_default_key_limit(int cipher)
+{
+	/* RFC 8446 §5.5: AES-GCM at most 2^24.5 full-size records per key;
+	 * the same bound is used for AES-CCM.  ChaCha20-Poly1305 has no
+	 * practical limit. */
+	if (cipher == KTM_CIPHER_CHACHA20_POLY1305)
+		return 0;
+	return 23726566ull;	/* floor(2^24.5) */
+}
