@@ -1129,8 +1129,12 @@ static bool dest_open(struct ktm_migration *m, const char *path,
 	m->chunk_digest = calloc(m->nchunks + 1, KTM_DIGEST_LEN);
 	m->img_fd = open(partial, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (!m->chunk_digest || m->img_fd < 0) {
+		/* not ours: whatever is there stays */
+		if (m->img_fd < 0)
+			partial[0] = '\0';
 		ktm_error_set(errp, KTM_ERR_IO, errno ? errno : ENOMEM,
-			      "cannot create %s: %s", partial, strerror(errno));
+			      "cannot create %s.ktm-partial: %s", path,
+			      strerror(errno));
 		ktm_error_hint_set(errp, "a leftover from an earlier failed "
 				   "migration can be removed");
 		return false;

@@ -127,7 +127,9 @@ void t_bail(struct t_meta *m) __attribute__((noreturn));
 
 #define TEST_F(f, t) TEST_F_TIMEOUT(f, t, T_DEFAULT_TIMEOUT)
 
-#define TEST(t)								\
+#define TEST(t) TEST_TIMEOUT(t, T_DEFAULT_TIMEOUT)
+
+#define TEST_TIMEOUT(t, secs)						\
 	static void _t_body_##t(struct t_meta *_metadata __attribute__((unused)));		\
 	static void _t_fn_##t(struct t_meta *m, void *self,		\
 			      const void *variant, int phase)		\
@@ -138,7 +140,7 @@ void t_bail(struct t_meta *m) __attribute__((noreturn));
 	}								\
 	static struct t_test _t_test_##t = {				\
 		.name = #t, .fn = _t_fn_##t,				\
-		.timeout = T_DEFAULT_TIMEOUT };				\
+		.timeout = secs };					\
 	__attribute__((constructor)) static void _t_reg_##t(void)	\
 	{								\
 		t_register_test(&_t_test_##t);				\
