@@ -54,7 +54,7 @@ STATIC_LIB := $(O)/libktm.a
 SHARED_LIB := $(O)/libktm.so.$(VERSION)
 
 .PHONY: all lib tools tests check check-unit check-unit-san check-ktls \
-	check-vm deps demo clean help analyze bench bench-vm
+	check-vm deps demo demo-vm clean help analyze bench bench-vm
 .DEFAULT_GOAL := all
 
 all: lib tools tests
@@ -133,7 +133,15 @@ bench-vm: deps
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
-	$(Q)scripts/demo.sh $(O)
+	$(Q)scripts/demo.sh --build $(O)
+
+# The same demo inside the real-kernel guest (the newest cached kernel),
+# with a smaller image: kernel TLS there, under emulation (not a speed).
+demo-vm: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)k=$$(bash tests/vm/fetch-kernels.sh --list | tail -1); \
+	  test -n "$$k" || { echo "no guest kernel cached: make deps" >&2; exit 1; }; \
+	  bash tests/vm/run.sh --timeout 900 "$$k" -- scripts/demo.sh --build $(O) --size 64M
 
 analyze:
 	$(Q)cppcheck --quiet --error-exitcode=1 --enable=warning,portability \

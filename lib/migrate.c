@@ -832,7 +832,8 @@ bool ktm_migration_send(struct ktm_migration *m, const char *host,
 	m->size = (uint64_t)st.st_size;
 	m->nchunks = ktm_chunk_count(m->size);
 	m->chunk_digest = calloc(m->nchunks, KTM_DIGEST_LEN);
-	m->map = mmap(NULL, m->size, PROT_READ, MAP_SHARED, image_fd, 0);
+	m->map = mmap(NULL, m->size, PROT_READ, MAP_SHARED | MAP_POPULATE,
+		      image_fd, 0);
 	if (!m->chunk_digest || m->map == MAP_FAILED) {
 		ktm_error_set(errp, KTM_ERR_IO, errno ? errno : ENOMEM,
 			      "cannot map the image (%llu bytes): %s",
@@ -1145,8 +1146,10 @@ static bool dest_open(struct ktm_migration *m, const char *path,
 			      (unsigned long long)m->size, strerror(errno));
 		return false;
 	}
-	m->map = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_SHARED,
-		      m->img_fd, 0);
+	/* Populate up front: one batch of page allocations instead of a
+	 * fault per page while the data streams in. */
+	m->map = mmap(NULL, m->size, PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_POPULATE, m->img_fd, 0);
 	if (m->map == MAP_FAILED) {
 		m->map = NULL;
 		ktm_error_set(errp, KTM_ERR_IO, errno, "cannot map %s: %s",
