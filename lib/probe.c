@@ -31,6 +31,7 @@ struct ktm_probe {
 	struct ktm_probe_item cipher[2][KTM_CIPHER_COUNT];
 	struct ktm_probe_item rekey;
 	struct ktm_probe_item io_uring;
+	struct ktm_probe_item offload;
 };
 
 static void item_set(struct ktm_probe_item *it, enum ktm_support s,
@@ -188,6 +189,46 @@ static void probe_io_uring(struct ktm_probe *p)
 	item_set(&p->io_uring, KTM_SUPPORTED, "io_uring available");
 }
 
+/* NIC TLS offload: which interfaces offer tls-hw-tx/rx-offload. */
+static void probe_offload(struct ktm_probe *p)
+{
+	struct ktm_ktls_offload nics[16];
+	char list[KTM_REASON_LEN] = "";
+	size_t used = 0;
+	char eb[24];
+	int n, i;
+	bool any = false;
+
+	n = ktm_ktls_offload_scan(nics, 16);
+	if (n < 0) {
+		item_set(&p->offload, KTM_PROBE_FAILED,
+			 "cannot read NIC features (ethtool netlink: %s)",
+			 ktm_errno_name(n, eb));
+		return;
+	}
+	for (i = 0; i < n && i < 16; i++) {
+		const struct ktm_ktls_offload *o = &nics[i];
+		int w;
+
+		if (!o->tx_avail && !o->rx_avail && !o->tx_on && !o->rx_on)
+			continue;
+		any = true;
+		w = snprintf(list + used, sizeof(list) - used, "%s%s (tx %s, rx %s)",
+			     used ? ", " : "", o->ifname,
+			     o->tx_on ? "on" : o->tx_avail ? "off" : "no",
+			     o->rx_on ? "on" : o->rx_avail ? "off" : "no");
+		if (w < 0 || (size_t)w >= sizeof(list) - used)
+			break;
+		used += (size_t)w;
+	}
+	if (any)
+		item_set(&p->offload, KTM_SUPPORTED, "%s", list);
+	else
+		item_set(&p->offload, KTM_UNSUPPORTED,
+			 "none of %d interface(s) offers tls-hw-tx-offload or "
+			 "tls-hw-rx-offload (needs e.g. mlx5 ConnectX-6 Dx)", n);
+}
+
 struct ktm_probe *ktm_probe_new(struct ktm_error **errp)
 {
 	static const uint16_t versions[2] = { KTM_TLS_1_2, KTM_TLS_1_3 };
@@ -217,6 +258,7 @@ struct ktm_probe *ktm_probe_new(struct ktm_error **errp)
 	}
 	probe_rekey(p);
 	probe_io_uring(p);
+	probe_offload(p);
 	return p;
 }
 
@@ -272,4 +314,10 @@ enum ktm_support ktm_probe_io_uring(const struct ktm_probe *probe,
 				    const char **reason)
 {
 	return item_get(&probe->io_uring, reason);
+}
+
+enum ktm_support ktm_probe_offload(const struct ktm_probe *probe,
+				   const char **reason)
+{
+	return item_get(&probe->offload, reason);
 }

@@ -32,9 +32,14 @@ static void usage(FILE *out)
 "Commands:\n"
 "  probe [--json]   Say what this host's kernel TLS can do: the tls module,\n"
 "                   each TLS version x cipher for send and receive, rekey\n"
-"                   (TLS 1.3 KeyUpdate, kernel 6.14+), io_uring.  One line\n"
-"                   each.  Exit status 0 when kernel TLS works, 1 when it\n"
-"                   is unavailable, 2 when the probe itself failed.\n"
+"                   (TLS 1.3 KeyUpdate, kernel 6.14+), io_uring, NIC TLS\n"
+"                   offload (ethtool features).  One line each.  Exit status\n"
+"                   0 when kernel TLS works, 1 when it is unavailable, 2 when\n"
+"                   the probe itself failed.\n"
+"  migrate send|recv\n"
+"                   Move a memory image (a VM's RAM file, /dev/shm file, or\n"
+"                   stdin/stdout) over mutually authenticated TLS, in the\n"
+"                   kernel where it can; see 'migrate --help'.\n"
 "\n"
 "Options:\n"
 "  -h, --help       Show this text.\n"
@@ -155,9 +160,14 @@ int cmd_probe(int argc, char **argv)
 		printf("rekey: %s: %s\n", support_word(s), reason);
 	s = ktm_probe_io_uring(p, &reason);
 	if (json)
-		print_item_json("io_uring", s, reason, 1), printf("}\n");
+		print_item_json("io_uring", s, reason, 0);
 	else
 		printf("io_uring: %s: %s\n", support_word(s), reason);
+	s = ktm_probe_offload(p, &reason);
+	if (json)
+		print_item_json("nic_offload", s, reason, 1), printf("}\n");
+	else
+		printf("NIC offload: %s: %s\n", support_word(s), reason);
 	ktm_probe_free(p);
 	return ktls == KTM_SUPPORTED ? 0 : ktls == KTM_UNSUPPORTED ? 1 : 2;
 }

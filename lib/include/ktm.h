@@ -126,6 +126,11 @@ enum ktm_support ktm_probe_rekey(const struct ktm_probe *probe,
 				 const char **reason);
 enum ktm_support ktm_probe_io_uring(const struct ktm_probe *probe,
 				    const char **reason);
+/* NIC TLS offload (tls-hw-tx-offload / tls-hw-rx-offload via ethtool
+ * netlink): supported when some interface offers it; the reason lists
+ * them with their state. */
+enum ktm_support ktm_probe_offload(const struct ktm_probe *probe,
+				   const char **reason);
 
 
 /* ------------------------------------------------------------------ */
@@ -436,6 +441,153 @@ unsigned int ktm_migration_requests_served(const struct ktm_migration *m);
 /* ------------------------------------------------------------------ */
 /* Proxy (lib/proxy.c)                                                 */
 /* ------------------------------------------------------------------ */
+
+/*
+ * A proxy puts one authenticated TLS connection under migration code that
+ * speaks plain stream sockets (QEMU's `migrate unix:PATH`).  It has two
+ * ends, chosen by the configuration's endpoint:
+ *
+ *  - source (KTM_ENDPOINT_CLIENT): listens on the plain @local address; each
+ *    connection accepted there gets its own session, ktm_session_connect()
+ *    to @remote ("HOST:PORT"), the destination end;
+ *  - destination (KTM_ENDPOINT_SERVER): listens for sessions on @remote
+ *    ("[HOST:]PORT"; no host: every address) and for each one that passes
+ *    the handshake connects to the plain @local address (QEMU's -incoming).
+ *
+ * @local is "unix:PATH" or "tcp:HOST:PORT" (a loopback address only:
+ * plaintext guest memory must not cross a network).  A unix socket the
+ * source end creates is removed by ktm_proxy_free(); a stale one (nobody
+ * listening) is replaced.
+ *
+ * Every connection is handled in its own thread, so QEMU's multifd
+ * channels become parallel TLS streams.  Sessions are set up one at a time
+ * in accept order, which keeps the order in which the destination QEMU
+ * sees its channels (QEMU 7.2 takes the first as the main channel).
+ *
+ * Bytes move with splice(2) on the kernel-TLS path (plain socket -> pipe ->
+ * kTLS socket and back; one thread per direction) and through
+ * ktm_session_send()/recv() on the userspace path (one thread, poll).  End
+ * of stream: EOF from one side becomes close_notify and a half close
+ * towards the other; close_notify becomes shutdown(SHUT_WR) of the plain
+ * socket.  A connection closed without close_notify is a truncation error.
+ */
+struct ktm_proxy;
+/* One relayed connection; valid only during the report callback. */
+struct ktm_proxy_conn;
+
+/*
+ * Called once per connection when it ended, from the connection's thread;
+ * the proxy runs one callback at a time.  @err (borrowed; NULL when both
+ * directions ended cleanly) says why it failed.
+ */
+typedef void (*ktm_proxy_report_fn)(const struct ktm_proxy_conn *conn,
+				    const struct ktm_error *err, void *opaque);
+
+/*
+ * Create a proxy end and bind its listening socket (so clients can connect
+ * as soon as this returns; ktm_proxy_address() says where).  @cfg is
+ * borrowed and must outlive the proxy.  Returns NULL with *errp
+ * (KTM_ERR_CONFIG for a bad address, KTM_ERR_IO when the bind fails).
+ */
+struct ktm_proxy *ktm_proxy_new(const struct ktm_config *cfg,
+				const char *local, const char *remote,
+				struct ktm_error **errp);
+/* The listening address as bound, e.g. "127.0.0.1:40123" or
+ * "unix:/run/mig.sock" (port 0 becomes the chosen port).  Owned by the
+ * proxy. */
+const char *ktm_proxy_address(const struct ktm_proxy *p);
+/* Report finished connections to @fn (NULL: no reports).  Before run. */
+void ktm_proxy_set_report(struct ktm_proxy *p, ktm_proxy_report_fn fn,
+			  void *opaque);
+/*
+ * Serve connections, blocking, until ktm_proxy_stop() or, with
+ * @max_conns > 0, until that many connections were accepted and have
+ * ended.  Returns the number of connections that failed (0 when all ended
+ * cleanly), or -1 with *errp when the proxy itself could not go on (the
+ * listening socket failed).  On stop, connections still open are cut and
+ * count as failed; a handshake in progress is let finish first (at most
+ * the configuration's connect + handshake timeouts).
+ */
+int ktm_proxy_run(struct ktm_proxy *p, unsigned int max_conns,
+		  struct ktm_error **errp);
+/* Make ktm_proxy_run() return.  Async-signal-safe; any thread. */
+void ktm_proxy_stop(struct ktm_proxy *p);
+/* Stop (if running elsewhere, the caller must have joined it), close the
+ * listener, remove a unix socket it created.  Accepts NULL. */
+void ktm_proxy_free(struct ktm_proxy *p);
+
+/*
+ * Relay one connection in the calling thread: bytes both ways between the
+ * connected plain stream socket @local_fd and the session @s, as the proxy
+ * does, until both directions ended or one failed.  Takes both (they are
+ * closed and freed before it returns, also on failure).  @report (may be
+ * NULL) is called once at the end, before the session is freed.  Returns
+ * true when both directions ended cleanly, false with *errp.  Used by
+ * `ktls-migrate qemu-send --ktls=prefer` to serve QEMU a socketpair when
+ * the kernel cannot take the keys.
+ */
+bool ktm_proxy_relay(struct ktm_session *s, int local_fd,
+		     ktm_proxy_report_fn report, void *opaque,
+		     struct ktm_error **errp);
+
+/* Connection number, 1, 2, ... in accept order (0 for ktm_proxy_relay). */
+unsigned int ktm_proxy_conn_id(const struct ktm_proxy_conn *conn);
+/* The TLS peer ("10.0.0.7:4444") and the plain side ("unix:PATH"). */
+const char *ktm_proxy_conn_peer(const struct ktm_proxy_conn *conn);
+const char *ktm_proxy_conn_local(const struct ktm_proxy_conn *conn);
+/* The session, or NULL when none was made (connect or handshake failed). */
+const struct ktm_session *ktm_proxy_conn_session(const struct ktm_proxy_conn *conn);
+/* Plaintext bytes relayed: KTM_DIR_TX from the plain side to the TLS peer,
+ * KTM_DIR_RX from the TLS peer to the plain side. */
+uint64_t ktm_proxy_conn_bytes(const struct ktm_proxy_conn *conn,
+			      enum ktm_dir dir);
+/* Seconds from accept to the end of the connection. */
+double ktm_proxy_conn_seconds(const struct ktm_proxy_conn *conn);
+
+/*
+ * QMP (lib/qmp.c): the few commands that hand a migration socket to QEMU.
+ *
+ * Open QEMU's QMP unix socket @path, read the greeting and negotiate
+ * (qmp_capabilities).  Every later read waits at most @timeout_ms (0: 30 s)
+ * for QEMU.  Returns NULL with *errp (KTM_ERR_IO when the socket cannot be
+ * reached, KTM_ERR_PEER when QEMU does not speak QMP).
+ */
+struct ktm_qmp;
+struct ktm_qmp *ktm_qmp_open(const char *path, unsigned int timeout_ms,
+			     struct ktm_error **errp);
+/* Close the socket and free.  Accepts NULL. */
+void ktm_qmp_close(struct ktm_qmp *q);
+/*
+ * Run one command, @command being its JSON object text
+ * ({"execute": "...", "arguments": {...}}).  With @fd >= 0 the fd travels
+ * with the command (SCM_RIGHTS; borrowed), as `getfd` needs.  Events that
+ * arrive meanwhile are skipped.  Returns the "return" value as JSON text
+ * (the caller frees it), or NULL with *errp: KTM_ERR_PEER carrying QEMU's
+ * error description when QEMU refused, or when QEMU went away.
+ */
+char *ktm_qmp_execute(struct ktm_qmp *q, const char *command, int fd,
+		      struct ktm_error **errp);
+/*
+ * Hand @fd (borrowed; close it afterwards) to QEMU as @name (`getfd`) and
+ * start the migration on it: `migrate` with uri "fd:NAME" for
+ * KTM_ENDPOINT_CLIENT (the source), `migrate-incoming` for
+ * KTM_ENDPOINT_SERVER (the destination, which must have been started with
+ * `-incoming defer`).  Returns true, or false with *errp.
+ */
+bool ktm_qmp_migrate_fd(struct ktm_qmp *q, enum ktm_endpoint endpoint,
+			int fd, const char *name, struct ktm_error **errp);
+/*
+ * Poll `query-migrate` every 50 ms until QEMU reports "completed" (true)
+ * or "failed"/"cancelled" (false, *errp carrying QEMU's error-desc when it
+ * gives one), for at most @timeout_ms (0: no limit).  On success
+ * @transferred and @total_ms (either may be NULL) receive QEMU's
+ * ram.transferred and total-time (0 where QEMU reports none, e.g. on the
+ * destination).  A destination QEMU exits when an incoming migration
+ * fails: that is reported as KTM_ERR_PEER.
+ */
+bool ktm_qmp_migrate_wait(struct ktm_qmp *q, unsigned int timeout_ms,
+			  uint64_t *transferred, uint64_t *total_ms,
+			  struct ktm_error **errp);
 
 #ifdef __cplusplus
 }
