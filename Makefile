@@ -103,7 +103,8 @@ $(HARNESS_OBJ): override CFLAGS += -Itests
 # `make check`: unit tests natively, the same unit tests under ASan+UBSan,
 # then the kernel-TLS tests natively when this kernel has the tls ULP,
 # otherwise inside a QEMU guest on every cached kernel (tests/vm/).
-check: all
+check: deps
+	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(MAKE) --no-print-directory O=$(O)/san SANITIZE=1 tests
 	$(Q)tests/run.sh --build $(O) --san-build $(O)/san all
 

@@ -17,6 +17,7 @@
 #include <openssl/x509.h>
 
 #include "internal.h"
+#include "tls.h"
 
 #define KTM_DEFAULT_TIMEOUT_MS 10000
 
@@ -156,7 +157,7 @@ static EVP_PKEY *load_key(const char *path, struct ktm_error **errp)
 	return k;
 }
 
-static bool check_crl(const char *path, struct ktm_error **errp)
+X509_CRL *ktm_crl_load(const char *path, struct ktm_error **errp)
 {
 	char why[256];
 	X509_CRL *crl;
@@ -165,18 +166,23 @@ static bool check_crl(const char *path, struct ktm_error **errp)
 	if (!f) {
 		ktm_error_set(errp, KTM_ERR_CONFIG, errno, "cannot open CRL %s: %s",
 			      path, strerror(errno));
-		return false;
+		return NULL;
 	}
 	crl = PEM_read_X509_CRL(f, NULL, NULL, NULL);
 	fclose(f);
-	if (!crl) {
+	if (!crl)
 		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
 			      "CRL %s holds no PEM CRL%s", path,
 			      ktm_ossl_reason(why, sizeof(why)));
-		return false;
-	}
+	return crl;
+}
+
+static bool check_crl(const char *path, struct ktm_error **errp)
+{
+	X509_CRL *crl = ktm_crl_load(path, errp);
+
 	X509_CRL_free(crl);
-	return true;
+	return crl != NULL;
 }
 
 bool ktm_config_set_creds_dir(struct ktm_config *cfg, const char *dir,

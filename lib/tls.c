@@ -168,24 +168,19 @@ static bool cipher_lists(const struct ktm_config *cfg, char *l13, size_t n13,
 static bool load_crl(SSL_CTX *ctx, const char *path, struct ktm_error **errp)
 {
 	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	X509_CRL *crl = ktm_crl_load(path, errp);
 	char why[256];
-	X509_CRL *crl;
-	FILE *f = fopen(path, "r");
+	bool ok;
 
-	if (!f) {
-		ktm_error_set(errp, KTM_ERR_CONFIG, errno, "cannot open CRL %s: %s",
-			      path, strerror(errno));
+	if (!crl)
 		return false;
-	}
-	crl = PEM_read_X509_CRL(f, NULL, NULL, NULL);
-	fclose(f);
-	if (!crl || !X509_STORE_add_crl(store, crl)) {
-		X509_CRL_free(crl);
+	ok = X509_STORE_add_crl(store, crl) == 1;
+	X509_CRL_free(crl);		/* the store holds its own reference */
+	if (!ok) {
 		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL, "cannot load CRL %s%s",
 			      path, ktm_ossl_reason(why, sizeof(why)));
 		return false;
 	}
-	X509_CRL_free(crl);		/* the store holds its own reference */
 	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
 	return true;
 }

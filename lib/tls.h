@@ -43,6 +43,8 @@ struct ktm_dir_keys {
 	uint64_t seq;
 };
 
+/* Read a PEM CRL (config.c); NULL with *errp. */
+X509_CRL *ktm_crl_load(const char *path, struct ktm_error **errp);
 /* An SSL_CTX for @cfg; NULL with *errp. */
 SSL_CTX *ktm_tls_ctx_new(const struct ktm_config *cfg, struct ktm_error **errp);
 /* An SSL on @fd with @hs attached; the client verifies @host (DNS or IP). */

@@ -253,16 +253,9 @@ void ktm_tls_handshake_error(SSL *ssl, const struct ktm_config *cfg,
 					   "listener? both ends need TLS");
 		}
 		return;
+	case 0:			/* no reason queued: the peer just went */
 	case SSL_R_UNEXPECTED_EOF_WHILE_READING:
 		ERR_clear_error();
-		ktm_error_set(errp, KTM_ERR_PEER, ECONNRESET,
-			      "%s closed the connection during the TLS handshake",
-			      peer);
-		ktm_error_hint_set(errp, "the peer may have rejected our "
-				   "certificate or settings; see its log");
-		return;
-	}
-	if (!e) {
 		ktm_error_set(errp, KTM_ERR_PEER, ECONNRESET,
 			      "%s closed the connection during the TLS handshake",
 			      peer);

@@ -41,16 +41,21 @@ void t_register_test(struct t_test *t)
 	tests_tail = &t->next;
 }
 
+static void vlog(const char *file, int line, const char *fmt, va_list ap)
+{
+	printf("# %s:%d: ", file, line);
+	vprintf(fmt, ap);
+	printf("\n");
+	fflush(stdout);
+}
+
 void t_log(const char *file, int line, const char *fmt, ...)
 {
 	va_list ap;
 
-	printf("# %s:%d: ", file, line);
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	vlog(file, line, fmt, ap);
 	va_end(ap);
-	printf("\n");
-	fflush(stdout);
 }
 
 static void t_set_failed(struct t_meta *m)
@@ -71,12 +76,9 @@ void t_fail_msg(struct t_meta *m, const char *file, int line,
 {
 	va_list ap;
 
-	printf("# %s:%d: ", file, line);
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	vlog(file, line, fmt, ap);
 	va_end(ap);
-	printf("\n");
-	fflush(stdout);
 	t_set_failed(m);
 }
 
