@@ -52,9 +52,6 @@ struct ktm_session {
 	unsigned int rekeys[2];
 };
 
-static const char *ktls_hint =
-	"load the tls module (modprobe tls) or use a kernel built with "
-	"CONFIG_TLS; --ktls=prefer falls back to userspace TLS";
 
 /* ---- peer identity -------------------------------------------------------- */
 
@@ -216,14 +213,15 @@ static bool kernel_lacks(int ret)
  * under prefer userspace TLS with the same words as the reason.
  */
 static bool unsupported(struct ktm_session *s, int ret, const char *what,
-			struct ktm_error **errp)
+			const char *hint, struct ktm_error **errp)
 {
 	char eb[24];
 
 	if (s->cfg->policy == KTM_KTLS_REQUIRE) {
 		ktm_error_set(errp, KTM_ERR_KTLS_UNSUPPORTED, ret,
 			      "%s (%s)", what, ktm_errno_name(ret, eb));
-		ktm_error_hint_set(errp, "%s", ktls_hint);
+		ktm_error_hint_set(errp, "%s; --ktls=prefer falls back to "
+				   "userspace TLS", hint);
 		return false;
 	}
 	use_userspace(s, "%s (%s)", what, ktm_errno_name(ret, eb));
@@ -258,7 +256,8 @@ static bool switch_to_kernel(struct ktm_session *s, struct ktm_hs *hs,
 	}
 	if (ret == -ENOENT) {
 		ok = unsupported(s, ret, "kernel TLS is not available "
-				 "(TCP_ULP \"tls\")", errp);
+				 "(TCP_ULP \"tls\")", "load the tls module (modprobe "
+				 "tls) or use a kernel built with CONFIG_TLS", errp);
 		goto out_wipe;
 	}
 	if (ret) {
@@ -274,7 +273,9 @@ static bool switch_to_kernel(struct ktm_session *s, struct ktm_hs *hs,
 		snprintf(what, sizeof(what), "kernel rejected %s for %s on "
 			 "fd %d (TLS_TX)", cname, vname, s->fd);
 		if (kernel_lacks(ret)) {
-			ok = unsupported(s, ret, what, errp);
+			ok = unsupported(s, ret, what, "load the kernel's module "
+					 "for it (gcm, ccm, chacha20poly1305) or "
+					 "choose another cipher (--cipher)", errp);
 		} else {
 			ktm_error_set(errp, KTM_ERR_KTLS_INSTALL, ret,
 				      "cannot enable kTLS send on fd %d: %s",

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -704,6 +705,59 @@ TEST(spki_pin_match_and_mismatch)
 	EXPECT_EQ(p.c.cls, KTM_ERR_TLS_VERIFY);
 	EXPECT_STRSTR(p.c.msg, "matches no configured pin");
 	EXPECT_STRSTR(p.c.msg, pin);
+	pair_end(&p);
+}
+
+/*
+ * A kernel that has the tls ULP but not the cipher: faked through the
+ * configuration's kernel-call table, so it runs on any machine.
+ */
+static int no_cipher_set(void *priv, int fd, int level, int name,
+			 const void *val, socklen_t len)
+{
+	(void)priv, (void)fd, (void)name, (void)val, (void)len;
+	if (level == IPPROTO_TCP)
+		return 0;	/* "attached": the socket stays plain TCP */
+	return -ENOENT;		/* TLS_TX: no such cipher here */
+}
+
+static int no_cipher_get(void *priv, int fd, int level, int name, void *val,
+			 socklen_t *len)
+{
+	(void)priv, (void)fd, (void)level, (void)name, (void)val, (void)len;
+	return -ENOENT;
+}
+
+TEST(kernel_without_the_cipher_require_fails_prefer_falls_back)
+{
+	static const struct ktm_ktls_ops ops = { no_cipher_set, no_cipher_get, NULL };
+	enum ktm_cipher gcm256 = KTM_CIPHER_AES_GCM_256;
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, NULL, T_NONE), 0);
+	ASSERT_TRUE(ktm_config_set_ciphers(p.ccfg, &gcm256, 1, NULL));
+	ASSERT_TRUE(ktm_config_set_versions(p.ccfg, KTM_TLS_1_3, KTM_TLS_1_3, NULL));
+	p.ccfg->ktls_ops = &ops;
+	ktm_config_set_ktls(p.ccfg, KTM_KTLS_REQUIRE);
+	ASSERT_EQ(t_server_start(&p.srv, p.scfg, T_ECHO), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_KTLS_UNSUPPORTED);
+	EXPECT_EQ(p.c.err, ENOENT);
+	EXPECT_STRSTR(p.c.msg, "kernel rejected AES-GCM-256 for TLS 1.3 on fd ");
+	EXPECT_STRSTR(p.c.msg, "(TLS_TX) (ENOENT)");
+	EXPECT_STRSTR(p.c.hint, "--ktls=prefer");
+	t_server_wait(&p.srv, 20);
+
+	ktm_config_set_ktls(p.ccfg, KTM_KTLS_PREFER);
+	ASSERT_EQ(t_server_start(&p.srv, p.scfg, T_ECHO), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	ASSERT_NE(p.s, NULL);
+	EXPECT_EQ(p.c.path_tx, KTM_PATH_USERSPACE);
+	EXPECT_STRSTR(p.c.fallback, "kernel rejected AES-GCM-256 for TLS 1.3");
+	ASSERT_EQ(t_echo_check(p.s, 40000), 0);
+	t_finish(p.s);
+	EXPECT_EQ(t_server_wait(&p.srv, 20), 0);
 	pair_end(&p);
 }
 
