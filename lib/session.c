@@ -594,8 +594,9 @@ static bool io_error(struct ktm_session *s, int err, const char *doing,
 {
 	if (err == EPIPE || err == ECONNRESET)
 		ktm_error_set(errp, KTM_ERR_PEER, err,
-			      "connection to %s lost while %s: %s", s->peer,
-			      doing, strerror(err));
+			      "the connection to %s broke (%s): the peer went "
+			      "away without closing the TLS session", s->peer,
+			      strerror(err));
 	else if (err == EBADMSG)
 		ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, err,
 			      "a TLS record from %s failed authentication "
