@@ -387,6 +387,11 @@ void ktm_config_set_ktls(struct ktm_config *cfg, enum ktm_ktls_policy policy)
 	cfg->policy = policy;
 }
 
+void ktm_config_set_rx_no_pad(struct ktm_config *cfg, bool on)
+{
+	cfg->rx_no_pad = on;
+}
+
 void ktm_config_set_timeouts(struct ktm_config *cfg, unsigned int connect_ms,
 			     unsigned int handshake_ms)
 {

@@ -29,6 +29,7 @@ struct ktm_config {
 	uint8_t pins[KTM_MAX_PINS][32];
 	size_t n_pins;
 	enum ktm_ktls_policy policy;
+	bool rx_no_pad;
 	unsigned int connect_ms, handshake_ms;
 	ktm_check_fn check_fn;
 	void *check_opaque;

@@ -49,6 +49,7 @@ struct ktm_session {
 	size_t secret_len;
 	char digest[32];
 	bool kernel_rekey;		/* this kernel replaces keys in place */
+	bool rx_no_pad;			/* TLS_RX_EXPECT_NO_PAD took */
 	unsigned int rekeys[2];
 };
 
@@ -304,6 +305,10 @@ static bool switch_to_kernel(struct ktm_session *s, struct ktm_hs *hs,
 			      (unsigned long long)rx.seq);
 		goto out_wipe;
 	}
+	/* An optimisation the kernel may lack (before 6.0): not an error. */
+	if (s->cfg->rx_no_pad && s->version == KTM_TLS_1_3)
+		s->rx_no_pad = !ktm_ktls_rx_expect_no_pad(s->cfg->ktls_ops,
+							  s->fd, true);
 	s->seq0[KTM_DIR_TX] = tx.seq;
 	s->seq0[KTM_DIR_RX] = rx.seq;
 	if (s->version == KTM_TLS_1_3) {
@@ -925,6 +930,11 @@ const char *ktm_path_name(enum ktm_path path)
 		return "userspace";
 	}
 	return "?";
+}
+
+bool ktm_session_rx_no_pad(const struct ktm_session *s)
+{
+	return s->rx_no_pad;
 }
 
 const char *ktm_session_fallback_reason(const struct ktm_session *s)

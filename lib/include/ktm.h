@@ -193,6 +193,12 @@ bool ktm_config_set_ciphers(struct ktm_config *cfg,
 bool ktm_config_add_pin(struct ktm_config *cfg, const char *pin,
 			struct ktm_error **errp);
 void ktm_config_set_ktls(struct ktm_config *cfg, enum ktm_ktls_policy policy);
+/* Promise that the peer sends TLS 1.3 records without padding, so kernel
+ * TLS may decrypt straight into the reader's buffer (TLS_RX_EXPECT_NO_PAD,
+ * Linux 6.0+).  Applied to TLS 1.3 kernel-path receive only; a padded
+ * record still arrives intact (the kernel retries it), just slower.
+ * ktm_session_rx_no_pad() tells whether it took effect. */
+void ktm_config_set_rx_no_pad(struct ktm_config *cfg, bool on);
 /* Milliseconds; 0 keeps the default. */
 void ktm_config_set_timeouts(struct ktm_config *cfg, unsigned int connect_ms,
 			     unsigned int handshake_ms);
@@ -299,6 +305,8 @@ const char *ktm_session_peer_subject(const struct ktm_session *s);
 const char *ktm_session_peer_sans(const struct ktm_session *s);
 const char *ktm_session_peer_cert_sha256(const struct ktm_session *s);
 const char *ktm_session_peer_spki_sha256(const struct ktm_session *s);
+/* Whether TLS_RX_EXPECT_NO_PAD is in effect on this session. */
+bool ktm_session_rx_no_pad(const struct ktm_session *s);
 /* Application bytes and TLS records moved in @dir since the switch. */
 uint64_t ktm_session_bytes(const struct ktm_session *s, enum ktm_dir dir);
 uint64_t ktm_session_records(const struct ktm_session *s, enum ktm_dir dir);

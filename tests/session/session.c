@@ -192,6 +192,7 @@ TEST_F_TIMEOUT(session, prefer_round_trip_both_ways, 60)
 	EXPECT_GE(ktm_session_records(s, KTM_DIR_TX), 8);
 	EXPECT_GE(ktm_session_records(s, KTM_DIR_RX), 7);
 
+	EXPECT_FALSE(ktm_session_rx_no_pad(s));	/* not asked for */
 	if (path != KTM_PATH_USERSPACE && geteuid() == 0) {
 		struct ktm_ktls_diag d;
 
@@ -234,6 +235,35 @@ TEST_F_TIMEOUT(session, require_takes_the_kernel_or_names_why, 60)
 		EXPECT_STRSTR(c.hint, "modprobe tls");
 	}
 	t_server_wait(&self->srv, 20);
+}
+
+TEST_F_TIMEOUT(session, rx_no_pad_applies_to_tls13_kernel_receive, 60)
+{
+	struct t_outcome c;
+	struct ktm_session *s;
+	bool want = t_kernel_has_ktls() && variant->version == KTM_TLS_1_3;
+
+	self->ccfg = variant_config(KTM_ENDPOINT_CLIENT, self->dir,
+				    KTM_KTLS_PREFER, variant);
+	self->scfg = variant_config(KTM_ENDPOINT_SERVER, self->dir,
+				    KTM_KTLS_PREFER, variant);
+	ASSERT_NE(self->ccfg, NULL);
+	ASSERT_NE(self->scfg, NULL);
+	ktm_config_set_rx_no_pad(self->ccfg, true);
+	ASSERT_EQ(t_server_start(&self->srv, self->scfg, T_ECHO), 0);
+	s = t_connect(self->ccfg, "localhost", self->srv.port, &c);
+	ASSERT_NE(s, NULL);
+	EXPECT_EQ(ktm_session_rx_no_pad(s), want);
+	ASSERT_EQ(t_echo_check(s, 70000), 0);
+	if (want && geteuid() == 0) {
+		struct ktm_ktls_diag d;
+
+		ASSERT_EQ(ktm_ktls_diag_query(ktm_session_fd(s), &d), 0);
+		EXPECT_TRUE(d.rx_no_pad);
+	}
+	t_finish(s);
+	ktm_session_free(s);
+	ASSERT_EQ(t_server_wait(&self->srv, 20), 0);
 }
 
 TEST_F_TIMEOUT(session, off_stays_in_userspace, 60)
