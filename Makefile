@@ -142,7 +142,7 @@ demo-vm: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)k=$$(bash tests/vm/fetch-kernels.sh --list | tail -1); \
 	  test -n "$$k" || { echo "no guest kernel cached: make deps" >&2; exit 1; }; \
-	  bash tests/vm/run.sh --timeout 900 "$$k" -- scripts/demo.sh --build $(O) --size 64M
+	  bash tests/vm/run.sh --timeout 900 "$$k" -- scripts/demo.sh --build $(O) --size 64M --emulated
 
 analyze:
 	$(Q)cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
