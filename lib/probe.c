@@ -223,6 +223,9 @@ static void probe_offload(struct ktm_probe *p)
 	}
 	if (any)
 		item_set(&p->offload, KTM_SUPPORTED, "%s", list);
+	else if (n == 0)
+		item_set(&p->offload, KTM_UNSUPPORTED,
+			 "no network interface besides loopback");
 	else
 		item_set(&p->offload, KTM_UNSUPPORTED,
 			 "none of %d interface(s) offers tls-hw-tx-offload or "
