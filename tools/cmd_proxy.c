@@ -1,10 +1,352 @@
 // SPDX-License-Identifier: MIT
-/* ktls-migrate proxy: placeholder until the command lands (not listed in --help). */
+/*
+ * ktls-migrate proxy source|dest: put kernel TLS under QEMU's plain
+ * `migrate unix:` (or loopback tcp:) migration.  The work is in lib/proxy.c;
+ * this file parses options and prints one line per connection.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "tool.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+"Usage: %s proxy source (--unix PATH | --listen [HOST:]PORT) --connect HOST:PORT\n"
+"                          --creds DIR [OPTIONS]\n"
+"       %s proxy dest --listen [HOST:]PORT (--unix PATH | --connect HOST:PORT)\n"
+"                          --creds DIR [OPTIONS]\n"
+"\n"
+"Encrypt an unmodified QEMU migration with mutually authenticated TLS whose\n"
+"keys go into kernel TLS.  QEMU migrates in plaintext to a local socket; the\n"
+"source end turns each connection QEMU opens into one TLS session to the\n"
+"destination end, which hands the bytes to the destination QEMU's local\n"
+"socket.  QEMU's multifd channels become parallel TLS streams (one session\n"
+"and thread each); the return path (postcopy, return-path) flows back the\n"
+"same way.\n"
+"\n"
+"  source: QEMU runs  migrate unix:PATH  (or tcp:127.0.0.1:PORT with --listen)\n"
+"          the proxy connects to the destination end at --connect HOST:PORT\n"
+"  dest:   QEMU runs  -incoming unix:PATH  (or migrate-incoming after\n"
+"          -incoming defer); the proxy accepts sessions on --listen and, only\n"
+"          after the peer's certificate is verified, connects to QEMU at\n"
+"          --unix PATH (or --connect 127.0.0.1:PORT)\n"
+"\n"
+"With kernel TLS, bytes move with splice(2) (socket -> pipe -> kTLS socket\n"
+"and back) and never enter this process; without it (--ktls=prefer or off)\n"
+"OpenSSL encrypts here.  When QEMU closes its side, the proxy sends TLS\n"
+"close_notify and half-closes; close_notify from the peer becomes end of\n"
+"file for QEMU.  A connection cut without close_notify is an error, and the\n"
+"proxy cuts the QEMU side too, so QEMU's migration fails rather than\n"
+"finishing on a truncated stream.\n"
+"\n"
+"Options:\n"
+"  --creds DIR         credentials in QEMU's tls-creds-x509 layout: ca-cert.pem,\n"
+"                      client-cert.pem + client-key.pem (source), server-cert.pem\n"
+"                      + server-key.pem (dest), optional ca-crl.pem\n"
+"  --unix PATH         QEMU's unix socket: created by the source end (mode 0600;\n"
+"                      a stale socket is replaced, removed at exit), connected\n"
+"                      to by the dest end\n"
+"  --listen ADDR       source: a loopback TCP port for QEMU instead of --unix;\n"
+"                      dest: where to accept TLS sessions ([HOST:]PORT, no\n"
+"                      host: every address; port 0: any free port)\n"
+"  --connect ADDR      source: the destination end (HOST:PORT, [IPv6]:PORT);\n"
+"                      dest: QEMU's loopback TCP port instead of --unix\n"
+"  --hostname NAME     source: the name the destination's certificate must\n"
+"                      carry (default: the --connect host), as QEMU's\n"
+"                      tls-hostname\n"
+"  --ktls MODE         prefer (default): kernel TLS, else userspace TLS (the\n"
+"                      summary says why); require: refuse a connection that\n"
+"                      cannot get kernel TLS, naming what is missing; off:\n"
+"                      userspace TLS always (for comparison)\n"
+"  --tls VERSION       1.2 or 1.3 (default: either, 1.3 when both allow it)\n"
+"  --pin SHA256        also require the peer's public key (SPKI) SHA-256: 64\n"
+"                      hex digits or sha256//BASE64; repeatable\n"
+"  --max-conns N       serve N connections, then exit (default: until SIGINT\n"
+"                      or SIGTERM).  A plain QEMU migration is 1 connection,\n"
+"                      multifd with C channels is C + 1.\n"
+"  --quiet             no startup line and no line for clean connections\n"
+"  -h, --help          show this text\n"
+"\n"
+"Plain TCP (--listen on the source, --connect on the dest) must be a loopback\n"
+"address: guest memory is plaintext there.  Plain and TLS addresses alike are\n"
+"given without scheme or as tcp:HOST:PORT; --unix PATH is unix:PATH.\n"
+"\n"
+"Output: at start, on standard output, \"listening on ADDRESS\" (the bound\n"
+"port when 0 was asked for).  At the end of each connection one line:\n"
+"\n"
+"  conn 1 unix:/run/mig.sock -> 10.0.0.7:4444: ok: sent 4294967296 bytes,\n"
+"  received 31 bytes, 4.12 s, 1042 MB/s, path kernel, TLS 1.3 AES-GCM-128\n"
+"\n"
+"(one line; path kernel, kernel-hw or userspace with the reason).  A failed\n"
+"connection prints the same line with \"failed\" and then the error on\n"
+"standard error, e.g.\n"
+"\n"
+"  %s: conn 1: server certificate does not match expected host 'dst.example'\n"
+"    hint: names in the certificate: DNS:dst-7.example, IP:10.0.0.7\n"
+"\n"
+"Examples:\n"
+"  dest:   %s proxy dest --listen 4444 --unix /run/mig-in.sock --creds /etc/pki/qemu\n"
+"          (QEMU: -incoming unix:/run/mig-in.sock)\n"
+"  source: %s proxy source --unix /run/mig-out.sock --connect dst.example:4444 \\\n"
+"              --creds /etc/pki/qemu\n"
+"          (QMP: {\"execute\": \"migrate\", \"arguments\": {\"uri\": \"unix:/run/mig-out.sock\"}})\n"
+"\n"
+"Exit status: 0 every connection ended cleanly, 1 a connection failed or the\n"
+"proxy could not start, 2 usage.\n",
+		tool_prog, tool_prog, tool_prog, tool_prog, tool_prog);
+}
+
+struct opts {
+	bool source, quiet;
+	const char *creds, *unix_path, *listen, *connect, *hostname;
+	const char *pins[8];
+	unsigned int npins, max_conns;
+	enum ktm_ktls_policy policy;
+	enum ktm_tls_version vmin, vmax;
+};
+
+static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int bad_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", tool_prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s proxy --help'.\n", tool_prog);
+	return 2;
+}
+
+static int parse(int argc, char **argv, struct opts *o)
+{
+	enum { O_CREDS = 256, O_UNIX, O_LISTEN, O_CONNECT, O_HOSTNAME, O_KTLS,
+	       O_TLS, O_PIN, O_MAX, O_QUIET };
+	static const struct option lo[] = {
+		{ "creds", required_argument, NULL, O_CREDS },
+		{ "unix", required_argument, NULL, O_UNIX },
+		{ "listen", required_argument, NULL, O_LISTEN },
+		{ "connect", required_argument, NULL, O_CONNECT },
+		{ "hostname", required_argument, NULL, O_HOSTNAME },
+		{ "ktls", required_argument, NULL, O_KTLS },
+		{ "tls", required_argument, NULL, O_TLS },
+		{ "pin", required_argument, NULL, O_PIN },
+		{ "max-conns", required_argument, NULL, O_MAX },
+		{ "quiet", no_argument, NULL, O_QUIET },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	int c;
+
+	o->vmin = KTM_TLS_1_2;
+	o->vmax = KTM_TLS_1_3;
+	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		usage(stdout);
+		return -1;
+	}
+	if (argc < 2 || (strcmp(argv[1], "source") && strcmp(argv[1], "dest")))
+		return bad_usage("proxy needs 'source' or 'dest'");
+	o->source = !strcmp(argv[1], "source");
+	argc--;
+	argv++;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		char *end = NULL;
+
+		switch (c) {
+		case O_CREDS: o->creds = optarg; break;
+		case O_UNIX: o->unix_path = optarg; break;
+		case O_LISTEN: o->listen = optarg; break;
+		case O_CONNECT: o->connect = optarg; break;
+		case O_HOSTNAME: o->hostname = optarg; break;
+		case O_QUIET: o->quiet = true; break;
+		case O_KTLS:
+			if (!strcmp(optarg, "prefer"))
+				o->policy = KTM_KTLS_PREFER;
+			else if (!strcmp(optarg, "require"))
+				o->policy = KTM_KTLS_REQUIRE;
+			else if (!strcmp(optarg, "off"))
+				o->policy = KTM_KTLS_OFF;
+			else
+				return bad_usage("--ktls takes prefer, require or off, not '%s'", optarg);
+			break;
+		case O_TLS:
+			if (!strcmp(optarg, "1.2"))
+				o->vmin = o->vmax = KTM_TLS_1_2;
+			else if (!strcmp(optarg, "1.3"))
+				o->vmin = o->vmax = KTM_TLS_1_3;
+			else
+				return bad_usage("--tls takes 1.2 or 1.3, not '%s'", optarg);
+			break;
+		case O_PIN:
+			if (o->npins == 8)
+				return bad_usage("at most 8 pins");
+			o->pins[o->npins++] = optarg;
+			break;
+		case O_MAX:
+			o->max_conns = (unsigned int)strtoul(optarg, &end, 10);
+			if (*end || !o->max_conns)
+				return bad_usage("--max-conns takes a positive count, not '%s'", optarg);
+			break;
+		case 'h':
+			usage(stdout);
+			return -1;
+		default:
+			return bad_usage("bad option");
+		}
+	}
+	if (optind != argc)
+		return bad_usage("unexpected argument '%s'", argv[optind]);
+	if (!o->creds)
+		return bad_usage("--creds DIR is required");
+	if (o->source) {
+		if (!o->connect)
+			return bad_usage("source needs --connect HOST:PORT (the destination end)");
+		if (!!o->unix_path == !!o->listen)
+			return bad_usage("source needs one of --unix PATH or --listen [HOST:]PORT (where QEMU migrates to)");
+	} else {
+		if (!o->listen)
+			return bad_usage("dest needs --listen [HOST:]PORT (where the source end connects)");
+		if (!!o->unix_path == !!o->connect)
+			return bad_usage("dest needs one of --unix PATH or --connect HOST:PORT (QEMU's -incoming)");
+		if (o->hostname)
+			return bad_usage("--hostname is for the source end");
+	}
+	return 0;
+}
+
+static struct ktm_proxy *the_proxy;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	if (the_proxy)
+		ktm_proxy_stop(the_proxy);
+}
+
+struct report_ctx {
+	bool quiet;
+};
+
+static void report(const struct ktm_proxy_conn *conn,
+		   const struct ktm_error *err, void *opaque)
+{
+	const struct report_ctx *r = opaque;
+	const struct ktm_session *s = ktm_proxy_conn_session(conn);
+	uint64_t tx = ktm_proxy_conn_bytes(conn, KTM_DIR_TX);
+	uint64_t rx = ktm_proxy_conn_bytes(conn, KTM_DIR_RX);
+	double sec = ktm_proxy_conn_seconds(conn);
+	const char *hint;
+
+	if (!err && r->quiet)
+		return;
+	printf("conn %u %s -> %s: %s: sent %llu bytes, received %llu bytes, "
+	       "%.2f s, %.0f MB/s", ktm_proxy_conn_id(conn),
+	       ktm_proxy_conn_local(conn), ktm_proxy_conn_peer(conn),
+	       err ? "failed" : "ok", (unsigned long long)tx,
+	       (unsigned long long)rx, sec,
+	       sec > 0 ? (double)(tx > rx ? tx : rx) / sec / 1e6 : 0.0);
+	if (s) {
+		const char *why = ktm_session_fallback_reason(s);
+
+		printf(", path %s%s%s%s, %s %s",
+		       ktm_path_name(ktm_session_path(s, KTM_DIR_TX)),
+		       why ? " (" : "", why ? why : "", why ? ")" : "",
+		       ktm_tls_version_name(ktm_session_version(s)),
+		       ktm_cipher_name(ktm_session_cipher(s)));
+	}
+	printf("\n");
+	fflush(stdout);
+	if (err) {
+		fprintf(stderr, "%s: conn %u: %s\n", tool_prog,
+			ktm_proxy_conn_id(conn), ktm_error_message(err));
+		hint = ktm_error_hint(err);
+		if (hint)
+			fprintf(stderr, "  hint: %s\n", hint);
+	}
+}
+
+static struct ktm_config *make_config(const struct opts *o)
+{
+	struct ktm_error *err = NULL;
+	struct ktm_config *cfg;
+	unsigned int i;
+
+	cfg = ktm_config_new(o->source ? KTM_ENDPOINT_CLIENT : KTM_ENDPOINT_SERVER,
+			     &err);
+	if (!cfg)
+		goto err;
+	if (!ktm_config_set_creds_dir(cfg, o->creds, &err) ||
+	    (o->hostname && !ktm_config_set_hostname(cfg, o->hostname, &err)) ||
+	    !ktm_config_set_versions(cfg, o->vmin, o->vmax, &err))
+		goto err_free;
+	for (i = 0; i < o->npins; i++)
+		if (!ktm_config_add_pin(cfg, o->pins[i], &err))
+			goto err_free;
+	ktm_config_set_ktls(cfg, o->policy);
+	return cfg;
+
+err_free:
+	ktm_config_free(cfg);
+err:
+	tool_error(err);
+	return NULL;
+}
 
 int cmd_proxy(int argc, char **argv)
 {
-	(void)argc, (void)argv;
-	fprintf(stderr, "%s: 'proxy' is not built yet\n", tool_prog);
-	return 2;
+	static const char *policy_name[] = { "prefer", "require", "off" };
+	struct report_ctx rctx = { 0 };
+	struct ktm_error *err = NULL;
+	struct sigaction sa = { .sa_handler = on_signal };
+	struct ktm_config *cfg;
+	struct ktm_proxy *p;
+	char local[300];
+	struct opts o = { 0 };
+	int ret, failed;
+
+	ret = parse(argc, argv, &o);
+	if (ret)
+		return ret < 0 ? 0 : ret;
+	cfg = make_config(&o);
+	if (!cfg)
+		return 1;
+	if (o.unix_path)
+		snprintf(local, sizeof(local), "unix:%s", o.unix_path);
+	else
+		snprintf(local, sizeof(local), "%s",
+			 o.source ? o.listen : o.connect);
+	p = ktm_proxy_new(cfg, local, o.source ? o.connect : o.listen, &err);
+	if (!p) {
+		tool_error(err);
+		ktm_config_free(cfg);
+		return 1;
+	}
+	rctx.quiet = o.quiet;
+	ktm_proxy_set_report(p, report, &rctx);
+	the_proxy = p;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (!o.quiet) {
+		printf("listening on %s (%s end, %s %s, kTLS %s)\n",
+		       ktm_proxy_address(p), o.source ? "source" : "dest",
+		       o.source ? "sessions to" : "QEMU at",
+		       o.source ? o.connect : local, policy_name[o.policy]);
+		fflush(stdout);
+	}
+	failed = ktm_proxy_run(p, o.max_conns, &err);
+	the_proxy = NULL;
+	if (failed < 0)
+		tool_error(err);
+	ktm_proxy_free(p);
+	ktm_config_free(cfg);
+	return failed == 0 ? 0 : 1;
 }
