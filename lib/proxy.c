@@ -31,60 +31,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#include "internal.h"
-
-/* Pipe size for splice: fewer, larger kernel round trips (the kernel caps
- * it at /proc/sys/fs/pipe-max-size, 1 MiB by default; a refusal keeps the
- * default 64 KiB). */
-#define PIPE_BYTES (1 << 20)
-/* Userspace path: bytes per read from QEMU and per write to it.  Every
- * ktm_session_recv() gets room for a full TLS record (TLS_RECORD_MAX), so
- * OpenSSL never holds decrypted bytes that poll() cannot see (it does not
- * read ahead). */
-#define USER_BUF (256 * 1024)
-#define TLS_RECORD_MAX 16384
-
-struct addr {
-	bool is_unix;
-	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	char host[256];		/* "" when not given (listen on every address) */
-	char port[16];
-	char text[300];		/* for messages: "unix:/p" or "host:port" */
-};
-
-struct ktm_proxy_conn {
-	struct ktm_proxy *p;		/* NULL under ktm_proxy_relay() */
-	unsigned int id;
-	struct ktm_session *s;		/* owned; NULL when none was made */
-	int local;			/* plain socket, owned; -1 when none */
-	int tls;			/* ktm_session_fd(s), borrowed */
-	char peer[300], local_name[300];
-	uint64_t bytes[2];		/* each written by one thread only */
-	struct timespec t0, t1;
-	pthread_mutex_t lock;		/* err, aborted, closed */
-	struct ktm_error *err;		/* the first failure */
-	bool aborted;			/* a failure or stop cut the connection */
-	bool closed;			/* fds closed: no more shutdown() on them */
-	bool done;			/* under p->lock: the thread may be joined */
-	pthread_t thread;
-	struct ktm_proxy_conn *next;
-};
-
-struct ktm_proxy {
-	const struct ktm_config *cfg;	/* borrowed */
-	bool source;			/* client config: plain listen, TLS connect */
-	struct addr local, remote;
-	int listen_fd;
-	char address[300];		/* the listening address as bound */
-	bool unlink_path;		/* we created local.path */
-	int wake[2];			/* self-pipe: stop, or a connection ended */
-	volatile sig_atomic_t stopping;
-	ktm_proxy_report_fn report;
-	void *opaque;
-	pthread_mutex_t lock;		/* conns, reports */
-	struct ktm_proxy_conn *conns;
-	unsigned int next_id;
-};
+#include "proxy.h"
 
 /* ---- addresses ------------------------------------------------------------- */
 
@@ -183,7 +130,7 @@ static void sockaddr_text(const struct sockaddr *sa, char *buf, size_t len)
 	}
 }
 
-static void peer_text(int fd, char *buf, size_t len)
+void ktm_proxy_peer_text(int fd, char *buf, size_t len)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
@@ -371,475 +318,6 @@ static int connect_local(const struct addr *a, struct ktm_error **errp)
 			   "(-incoming, or migrate-incoming after -incoming defer)?");
 	return -1;
 }
-
-/* ---- one connection ---------------------------------------------------------- */
-
-static void conn_init(struct ktm_proxy_conn *c)
-{
-	memset(c, 0, sizeof(*c));
-	c->local = -1;
-	c->tls = -1;
-	pthread_mutex_init(&c->lock, NULL);
-	clock_gettime(CLOCK_MONOTONIC, &c->t0);
-}
-
-/*
- * Record the first failure (takes @err) and cut the connection both ways
- * so the other direction's blocked call returns.
- */
-static void conn_fail(struct ktm_proxy_conn *c, struct ktm_error *err)
-{
-	pthread_mutex_lock(&c->lock);
-	if (!c->err && !c->aborted) {
-		c->err = err;
-		err = NULL;
-	}
-	c->aborted = true;
-	/* TLS side first: the EOF that cutting the plain side causes must
-	 * never turn into a close_notify, which would make the truncated
-	 * stream look complete to the peer (the relay also checks
-	 * c->aborted before it ends a direction in order). */
-	if (!c->closed) {
-		if (c->tls >= 0)
-			shutdown(c->tls, SHUT_RDWR);
-		if (c->local >= 0)
-			shutdown(c->local, SHUT_RDWR);
-	}
-	pthread_mutex_unlock(&c->lock);
-	ktm_error_free(err);
-}
-
-static bool conn_aborted(struct ktm_proxy_conn *c)
-{
-	bool a;
-
-	pthread_mutex_lock(&c->lock);
-	a = c->aborted;
-	pthread_mutex_unlock(&c->lock);
-	return a;
-}
-
-static void fail_local(struct ktm_proxy_conn *c, int err, const char *doing)
-{
-	struct ktm_error *e = NULL;
-
-	if (conn_aborted(c))
-		return;
-	ktm_error_set(&e, KTM_ERR_IO, err, "cannot %s %s: %s", doing,
-		      c->local_name, strerror(err));
-	if (err == EPIPE || err == ECONNRESET)
-		ktm_error_hint_set(&e, "QEMU closed its migration socket while "
-				   "data was still flowing; its log says why");
-	conn_fail(c, e);
-}
-
-static void fail_tls(struct ktm_proxy_conn *c, int err, bool sending)
-{
-	const char *doing = sending ? "sending to" : "receiving from";
-	struct ktm_error *e = NULL;
-
-	if (conn_aborted(c))
-		return;
-	if (err == 0)
-		ktm_error_set(&e, KTM_ERR_PEER, ECONNRESET,
-			      "%s closed the connection without TLS "
-			      "close_notify (truncated)", c->peer);
-	else if (err == EPIPE || err == ECONNRESET)
-		ktm_error_set(&e, KTM_ERR_PEER, err,
-			      "connection to %s lost while %s: %s", c->peer,
-			      sending ? "sending" : "receiving", strerror(err));
-	else if (err == EBADMSG)
-		ktm_error_set(&e, KTM_ERR_TLS_PROTOCOL, err,
-			      "a TLS record from %s failed authentication "
-			      "(tampered or corrupted in transit)", c->peer);
-	else
-		ktm_error_set(&e, KTM_ERR_IO, err, "%s %s failed: %s", doing,
-			      c->peer, strerror(err));
-	conn_fail(c, e);
-}
-
-static void fail_err(struct ktm_proxy_conn *c, struct ktm_error *e)
-{
-	if (conn_aborted(c))
-		ktm_error_free(e);
-	else
-		conn_fail(c, e);
-}
-
-static bool write_all(int fd, const uint8_t *p, size_t len, int *err)
-{
-	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			*err = errno;
-			return false;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return true;
-}
-
-static bool make_pipe(struct ktm_proxy_conn *c, int pfd[2])
-{
-	struct ktm_error *e = NULL;
-
-	if (pipe2(pfd, O_CLOEXEC)) {
-		ktm_error_set(&e, KTM_ERR_IO, errno, "cannot make a pipe for "
-			      "splice: %s", strerror(errno));
-		fail_err(c, e);
-		return false;
-	}
-	fcntl(pfd[1], F_SETPIPE_SZ, PIPE_BYTES);	/* a hint, see PIPE_BYTES */
-	return true;
-}
-
-/* Move @n bytes sitting in the pipe to @out; false after conn_fail(). */
-static bool drain_pipe(struct ktm_proxy_conn *c, int pipe_rd, int out,
-		       size_t n, bool to_tls, enum ktm_dir dir)
-{
-	while (n) {
-		ssize_t m = splice(pipe_rd, NULL, out, NULL, n, SPLICE_F_MOVE);
-
-		if (m < 0 && errno == EINTR)
-			continue;
-		if (m <= 0) {
-			int err = m < 0 ? errno : EPIPE;
-
-			if (to_tls)
-				fail_tls(c, err, true);
-			else
-				fail_local(c, err, "write to");
-			return false;
-		}
-		n -= (size_t)m;
-		c->bytes[dir] += (uint64_t)m;
-	}
-	return true;
-}
-
-/* The plain side ended: close_notify, then FIN, towards the TLS peer. */
-static void end_upstream(struct ktm_proxy_conn *c)
-{
-	struct ktm_error *e = NULL;
-
-	if (!ktm_session_shutdown(c->s, &e)) {
-		fail_err(c, e);
-		return;
-	}
-	shutdown(c->tls, SHUT_WR);
-}
-
-/* Kernel path, plain side -> TLS peer. */
-static void *kernel_up(void *arg)
-{
-	struct ktm_proxy_conn *c = arg;
-	sigset_t pipe_set;
-	int pfd[2];
-
-	/* splice(2) into a closed socket raises SIGPIPE and has no
-	 * MSG_NOSIGNAL: keep it thread-directed and blocked (it is dropped
-	 * with the thread). */
-	sigemptyset(&pipe_set);
-	sigaddset(&pipe_set, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &pipe_set, NULL);
-	if (!make_pipe(c, pfd))
-		return NULL;
-	for (;;) {
-		ssize_t n = splice(c->local, NULL, pfd[1], NULL, PIPE_BYTES,
-				   SPLICE_F_MOVE);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			fail_local(c, errno, "read from");
-			break;
-		}
-		if (n == 0) {
-			if (!conn_aborted(c))
-				end_upstream(c);
-			break;
-		}
-		if (!drain_pipe(c, pfd[0], c->tls, (size_t)n, true, KTM_DIR_TX))
-			break;
-	}
-	close(pfd[0]);
-	close(pfd[1]);
-	return NULL;
-}
-
-/*
- * splice(2) out of a kTLS socket fails with EINVAL when the next record is
- * not application data (tls_sw_splice_read): read that record through the
- * session, which says what it is.  Returns 1 at close_notify, 0 to go on,
- * -1 after conn_fail().
- */
-static int kernel_control(struct ktm_proxy_conn *c)
-{
-	uint8_t buf[16384 + 256];
-	struct ktm_error *e = NULL;
-	ssize_t n;
-	int err;
-
-	n = ktm_session_recv(c->s, buf, sizeof(buf), &e);
-	if (n < 0) {
-		fail_err(c, e);
-		return -1;
-	}
-	if (n == 0)
-		return 1;
-	if (!write_all(c->local, buf, (size_t)n, &err)) {
-		fail_local(c, err, "write to");
-		return -1;
-	}
-	c->bytes[KTM_DIR_RX] += (uint64_t)n;
-	return 0;
-}
-
-/* Kernel path, TLS peer -> plain side. */
-static void kernel_down(struct ktm_proxy_conn *c)
-{
-	int pfd[2], ret;
-
-	if (!make_pipe(c, pfd))
-		return;
-	for (;;) {
-		ssize_t n = splice(c->tls, NULL, pfd[1], NULL, PIPE_BYTES,
-				   SPLICE_F_MOVE);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EINVAL) {
-			ret = kernel_control(c);
-			if (ret == 1)
-				shutdown(c->local, SHUT_WR);
-			if (ret)
-				break;
-			continue;
-		}
-		if (n <= 0) {
-			fail_tls(c, n < 0 ? errno : 0, false);
-			break;
-		}
-		if (!drain_pipe(c, pfd[0], c->local, (size_t)n, false, KTM_DIR_RX))
-			break;
-	}
-	close(pfd[0]);
-	close(pfd[1]);
-}
-
-static void relay_kernel(struct ktm_proxy_conn *c)
-{
-	struct ktm_error *e = NULL;
-	pthread_t up;
-	int ret;
-
-	ret = pthread_create(&up, NULL, kernel_up, c);
-	if (ret) {
-		ktm_error_set(&e, KTM_ERR_IO, ret, "cannot start a relay thread "
-			      "for %s: %s", c->peer, strerror(ret));
-		conn_fail(c, e);
-		return;
-	}
-	kernel_down(c);
-	pthread_join(up, NULL);
-}
-
-/* Whether @fd has bytes to read right now. */
-static bool readable_now(int fd)
-{
-	struct pollfd pf = { .fd = fd, .events = POLLIN };
-
-	return poll(&pf, 1, 0) == 1;
-}
-
-/*
- * Userspace path, TLS peer -> plain side: one record per
- * ktm_session_recv(), gathered while more are already waiting, so QEMU is
- * woken once per USER_BUF rather than per 16 KiB record.  Each call gets
- * room for a whole record (see USER_BUF).  Returns 1 at close_notify (after
- * delivering what came before it), 0 to go on, -1 after conn_fail().
- */
-static int user_down(struct ktm_proxy_conn *c, uint8_t *buf)
-{
-	struct ktm_error *e = NULL;
-	size_t have = 0;
-	int ret = 0, err;
-	ssize_t n;
-
-	do {
-		n = ktm_session_recv(c->s, buf + have, USER_BUF - have, &e);
-		if (n < 0) {
-			fail_err(c, e);
-			return -1;
-		}
-		if (n == 0) {
-			ret = 1;
-			break;
-		}
-		have += (size_t)n;
-	} while (USER_BUF - have >= TLS_RECORD_MAX && readable_now(c->tls));
-	if (have && !write_all(c->local, buf, have, &err)) {
-		fail_local(c, err, "write to");
-		return -1;
-	}
-	c->bytes[KTM_DIR_RX] += have;
-	return ret;
-}
-
-/* Userspace path: OpenSSL may not be used from two threads, so one thread
- * polls both sockets. */
-static void relay_userspace(struct ktm_proxy_conn *c)
-{
-	bool up_open = true, down_open = true;
-	struct ktm_error *e = NULL;
-	uint8_t *buf;
-
-	buf = malloc(USER_BUF);
-	if (!buf) {
-		ktm_error_set(&e, KTM_ERR_INTERNAL, ENOMEM,
-			      "out of memory for a relay buffer");
-		conn_fail(c, e);
-		return;
-	}
-	while ((up_open || down_open) && !conn_aborted(c)) {
-		struct pollfd pf[2] = {
-			{ .fd = up_open ? c->local : -1, .events = POLLIN },
-			{ .fd = down_open ? c->tls : -1, .events = POLLIN },
-		};
-		ssize_t n;
-
-		if (poll(pf, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			ktm_error_set(&e, KTM_ERR_IO, errno, "poll failed: %s",
-				      strerror(errno));
-			conn_fail(c, e);
-			break;
-		}
-		if (pf[1].revents) {
-			int ret = user_down(c, buf);
-
-			if (ret < 0)
-				break;
-			if (ret == 1) {
-				down_open = false;
-				shutdown(c->local, SHUT_WR);
-			}
-		}
-		if (pf[0].revents) {
-			n = recv(c->local, buf, USER_BUF, 0);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0) {
-				fail_local(c, errno, "read from");
-				break;
-			}
-			if (n == 0) {
-				if (conn_aborted(c))
-					break;
-				up_open = false;
-				end_upstream(c);
-			} else if (!ktm_session_send(c->s, buf, (size_t)n, &e)) {
-				fail_err(c, e);
-				break;
-			} else {
-				c->bytes[KTM_DIR_TX] += (uint64_t)n;
-			}
-		}
-	}
-	free(buf);
-}
-
-static void conn_relay(struct ktm_proxy_conn *c)
-{
-	int one = 1;
-
-	/* The session turns Nagle back on after the handshake, right for a
-	 * sender that batches.  The proxy forwards whatever QEMU wrote as
-	 * soon as it arrives, in large chunks or as small return-path
-	 * messages (postcopy page requests) that must not wait for an ACK:
-	 * on loopback Nagle halved the throughput of a 1 GiB migration. */
-	setsockopt(c->tls, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (ktm_session_path(c->s, KTM_DIR_TX) == KTM_PATH_USERSPACE ||
-	    ktm_session_path(c->s, KTM_DIR_RX) == KTM_PATH_USERSPACE)
-		relay_userspace(c);
-	else
-		relay_kernel(c);
-}
-
-/* Report, then close both sockets and free the session. */
-static void conn_finish(struct ktm_proxy_conn *c, ktm_proxy_report_fn report,
-			void *opaque, pthread_mutex_t *report_lock)
-{
-	clock_gettime(CLOCK_MONOTONIC, &c->t1);
-	if (report) {
-		if (report_lock)
-			pthread_mutex_lock(report_lock);
-		report(c, c->err, opaque);
-		if (report_lock)
-			pthread_mutex_unlock(report_lock);
-	}
-	pthread_mutex_lock(&c->lock);
-	c->closed = true;
-	pthread_mutex_unlock(&c->lock);
-	ktm_session_free(c->s);
-	c->s = NULL;
-	c->tls = -1;
-	if (c->local >= 0)
-		close(c->local);
-	c->local = -1;
-}
-
-bool ktm_proxy_relay(struct ktm_session *s, int local_fd,
-		     ktm_proxy_report_fn report, void *opaque,
-		     struct ktm_error **errp)
-{
-	struct ktm_proxy_conn c;
-	sigset_t pipe_set, old, pending;
-	bool was_pending, ok;
-
-	conn_init(&c);
-	c.s = s;
-	c.tls = ktm_session_fd(s);
-	c.local = local_fd;
-	peer_text(c.tls, c.peer, sizeof(c.peer));
-	snprintf(c.local_name, sizeof(c.local_name), "local socket fd %d",
-		 local_fd);
-
-	/* No SIGPIPE from splice(2) for the caller: block it here, consume
-	 * one we caused, restore. */
-	sigemptyset(&pipe_set);
-	sigaddset(&pipe_set, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-	sigpending(&pending);
-	was_pending = sigismember(&pending, SIGPIPE);
-
-	conn_relay(&c);
-	conn_finish(&c, report, opaque, NULL);
-
-	sigpending(&pending);
-	if (!was_pending && sigismember(&pending, SIGPIPE)) {
-		struct timespec zero = { 0, 0 };
-
-		sigtimedwait(&pipe_set, NULL, &zero);
-	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-
-	ok = !c.err;
-	if (c.err) {
-		if (errp)
-			*errp = c.err;
-		else
-			ktm_error_free(c.err);
-	}
-	pthread_mutex_destroy(&c.lock);
-	return ok;
-}
-
 /* ---- the proxy ------------------------------------------------------------- */
 
 static void wake(struct ktm_proxy *p)
@@ -861,8 +339,8 @@ static void *conn_main(void *arg)
 	sigemptyset(&pipe_set);
 	sigaddset(&pipe_set, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &pipe_set, NULL);
-	conn_relay(c);
-	conn_finish(c, p->report, p->opaque, &p->lock);
+	ktm_relay_run(c);
+	ktm_relay_conn_finish(c, p->report, p->opaque, &p->lock);
 	pthread_mutex_lock(&p->lock);
 	c->done = true;
 	pthread_mutex_unlock(&p->lock);
@@ -964,7 +442,7 @@ static struct ktm_proxy_conn *conn_establish(struct ktm_proxy *p,
 		(*failed)++;
 		return NULL;
 	}
-	conn_init(c);
+	ktm_relay_conn_init(c);
 	c->p = p;
 	c->id = ++p->next_id;
 	if (p->source) {
@@ -973,12 +451,12 @@ static struct ktm_proxy_conn *conn_establish(struct ktm_proxy *p,
 			snprintf(c->local_name, sizeof(c->local_name), "%s",
 				 p->address);
 		else
-			peer_text(fd, c->local_name, sizeof(c->local_name));
+			ktm_proxy_peer_text(fd, c->local_name, sizeof(c->local_name));
 		snprintf(c->peer, sizeof(c->peer), "%s", p->remote.text);
 		c->s = ktm_session_connect(p->cfg, p->remote.host,
 					   p->remote.port, &e);
 	} else {
-		peer_text(fd, c->peer, sizeof(c->peer));
+		ktm_proxy_peer_text(fd, c->peer, sizeof(c->peer));
 		snprintf(c->local_name, sizeof(c->local_name), "%s",
 			 p->local.text);
 		/* takes fd, also on failure */
@@ -992,7 +470,7 @@ static struct ktm_proxy_conn *conn_establish(struct ktm_proxy *p,
 	if (!c->s || c->local < 0) {
 		c->err = e;
 		c->aborted = true;
-		conn_finish(c, p->report, p->opaque, &p->lock);
+		ktm_relay_conn_finish(c, p->report, p->opaque, &p->lock);
 		ktm_error_free(c->err);
 		pthread_mutex_destroy(&c->lock);
 		free(c);
@@ -1083,7 +561,7 @@ int ktm_proxy_run(struct ktm_proxy *p, unsigned int max_conns,
 				      p->source ? c->local_name : c->peer,
 				      strerror(ret));
 			c->aborted = true;
-			conn_finish(c, p->report, p->opaque, &p->lock);
+			ktm_relay_conn_finish(c, p->report, p->opaque, &p->lock);
 			ktm_error_free(c->err);
 			pthread_mutex_destroy(&c->lock);
 			free(c);
@@ -1105,7 +583,7 @@ int ktm_proxy_run(struct ktm_proxy *p, unsigned int max_conns,
 			continue;
 		ktm_error_set(&e, KTM_ERR_IO, ECANCELED, "proxy stopped while "
 			      "the connection to %s was open", c->peer);
-		conn_fail(c, e);
+		ktm_relay_conn_fail(c, e);
 	}
 	pthread_mutex_unlock(&p->lock);
 	reap(p, &failed, true);
