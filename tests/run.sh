@@ -92,9 +92,29 @@ run_bins() {	# name dir
 	count_tap "$log"
 }
 
+# A TAP-printing script, teed into a log and counted like the binaries.
+run_script() {	# name command...
+	local name=$1 log=$logs/$1.tap
+	shift
+	echo "# == $name: $* =="
+	"$@" 2>&1 | tee "$log"
+	count_tap "$log"
+}
+
 tier_unit() {
 	run_bins unit "$build/tests/unit"
 	run_bins session "$build/tests/session"
+	# the bench must not rot: one tiny pass of every mode this kernel can
+	# run without kernel TLS (the guest tier runs the kTLS modes)
+	if native_ktls; then
+		run_script bench-smoke bench/smoke.sh --build "$build"
+	else
+		run_script bench-smoke bench/smoke.sh --build "$build" --no-ktls
+	fi
+	# a real QEMU migrated through the proxy and fd mode, under prefer
+	# (the userspace path on a kernel without kTLS; the kTLS tiers run
+	# the require cases)
+	run_script qemu-native tests/qemu/run.sh --build "$build" native
 	if [ -n "$san" ]; then
 		export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 		export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -113,6 +133,7 @@ tier_ktls() {
 	"$build/ktls-migrate" probe | sed 's/^/# probe: /'
 	run_bins "ktls-native" "$build/tests/ktls"
 	run_bins "session-native" "$build/tests/session"
+	run_script qemu-ktls tests/qemu/run.sh --build "$build" guest
 	if [ "$(id -u)" = 0 ] && dmesg >/dev/null 2>&1; then
 		dmesg | grep -E 'BUG|WARNING|Call Trace|lockdep' | tail -5 | sed 's/^/# dmesg: /'
 	fi
@@ -141,7 +162,9 @@ tier_vm() {
 		for attempt in 1 2 3; do
 			bash tests/vm/run.sh --timeout "${KTM_VM_TIMEOUT:-1500}" "$k" -- \
 				sh -c "'$build/ktls-migrate' probe | sed 's/^/# probe: /';
-				       for b in '$build'/tests/ktls/* '$build'/tests/session/*; do \"\$b\"; done" \
+				       for b in '$build'/tests/ktls/* '$build'/tests/session/*; do \"\$b\"; done;
+				       bench/smoke.sh --build '$build';
+				       bash tests/qemu/run.sh --build '$build' guest" \
 				2>&1 | tee "$log"
 			rc=${PIPESTATUS[0]}
 			grep -q '^# guest kernel:' "$log" && break
