@@ -335,17 +335,6 @@ bool ktm_config_set_ciphers(struct ktm_config *cfg,
 	return true;
 }
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 bool ktm_config_add_pin(struct ktm_config *cfg, const char *pin,
 			struct ktm_error **errp)
 {
@@ -366,7 +355,7 @@ bool ktm_config_add_pin(struct ktm_config *cfg, const char *pin,
 		if (strlen(pin) != 64)
 			goto bad;
 		for (i = 0; i < 32; i++) {
-			int hi = hex_digit(pin[2 * i]), lo = hex_digit(pin[2 * i + 1]);
+			int hi = ktm_hex_digit(pin[2 * i]), lo = ktm_hex_digit(pin[2 * i + 1]);
 
 			if (hi < 0 || lo < 0)
 				goto bad;

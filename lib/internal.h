@@ -57,6 +57,18 @@ void ktm_error_hint_set(struct ktm_error **errp, const char *fmt, ...)
  * The returned string is static or lives in @buf. */
 const char *ktm_errno_name(int err, char buf[24]);
 
+/* The value of one hex digit, or -1. */
+static inline int ktm_hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 /* A connected loopback TCP pair (IPv4): fds[0] connected, fds[1]
  * accepted.  Both close-on-exec.  0 or -errno; nothing left open on
  * failure.  Used by the probe and by the tests. */

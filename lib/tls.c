@@ -30,17 +30,6 @@ uint64_t ktm_now_ms(void)
 
 /* ---- callbacks ---------------------------------------------------------- */
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * TLS 1.3 traffic secrets arrive as NSS key-log lines
  * ("CLIENT_TRAFFIC_SECRET_0 <client_random> <secret>"): OpenSSL 3.0 has no
@@ -68,7 +57,7 @@ static void keylog_cb(const SSL *ssl, const char *line)
 	if (!p)
 		return;
 	for (p++; p[0] && p[1] && n < KTM_SECRET_MAX; p += 2) {
-		int hi = hexval(p[0]), lo = hexval(p[1]);
+		int hi = ktm_hex_digit(p[0]), lo = ktm_hex_digit(p[1]);
 
 		if (hi < 0 || lo < 0)
 			break;

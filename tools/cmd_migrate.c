@@ -35,16 +35,7 @@ static void usage(FILE *out)
 "has committed.\n"
 "\n"
 "Options (both sides):\n"
-"  --creds DIR         credentials in QEMU's tls-creds-x509 layout: ca-cert.pem,\n"
-"                      server-cert.pem + server-key.pem (recv), client-cert.pem\n"
-"                      + client-key.pem (send), optional ca-crl.pem\n"
-"  --ktls MODE         prefer (default): kernel TLS, else userspace TLS, and say\n"
-"                      why; require: fail unless kernel TLS; off: userspace TLS\n"
-"  --tls VERSION       1.2 or 1.3 (default: either, 1.3 chosen when both allow)\n"
-"  --cipher LIST       comma-separated: aes-gcm-128, aes-gcm-256, aes-ccm-128,\n"
-"                      chacha20-poly1305 (default: all, in that order)\n"
-"  --pin SHA256        accept only a peer whose public key (SPKI) has this\n"
-"                      SHA-256: 64 hex digits or sha256//BASE64; repeatable\n"
+TOOL_TLS_HELP
 "  --check-hook PATH   pre-migration check run as PATH VM migrate pmc URI with\n"
 "                      the verified peer in KTM_* variables; exit status 0\n"
 "                      allows, anything else vetoes before any page moves\n"
@@ -55,8 +46,6 @@ static void usage(FILE *out)
 "\n"
 "Source (send) options:\n"
 "  --to HOST:PORT      the destination ([IPv6]:PORT works too)\n"
-"  --hostname NAME     the name the destination's certificate must carry\n"
-"                      (default: HOST)\n"
 "  --channels N        parallel TLS sessions, 1-16 (default 1)\n"
 "  --send-path P       auto (default), sendfile, splice, io_uring or writev:\n"
 "                      how pages enter the kernel-TLS socket\n"
@@ -81,77 +70,25 @@ static void usage(FILE *out)
 
 struct opts {
 	bool send, json, quiet, zc_ro;
-	const char *to, *listen, *image, *creds, *hostname, *hook, *vm;
-	enum ktm_ktls_policy policy;
-	enum ktm_tls_version vmin, vmax;
-	enum ktm_cipher ciphers[KTM_CIPHER_COUNT];
-	size_t nciphers;
-	const char *pins[8];
-	unsigned int npins, channels, accept_ms;
+	const char *to, *listen, *image, *hook, *vm;
+	struct tool_tls tls;
+	unsigned int channels, accept_ms;
 	enum ktm_send_path send_path;
 	unsigned long long key_limit;
 	struct { unsigned long long off, len; } req[8];
 	unsigned int nreq;
 };
 
-static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int bad_usage(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: ", tool_prog);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry '%s migrate --help'.\n", tool_prog);
-	return 2;
-}
-
-static int parse_ciphers(struct opts *o, const char *list)
-{
-	static const struct { const char *name; enum ktm_cipher c; } names[] = {
-		{ "aes-gcm-128", KTM_CIPHER_AES_GCM_128 },
-		{ "aes-gcm-256", KTM_CIPHER_AES_GCM_256 },
-		{ "aes-ccm-128", KTM_CIPHER_AES_CCM_128 },
-		{ "chacha20-poly1305", KTM_CIPHER_CHACHA20_POLY1305 },
-	};
-	char *copy = strdup(list), *save = NULL, *tok;
-	int ret = 0;
-
-	o->nciphers = 0;
-	for (tok = strtok_r(copy, ",", &save); tok && !ret;
-	     tok = strtok_r(NULL, ",", &save)) {
-		size_t i;
-
-		for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-			if (!strcasecmp(tok, names[i].name))
-				break;
-		if (i == sizeof(names) / sizeof(names[0]) ||
-		    o->nciphers == KTM_CIPHER_COUNT)
-			ret = bad_usage("unknown cipher '%s'", tok);
-		else
-			o->ciphers[o->nciphers++] = names[i].c;
-	}
-	free(copy);
-	return ret;
-}
+#define bad_usage(...) tool_usage_error("migrate", __VA_ARGS__)
 
 static int parse(int argc, char **argv, struct opts *o)
 {
-	enum { O_TO = 256, O_LISTEN, O_IMAGE, O_CREDS, O_KTLS, O_TLS, O_CIPHER,
-	       O_HOSTNAME, O_PIN, O_HOOK, O_VM, O_JSON, O_QUIET, O_CHANNELS,
-	       O_SENDPATH, O_ZC, O_KEYLIMIT, O_ACCEPT, O_REQ };
+	enum { O_TO = 256, O_LISTEN, O_IMAGE, O_HOOK, O_VM, O_JSON, O_QUIET,
+	       O_CHANNELS, O_SENDPATH, O_ZC, O_KEYLIMIT, O_ACCEPT, O_REQ };
 	static const struct option lo[] = {
 		{ "to", required_argument, NULL, O_TO },
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "image", required_argument, NULL, O_IMAGE },
-		{ "creds", required_argument, NULL, O_CREDS },
-		{ "ktls", required_argument, NULL, O_KTLS },
-		{ "tls", required_argument, NULL, O_TLS },
-		{ "cipher", required_argument, NULL, O_CIPHER },
-		{ "hostname", required_argument, NULL, O_HOSTNAME },
-		{ "pin", required_argument, NULL, O_PIN },
 		{ "check-hook", required_argument, NULL, O_HOOK },
 		{ "vm", required_argument, NULL, O_VM },
 		{ "json", no_argument, NULL, O_JSON },
@@ -163,13 +100,13 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "accept-timeout", required_argument, NULL, O_ACCEPT },
 		{ "request-pages", required_argument, NULL, O_REQ },
 		{ "help", no_argument, NULL, 'h' },
+		TOOL_TLS_OPTIONS,
 		{ 0 }
 	};
-	int c;
+	int c, ret;
 
 	o->channels = 1;
-	o->vmin = KTM_TLS_1_2;
-	o->vmax = KTM_TLS_1_3;
+	tool_tls_init(&o->tls, KTM_KTLS_PREFER);
 	if (argc < 2 || (strcmp(argv[1], "send") && strcmp(argv[1], "recv"))) {
 		if (argc >= 2 && (!strcmp(argv[1], "-h") ||
 				  !strcmp(argv[1], "--help"))) {
@@ -189,40 +126,11 @@ static int parse(int argc, char **argv, struct opts *o)
 		case O_TO: o->to = optarg; break;
 		case O_LISTEN: o->listen = optarg; break;
 		case O_IMAGE: o->image = optarg; break;
-		case O_CREDS: o->creds = optarg; break;
-		case O_HOSTNAME: o->hostname = optarg; break;
 		case O_HOOK: o->hook = optarg; break;
 		case O_VM: o->vm = optarg; break;
 		case O_JSON: o->json = true; break;
 		case O_QUIET: o->quiet = true; break;
 		case O_ZC: o->zc_ro = true; break;
-		case O_KTLS:
-			if (!strcmp(optarg, "prefer"))
-				o->policy = KTM_KTLS_PREFER;
-			else if (!strcmp(optarg, "require"))
-				o->policy = KTM_KTLS_REQUIRE;
-			else if (!strcmp(optarg, "off"))
-				o->policy = KTM_KTLS_OFF;
-			else
-				return bad_usage("--ktls takes prefer, require or off, not '%s'", optarg);
-			break;
-		case O_TLS:
-			if (!strcmp(optarg, "1.2"))
-				o->vmin = o->vmax = KTM_TLS_1_2;
-			else if (!strcmp(optarg, "1.3"))
-				o->vmin = o->vmax = KTM_TLS_1_3;
-			else
-				return bad_usage("--tls takes 1.2 or 1.3, not '%s'", optarg);
-			break;
-		case O_CIPHER:
-			if (parse_ciphers(o, optarg))
-				return 2;
-			break;
-		case O_PIN:
-			if (o->npins == 8)
-				return bad_usage("at most 8 pins");
-			o->pins[o->npins++] = optarg;
-			break;
 		case O_CHANNELS:
 			o->channels = (unsigned int)strtoul(optarg, &end, 10);
 			if (*end || !o->channels || o->channels > 16)
@@ -263,12 +171,15 @@ static int parse(int argc, char **argv, struct opts *o)
 			usage(stdout);
 			return -1;
 		default:
-			return bad_usage("bad option");
+			ret = tool_tls_option(&o->tls, c, optarg, "migrate");
+			if (ret == 1)
+				break;
+			return ret ? ret : bad_usage("bad option");
 		}
 	}
 	if (optind != argc)
 		return bad_usage("unexpected argument '%s'", argv[optind]);
-	if (!o->image || !o->creds)
+	if (!o->image || !o->tls.creds)
 		return bad_usage("--image and --creds are required");
 	if (o->send && !o->to)
 		return bad_usage("send needs --to HOST:PORT");
@@ -463,30 +374,17 @@ static void report(const struct opts *o, const struct ktm_migration *m,
 static struct ktm_config *make_config(const struct opts *o,
 				      struct ktm_error **errp)
 {
-	struct ktm_config *cfg = ktm_config_new(o->send ? KTM_ENDPOINT_CLIENT :
-						KTM_ENDPOINT_SERVER, errp);
-	const char *vm = o->vm ? o->vm : o->image;
-	unsigned int i;
+	struct ktm_config *cfg = tool_tls_config(&o->tls, o->send ?
+						 KTM_ENDPOINT_CLIENT :
+						 KTM_ENDPOINT_SERVER, errp);
 
-	if (!cfg)
+	if (cfg && o->hook &&
+	    !ktm_config_set_check_exec(cfg, o->hook, o->vm ? o->vm : o->image,
+				       o->send ? o->to : o->listen, errp)) {
+		ktm_config_free(cfg);
 		return NULL;
-	ktm_config_set_ktls(cfg, o->policy);
-	if (!ktm_config_set_creds_dir(cfg, o->creds, errp) ||
-	    !ktm_config_set_versions(cfg, o->vmin, o->vmax, errp) ||
-	    (o->nciphers && !ktm_config_set_ciphers(cfg, o->ciphers, o->nciphers,
-						    errp)) ||
-	    (o->hostname && !ktm_config_set_hostname(cfg, o->hostname, errp)) ||
-	    (o->hook && !ktm_config_set_check_exec(cfg, o->hook, vm,
-						   o->send ? o->to : o->listen,
-						   errp)))
-		goto err;
-	for (i = 0; i < o->npins; i++)
-		if (!ktm_config_add_pin(cfg, o->pins[i], errp))
-			goto err;
+	}
 	return cfg;
-err:
-	ktm_config_free(cfg);
-	return NULL;
 }
 
 /* Standard input into a memfd, since the stream needs the size first. */

@@ -64,6 +64,8 @@ static void usage(FILE *out)
 "                      cannot get kernel TLS, naming what is missing; off:\n"
 "                      userspace TLS always (for comparison)\n"
 "  --tls VERSION       1.2 or 1.3 (default: either, 1.3 when both allow it)\n"
+"  --cipher LIST       comma-separated: aes-gcm-128, aes-gcm-256, aes-ccm-128,\n"
+"                      chacha20-poly1305 (default: all, in that order)\n"
 "  --pin SHA256        also require the peer's public key (SPKI) SHA-256: 64\n"
 "                      hex digits or sha256//BASE64; repeatable\n"
 "  --max-conns N       serve N connections, then exit (default: until SIGINT\n"
@@ -103,49 +105,29 @@ static void usage(FILE *out)
 
 struct opts {
 	bool source, quiet;
-	const char *creds, *unix_path, *listen, *connect, *hostname;
-	const char *pins[8];
-	unsigned int npins, max_conns;
-	enum ktm_ktls_policy policy;
-	enum ktm_tls_version vmin, vmax;
+	const char *creds, *unix_path, *listen, *connect;
+	unsigned int max_conns;
+	struct tool_tls tls;
 };
 
-static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int bad_usage(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: ", tool_prog);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry '%s proxy --help'.\n", tool_prog);
-	return 2;
-}
+#define bad_usage(...) tool_usage_error("proxy", __VA_ARGS__)
 
 static int parse(int argc, char **argv, struct opts *o)
 {
-	enum { O_CREDS = 256, O_UNIX, O_LISTEN, O_CONNECT, O_HOSTNAME, O_KTLS,
-	       O_TLS, O_PIN, O_MAX, O_QUIET };
+	enum { O_UNIX = 256, O_LISTEN, O_CONNECT, O_MAX, O_QUIET };
 	static const struct option lo[] = {
-		{ "creds", required_argument, NULL, O_CREDS },
 		{ "unix", required_argument, NULL, O_UNIX },
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "connect", required_argument, NULL, O_CONNECT },
-		{ "hostname", required_argument, NULL, O_HOSTNAME },
-		{ "ktls", required_argument, NULL, O_KTLS },
-		{ "tls", required_argument, NULL, O_TLS },
-		{ "pin", required_argument, NULL, O_PIN },
 		{ "max-conns", required_argument, NULL, O_MAX },
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "help", no_argument, NULL, 'h' },
+		TOOL_TLS_OPTIONS,
 		{ 0 }
 	};
-	int c;
+	int c, ret;
 
-	o->vmin = KTM_TLS_1_2;
-	o->vmax = KTM_TLS_1_3;
+	tool_tls_init(&o->tls, KTM_KTLS_PREFER);
 	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
 		usage(stdout);
 		return -1;
@@ -160,35 +142,10 @@ static int parse(int argc, char **argv, struct opts *o)
 		char *end = NULL;
 
 		switch (c) {
-		case O_CREDS: o->creds = optarg; break;
 		case O_UNIX: o->unix_path = optarg; break;
 		case O_LISTEN: o->listen = optarg; break;
 		case O_CONNECT: o->connect = optarg; break;
-		case O_HOSTNAME: o->hostname = optarg; break;
 		case O_QUIET: o->quiet = true; break;
-		case O_KTLS:
-			if (!strcmp(optarg, "prefer"))
-				o->policy = KTM_KTLS_PREFER;
-			else if (!strcmp(optarg, "require"))
-				o->policy = KTM_KTLS_REQUIRE;
-			else if (!strcmp(optarg, "off"))
-				o->policy = KTM_KTLS_OFF;
-			else
-				return bad_usage("--ktls takes prefer, require or off, not '%s'", optarg);
-			break;
-		case O_TLS:
-			if (!strcmp(optarg, "1.2"))
-				o->vmin = o->vmax = KTM_TLS_1_2;
-			else if (!strcmp(optarg, "1.3"))
-				o->vmin = o->vmax = KTM_TLS_1_3;
-			else
-				return bad_usage("--tls takes 1.2 or 1.3, not '%s'", optarg);
-			break;
-		case O_PIN:
-			if (o->npins == 8)
-				return bad_usage("at most 8 pins");
-			o->pins[o->npins++] = optarg;
-			break;
 		case O_MAX:
 			o->max_conns = (unsigned int)strtoul(optarg, &end, 10);
 			if (*end || !o->max_conns)
@@ -198,12 +155,15 @@ static int parse(int argc, char **argv, struct opts *o)
 			usage(stdout);
 			return -1;
 		default:
-			return bad_usage("bad option");
+			ret = tool_tls_option(&o->tls, c, optarg, "proxy");
+			if (ret == 1)
+				break;
+			return ret ? ret : bad_usage("bad option");
 		}
 	}
 	if (optind != argc)
 		return bad_usage("unexpected argument '%s'", argv[optind]);
-	if (!o->creds)
+	if (!o->tls.creds)
 		return bad_usage("--creds DIR is required");
 	if (o->source) {
 		if (!o->connect)
@@ -215,7 +175,7 @@ static int parse(int argc, char **argv, struct opts *o)
 			return bad_usage("dest needs --listen [HOST:]PORT (where the source end connects)");
 		if (!!o->unix_path == !!o->connect)
 			return bad_usage("dest needs one of --unix PATH or --connect HOST:PORT (QEMU's -incoming)");
-		if (o->hostname)
+		if (o->tls.hostname)
 			return bad_usage("--hostname is for the source end");
 	}
 	return 0;
@@ -275,28 +235,13 @@ static void report(const struct ktm_proxy_conn *conn,
 static struct ktm_config *make_config(const struct opts *o)
 {
 	struct ktm_error *err = NULL;
-	struct ktm_config *cfg;
-	unsigned int i;
+	struct ktm_config *cfg = tool_tls_config(&o->tls, o->source ?
+						 KTM_ENDPOINT_CLIENT :
+						 KTM_ENDPOINT_SERVER, &err);
 
-	cfg = ktm_config_new(o->source ? KTM_ENDPOINT_CLIENT : KTM_ENDPOINT_SERVER,
-			     &err);
 	if (!cfg)
-		goto err;
-	if (!ktm_config_set_creds_dir(cfg, o->creds, &err) ||
-	    (o->hostname && !ktm_config_set_hostname(cfg, o->hostname, &err)) ||
-	    !ktm_config_set_versions(cfg, o->vmin, o->vmax, &err))
-		goto err_free;
-	for (i = 0; i < o->npins; i++)
-		if (!ktm_config_add_pin(cfg, o->pins[i], &err))
-			goto err_free;
-	ktm_config_set_ktls(cfg, o->policy);
+		tool_error(err);
 	return cfg;
-
-err_free:
-	ktm_config_free(cfg);
-err:
-	tool_error(err);
-	return NULL;
 }
 
 int cmd_proxy(int argc, char **argv)
@@ -339,7 +284,7 @@ int cmd_proxy(int argc, char **argv)
 		printf("listening on %s (%s end, %s %s, kTLS %s)\n",
 		       ktm_proxy_address(p), o.source ? "source" : "dest",
 		       o.source ? "sessions to" : "QEMU at",
-		       o.source ? o.connect : local, policy_name[o.policy]);
+		       o.source ? o.connect : local, policy_name[o.tls.policy]);
 		fflush(stdout);
 	}
 	failed = ktm_proxy_run(p, o.max_conns, &err);

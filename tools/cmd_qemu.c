@@ -59,6 +59,8 @@ static void usage(FILE *out)
 "                      socketpair and encrypt here in userspace (as the proxy);\n"
 "                      off: always that\n"
 "  --tls VERSION       1.2 or 1.3 (default: either, 1.3 when both allow it)\n"
+"  --cipher LIST       comma-separated: aes-gcm-128, aes-gcm-256, aes-ccm-128,\n"
+"                      chacha20-poly1305 (default: all, in that order)\n"
 "  --pin SHA256        also require the peer's public key (SPKI) SHA-256;\n"
 "                      repeatable\n"
 "  --fd-name NAME      the name of the fd in QEMU (default ktm-migrate)\n"
@@ -86,28 +88,14 @@ static void usage(FILE *out)
 
 struct opts {
 	bool send;
-	const char *qmp, *creds, *connect, *listen, *hostname, *fd_name;
-	const char *pins[8];
-	unsigned int npins, accept_s, timeout_s;
-	enum ktm_ktls_policy policy;
-	enum ktm_tls_version vmin, vmax;
+	const char *qmp, *connect, *listen, *fd_name;
+	unsigned int accept_s, timeout_s;
+	struct tool_tls tls;
 };
 
 static const char *cmd_name = "qemu-send";
 
-static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int bad_usage(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: ", tool_prog);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry '%s %s --help'.\n", tool_prog, cmd_name);
-	return 2;
-}
+#define bad_usage(...) tool_usage_error(cmd_name, __VA_ARGS__)
 
 static int parse_seconds(const char *arg, const char *opt, unsigned int *out)
 {
@@ -122,63 +110,31 @@ static int parse_seconds(const char *arg, const char *opt, unsigned int *out)
 
 static int parse(int argc, char **argv, struct opts *o)
 {
-	enum { O_QMP = 256, O_CREDS, O_CONNECT, O_LISTEN, O_HOSTNAME, O_KTLS,
-	       O_TLS, O_PIN, O_FDNAME, O_ACCEPT, O_TIMEOUT };
+	enum { O_QMP = 256, O_CONNECT, O_LISTEN, O_FDNAME, O_ACCEPT, O_TIMEOUT };
 	static const struct option lo[] = {
 		{ "qmp", required_argument, NULL, O_QMP },
-		{ "creds", required_argument, NULL, O_CREDS },
 		{ "connect", required_argument, NULL, O_CONNECT },
 		{ "listen", required_argument, NULL, O_LISTEN },
-		{ "hostname", required_argument, NULL, O_HOSTNAME },
-		{ "ktls", required_argument, NULL, O_KTLS },
-		{ "tls", required_argument, NULL, O_TLS },
-		{ "pin", required_argument, NULL, O_PIN },
 		{ "fd-name", required_argument, NULL, O_FDNAME },
 		{ "accept-timeout", required_argument, NULL, O_ACCEPT },
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "help", no_argument, NULL, 'h' },
+		TOOL_TLS_OPTIONS,
 		{ 0 }
 	};
-	int c;
+	int c, ret;
 
 	o->send = !strcmp(argv[0], "qemu-send");
 	cmd_name = o->send ? "qemu-send" : "qemu-recv";
-	o->policy = KTM_KTLS_REQUIRE;
-	o->vmin = KTM_TLS_1_2;
-	o->vmax = KTM_TLS_1_3;
+	tool_tls_init(&o->tls, KTM_KTLS_REQUIRE);
 	o->fd_name = "ktm-migrate";
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (c) {
 		case O_QMP: o->qmp = optarg; break;
-		case O_CREDS: o->creds = optarg; break;
 		case O_CONNECT: o->connect = optarg; break;
 		case O_LISTEN: o->listen = optarg; break;
-		case O_HOSTNAME: o->hostname = optarg; break;
 		case O_FDNAME: o->fd_name = optarg; break;
-		case O_KTLS:
-			if (!strcmp(optarg, "prefer"))
-				o->policy = KTM_KTLS_PREFER;
-			else if (!strcmp(optarg, "require"))
-				o->policy = KTM_KTLS_REQUIRE;
-			else if (!strcmp(optarg, "off"))
-				o->policy = KTM_KTLS_OFF;
-			else
-				return bad_usage("--ktls takes require, prefer or off, not '%s'", optarg);
-			break;
-		case O_TLS:
-			if (!strcmp(optarg, "1.2"))
-				o->vmin = o->vmax = KTM_TLS_1_2;
-			else if (!strcmp(optarg, "1.3"))
-				o->vmin = o->vmax = KTM_TLS_1_3;
-			else
-				return bad_usage("--tls takes 1.2 or 1.3, not '%s'", optarg);
-			break;
-		case O_PIN:
-			if (o->npins == 8)
-				return bad_usage("at most 8 pins");
-			o->pins[o->npins++] = optarg;
-			break;
 		case O_ACCEPT:
 			if (parse_seconds(optarg, "--accept-timeout", &o->accept_s))
 				return 2;
@@ -191,16 +147,19 @@ static int parse(int argc, char **argv, struct opts *o)
 			usage(stdout);
 			return -1;
 		default:
-			return bad_usage("bad option");
+			ret = tool_tls_option(&o->tls, c, optarg, cmd_name);
+			if (ret == 1)
+				break;
+			return ret ? ret : bad_usage("bad option");
 		}
 	}
 	if (optind != argc)
 		return bad_usage("unexpected argument '%s'", argv[optind]);
-	if (!o->qmp || !o->creds)
+	if (!o->qmp || !o->tls.creds)
 		return bad_usage("--qmp PATH and --creds DIR are required");
 	if (o->send && (!o->connect || o->listen))
 		return bad_usage("qemu-send needs --connect HOST:PORT (and no --listen)");
-	if (!o->send && (!o->listen || o->connect || o->hostname))
+	if (!o->send && (!o->listen || o->connect || o->tls.hostname))
 		return bad_usage("qemu-recv needs --listen [HOST:]PORT (and no --connect or --hostname)");
 	return 0;
 }
@@ -284,28 +243,13 @@ static int listen_on(const char *spec)
 static struct ktm_config *make_config(const struct opts *o)
 {
 	struct ktm_error *err = NULL;
-	struct ktm_config *cfg;
-	unsigned int i;
+	struct ktm_config *cfg = tool_tls_config(&o->tls, o->send ?
+						 KTM_ENDPOINT_CLIENT :
+						 KTM_ENDPOINT_SERVER, &err);
 
-	cfg = ktm_config_new(o->send ? KTM_ENDPOINT_CLIENT : KTM_ENDPOINT_SERVER,
-			     &err);
 	if (!cfg)
-		goto err;
-	if (!ktm_config_set_creds_dir(cfg, o->creds, &err) ||
-	    (o->hostname && !ktm_config_set_hostname(cfg, o->hostname, &err)) ||
-	    !ktm_config_set_versions(cfg, o->vmin, o->vmax, &err))
-		goto err_free;
-	for (i = 0; i < o->npins; i++)
-		if (!ktm_config_add_pin(cfg, o->pins[i], &err))
-			goto err_free;
-	ktm_config_set_ktls(cfg, o->policy);
+		tool_error(err);
 	return cfg;
-
-err_free:
-	ktm_config_free(cfg);
-err:
-	tool_error(err);
-	return NULL;
 }
 
 static struct ktm_session *make_session(const struct opts *o,

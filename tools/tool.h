@@ -7,6 +7,7 @@
 #ifndef KTM_TOOL_H
 #define KTM_TOOL_H
 
+#include <getopt.h>
 #include <stdio.h>
 
 #include "ktm.h"
@@ -15,6 +16,66 @@ extern const char *tool_prog;
 
 /* Print "ktls-migrate: MESSAGE" and "  hint: HINT" to stderr; frees err. */
 void tool_error(struct ktm_error *err);
+
+/* "ktls-migrate: MESSAGE" and "Try 'ktls-migrate CMD --help'." on
+ * stderr; returns 2, the usage exit status. */
+int tool_usage_error(const char *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* ---- tls_opts.c: the TLS options of the networked commands ---- */
+
+#define TOOL_MAX_PINS 8
+
+struct tool_tls {
+	const char *creds, *hostname;
+	enum ktm_ktls_policy policy;
+	enum ktm_tls_version vmin, vmax;
+	enum ktm_cipher ciphers[KTM_CIPHER_COUNT];
+	size_t nciphers;
+	const char *pins[TOOL_MAX_PINS];
+	unsigned int npins;
+};
+
+/* getopt_long codes, above any command's own */
+enum {
+	TOOL_O_CREDS = 0x1000, TOOL_O_HOSTNAME, TOOL_O_KTLS, TOOL_O_TLS,
+	TOOL_O_CIPHER, TOOL_O_PIN,
+};
+
+/* Entries for a struct option array. */
+#define TOOL_TLS_OPTIONS						\
+	{ "creds", required_argument, NULL, TOOL_O_CREDS },		\
+	{ "hostname", required_argument, NULL, TOOL_O_HOSTNAME },	\
+	{ "ktls", required_argument, NULL, TOOL_O_KTLS },		\
+	{ "tls", required_argument, NULL, TOOL_O_TLS },			\
+	{ "cipher", required_argument, NULL, TOOL_O_CIPHER },		\
+	{ "pin", required_argument, NULL, TOOL_O_PIN }
+
+/* The help lines for them, for a command's usage text. */
+#define TOOL_TLS_HELP							\
+"  --creds DIR         credentials in QEMU's tls-creds-x509 layout: ca-cert.pem,\n" \
+"                      server-cert.pem + server-key.pem (accepting end),\n"	\
+"                      client-cert.pem + client-key.pem (connecting end),\n"	\
+"                      optional ca-crl.pem\n"					\
+"  --ktls MODE         prefer: kernel TLS, else userspace TLS, and say why;\n" \
+"                      require: fail unless kernel TLS; off: userspace TLS\n" \
+"  --tls VERSION       1.2 or 1.3 (default: either, 1.3 chosen when both allow)\n" \
+"  --cipher LIST       comma-separated: aes-gcm-128, aes-gcm-256, aes-ccm-128,\n" \
+"                      chacha20-poly1305 (default: all, in that order)\n"	\
+"  --hostname NAME     (connecting end) the name the peer's certificate must\n" \
+"                      carry (default: the host connected to)\n"		\
+"  --pin SHA256        accept only a peer whose public key (SPKI) has this\n" \
+"                      SHA-256: 64 hex digits or sha256//BASE64; repeatable\n"
+
+void tool_tls_init(struct tool_tls *t, enum ktm_ktls_policy policy);
+/* 1: @c was a TLS option and is taken; 0: not one of them; 2: a bad
+ * value (the usage error is printed). */
+int tool_tls_option(struct tool_tls *t, int c, const char *arg,
+		    const char *cmd);
+/* A configuration for @ep from the options; NULL with *errp. */
+struct ktm_config *tool_tls_config(const struct tool_tls *t,
+				   enum ktm_endpoint ep,
+				   struct ktm_error **errp);
 
 int cmd_probe(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);

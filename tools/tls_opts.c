@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The TLS options every networked command shares (--creds, --ktls, --tls,
+ * --cipher, --hostname, --pin), parsed once and turned into a ktm_config.
+ */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "tool.h"
+
+int tool_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", tool_prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s %s --help'.\n", tool_prog, cmd);
+	return 2;
+}
+
+void tool_tls_init(struct tool_tls *t, enum ktm_ktls_policy policy)
+{
+	memset(t, 0, sizeof(*t));
+	t->policy = policy;
+	t->vmin = KTM_TLS_1_2;
+	t->vmax = KTM_TLS_1_3;
+}
+
+static int parse_ciphers(struct tool_tls *t, const char *list, const char *cmd)
+{
+	static const struct { const char *name; enum ktm_cipher c; } names[] = {
+		{ "aes-gcm-128", KTM_CIPHER_AES_GCM_128 },
+		{ "aes-gcm-256", KTM_CIPHER_AES_GCM_256 },
+		{ "aes-ccm-128", KTM_CIPHER_AES_CCM_128 },
+		{ "chacha20-poly1305", KTM_CIPHER_CHACHA20_POLY1305 },
+	};
+	char *copy = strdup(list), *save = NULL, *tok;
+	int ret = 1;
+
+	t->nciphers = 0;
+	for (tok = strtok_r(copy, ",", &save); tok && ret == 1;
+	     tok = strtok_r(NULL, ",", &save)) {
+		size_t i;
+
+		for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			if (!strcasecmp(tok, names[i].name))
+				break;
+		if (i == sizeof(names) / sizeof(names[0]) ||
+		    t->nciphers == KTM_CIPHER_COUNT)
+			ret = tool_usage_error(cmd, "unknown cipher '%s'", tok);
+		else
+			t->ciphers[t->nciphers++] = names[i].c;
+	}
+	free(copy);
+	return ret;
+}
+
+int tool_tls_option(struct tool_tls *t, int c, const char *arg,
+		    const char *cmd)
+{
+	switch (c) {
+	case TOOL_O_CREDS:
+		t->creds = arg;
+		return 1;
+	case TOOL_O_HOSTNAME:
+		t->hostname = arg;
+		return 1;
+	case TOOL_O_KTLS:
+		if (!strcmp(arg, "prefer"))
+			t->policy = KTM_KTLS_PREFER;
+		else if (!strcmp(arg, "require"))
+			t->policy = KTM_KTLS_REQUIRE;
+		else if (!strcmp(arg, "off"))
+			t->policy = KTM_KTLS_OFF;
+		else
+			return tool_usage_error(cmd, "--ktls takes prefer, require "
+						"or off, not '%s'", arg);
+		return 1;
+	case TOOL_O_TLS:
+		if (!strcmp(arg, "1.2"))
+			t->vmin = t->vmax = KTM_TLS_1_2;
+		else if (!strcmp(arg, "1.3"))
+			t->vmin = t->vmax = KTM_TLS_1_3;
+		else
+			return tool_usage_error(cmd, "--tls takes 1.2 or 1.3, not "
+						"'%s'", arg);
+		return 1;
+	case TOOL_O_CIPHER:
+		return parse_ciphers(t, arg, cmd);
+	case TOOL_O_PIN:
+		if (t->npins == TOOL_MAX_PINS)
+			return tool_usage_error(cmd, "at most %d pins",
+						TOOL_MAX_PINS);
+		t->pins[t->npins++] = arg;
+		return 1;
+	}
+	return 0;
+}
+
+struct ktm_config *tool_tls_config(const struct tool_tls *t,
+				   enum ktm_endpoint ep,
+				   struct ktm_error **errp)
+{
+	struct ktm_config *cfg = ktm_config_new(ep, errp);
+	unsigned int i;
+
+	if (!cfg)
+		return NULL;
+	ktm_config_set_ktls(cfg, t->policy);
+	if (!ktm_config_set_creds_dir(cfg, t->creds, errp) ||
+	    !ktm_config_set_versions(cfg, t->vmin, t->vmax, errp) ||
+	    (t->nciphers && !ktm_config_set_ciphers(cfg, t->ciphers, t->nciphers,
+						    errp)) ||
+	    (t->hostname && !ktm_config_set_hostname(cfg, t->hostname, errp)))
+		goto err_free;
+	for (i = 0; i < t->npins; i++)
+		if (!ktm_config_add_pin(cfg, t->pins[i], errp))
+			goto err_free;
+	return cfg;
+err_free:
+	ktm_config_free(cfg);
+	return NULL;
+}
