@@ -188,62 +188,6 @@ static int parse(int argc, char **argv, struct opts *o)
 	return 0;
 }
 
-/* "host:port", "[v6]:port", or just "port" (listen) */
-static int split_hostport(const char *s, char *host, size_t hl, char *port,
-			  size_t pl)
-{
-	const char *colon;
-
-	if (s[0] == '[') {
-		const char *close = strchr(s, ']');
-
-		if (!close || close[1] != ':')
-			return -1;
-		snprintf(host, hl, "%.*s", (int)(close - s - 1), s + 1);
-		snprintf(port, pl, "%s", close + 2);
-		return 0;
-	}
-	colon = strrchr(s, ':');
-	if (!colon) {
-		host[0] = '\0';
-		snprintf(port, pl, "%s", s);
-		return 0;
-	}
-	snprintf(host, hl, "%.*s", (int)(colon - s), s);
-	snprintf(port, pl, "%s", colon + 1);
-	return 0;
-}
-
-static int listen_on(const char *spec)
-{
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE };
-	struct addrinfo *res;
-	char host[256], port[32];
-	int fd, one = 1, ret;
-
-	if (split_hostport(spec, host, sizeof(host), port, sizeof(port)))
-		return -1;
-	ret = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
-	if (ret) {
-		fprintf(stderr, "%s: cannot listen on %s: %s\n", tool_prog, spec,
-			gai_strerror(ret));
-		return -1;
-	}
-	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-	    bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 16)) {
-		fprintf(stderr, "%s: cannot listen on %s: %s\n", tool_prog, spec,
-			strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(res);
-	return fd;
-}
-
 static double now_s(void)
 {
 	struct timespec ts;
@@ -447,7 +391,7 @@ int cmd_migrate(int argc, char **argv)
 	prog.t0 = now_s();
 	ktm_migration_set_progress(m, show_progress, &prog);
 	if (o.send) {
-		if (split_hostport(o.to, host, sizeof(host), port, sizeof(port)) ||
+		if (!tool_split_hostport(o.to, host, sizeof(host), port, sizeof(port)) ||
 		    !host[0]) {
 			ret = bad_usage("--to takes HOST:PORT, not '%s'", o.to);
 			goto out;
@@ -472,7 +416,7 @@ int cmd_migrate(int argc, char **argv)
 			if (!ktm_migration_request_pages(m, o.req[i].off,
 							 o.req[i].len, &err))
 				goto out;
-		fd = listen_on(o.listen);
+		fd = tool_listen(o.listen, false);
 		if (fd < 0) {
 			ret = 1;
 			goto out;

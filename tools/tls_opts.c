@@ -1,9 +1,16 @@
 // SPDX-License-Identifier: MIT
 /*
- * The TLS options every networked command shares (--creds, --ktls, --tls,
- * --cipher, --hostname, --pin), parsed once and turned into a ktm_config.
+ * What the networked commands share: the TLS options (--creds, --ktls,
+ * --tls, --cipher, --hostname, --pin), parsed once and turned into a
+ * ktm_config, and HOST:PORT addresses.
  */
+#include <errno.h>
+#include <netdb.h>
 #include <stdarg.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -124,4 +131,82 @@ struct ktm_config *tool_tls_config(const struct tool_tls *t,
 err_free:
 	ktm_config_free(cfg);
 	return NULL;
+}
+
+/* "host:port", "[v6]:port" or (listen) "port" into host and port. */
+bool tool_split_hostport(const char *s, char *host, size_t hl, char *port,
+			   size_t pl)
+{
+	const char *colon;
+
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+
+		if (!close || close[1] != ':')
+			return false;
+		snprintf(host, hl, "%.*s", (int)(close - s - 1), s + 1);
+		snprintf(port, pl, "%s", close + 2);
+		return port[0] != '\0';
+	}
+	colon = strrchr(s, ':');
+	if (!colon) {
+		host[0] = '\0';
+		snprintf(port, pl, "%s", s);
+	} else {
+		snprintf(host, hl, "%.*s", (int)(colon - s), s);
+		snprintf(port, pl, "%s", colon + 1);
+	}
+	return port[0] != '\0';
+}
+
+/* Listen on @spec and print where; the fd or -1 (message printed). */
+int tool_listen(const char *spec, bool announce)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE };
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct addrinfo *res;
+	char host[256], port[32], ip[INET6_ADDRSTRLEN] = "?";
+	int fd, one = 1, ret;
+
+	if (!tool_split_hostport(spec, host, sizeof(host), port, sizeof(port))) {
+		fprintf(stderr, "%s: listen address '%s' is not [HOST:]PORT\n",
+			tool_prog, spec);
+		return -1;
+	}
+	ret = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+	if (ret) {
+		fprintf(stderr, "%s: cannot listen on %s: %s\n", tool_prog, spec,
+			gai_strerror(ret));
+		return -1;
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 16) ||
+	    getsockname(fd, (struct sockaddr *)&ss, &sl)) {
+		fprintf(stderr, "%s: cannot listen on %s: %s\n", tool_prog, spec,
+			strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(res);
+		return -1;
+	}
+	freeaddrinfo(res);
+	if (!announce)
+		return fd;
+	if (ss.ss_family == AF_INET6) {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+
+		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+		printf("listening on [%s]:%u\n", ip, ntohs(a->sin6_port));
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+
+		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+		printf("listening on %s:%u\n", ip, ntohs(a->sin_port));
+	}
+	fflush(stdout);
+	return fd;
 }

@@ -8,6 +8,7 @@
 #define KTM_TOOL_H
 
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "ktm.h"
@@ -76,6 +77,15 @@ int tool_tls_option(struct tool_tls *t, int c, const char *arg,
 struct ktm_config *tool_tls_config(const struct tool_tls *t,
 				   enum ktm_endpoint ep,
 				   struct ktm_error **errp);
+
+/* "host:port", "[v6]:port" or (listen) "port" into @host ("" when none)
+ * and @port; false when there is no port. */
+bool tool_split_hostport(const char *s, char *host, size_t hl, char *port,
+			 size_t pl);
+/* A listening TCP socket on "[HOST:]PORT" (errors printed), -1 on
+ * failure; @announce prints "listening on ADDR:PORT" (the bound port) on
+ * standard output. */
+int tool_listen(const char *spec, bool announce);
 
 int cmd_probe(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
