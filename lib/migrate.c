@@ -280,6 +280,15 @@ void ktm_mig_wait_channels(struct ktm_migration *m)
 			pthread_join(m->ch[i].thr, NULL);
 }
 
+void ktm_mig_finish(struct ktm_migration *m, double t0, bool ok)
+{
+	free(m->chunk_digest);
+	m->chunk_digest = NULL;
+	m->seconds = ktm_mig_now_s() - t0;
+	if (m->progress && ok)
+		m->progress(m->size, m->size, m->progress_opaque);
+}
+
 void ktm_mig_channel_exit(struct ktm_migration *m)
 {
 	pthread_mutex_lock(&m->lock);

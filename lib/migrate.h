@@ -102,6 +102,9 @@ void ktm_mig_session_totals(struct ktm_migration *m,
 /* Wait for the channel threads, calling the progress callback. */
 void ktm_mig_wait_channels(struct ktm_migration *m);
 void ktm_mig_channel_exit(struct ktm_migration *m);
+/* The end of send or recv: release the digest table, take the time, and
+ * report 100 % when it succeeded. */
+void ktm_mig_finish(struct ktm_migration *m, double t0, bool ok);
 void ktm_mig_chan_release(struct ktm_chan *c);
 
 #endif /* KTM_MIGRATE_H */

@@ -500,11 +500,7 @@ out_remove:
 	m->img_fd = -1;
 	if (!ok && partial[0])
 		unlink(partial);
-	free(m->chunk_digest);
-	m->chunk_digest = NULL;
-	m->seconds = ktm_mig_now_s() - t0;
-	if (m->progress && ok)
-		m->progress(m->size, m->size, m->progress_opaque);
+	ktm_mig_finish(m, t0, ok);
 	return ok;
 }
 

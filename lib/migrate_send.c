@@ -541,11 +541,7 @@ out_free:
 	if (m->map)
 		munmap(m->map, m->size);
 	m->map = NULL;
-	free(m->chunk_digest);
-	m->chunk_digest = NULL;
-	m->seconds = ktm_mig_now_s() - t0;
-	if (m->progress && ok)
-		m->progress(m->size, m->size, m->progress_opaque);
+	ktm_mig_finish(m, t0, ok);
 	return ok;
 }
 
