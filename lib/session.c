@@ -39,8 +39,9 @@ struct ktm_session {
 	char peer[300];			/* "host:port" for messages */
 	char subject[256], sans[512], cert_sha256[65], spki_sha256[65];
 	uint64_t bytes[2];
-	uint64_t records[2];		/* userspace path */
+	uint64_t records[2];		/* userspace path, current key */
 	uint64_t seq0[2];		/* kernel path: rec_seq at the last key */
+	uint64_t old_records[2];	/* records under earlier keys */
 	bool shut, peer_closed;
 	/* TLS 1.3 on the kernel path: the current traffic secrets, kept
 	 * for KeyUpdate (the next key derives from the last secret, and
@@ -704,12 +705,15 @@ static bool next_key(struct ktm_session *s, enum ktm_dir dir,
 {
 	const struct ktm_ktls_cipher *row = ktm_ktls_cipher_find(s->cipher);
 	struct ktm_dir_keys k;
+	uint64_t done;
 	char eb[24];
 	int ret;
 
 	if (!ktm_tls13_next_keys(s->digest, s->secret[dir], s->secret_len,
 				 row->key_len, &k, errp))
 		return false;
+	/* what the old key protected, before the kernel restarts at 0 */
+	done = ktm_session_key_records(s, dir);
 	ret = install_dir(s, dir == KTM_DIR_TX ? KTM_KTLS_TX : KTM_KTLS_RX, &k);
 	OPENSSL_cleanse(&k, sizeof(k));
 	if (ret) {
@@ -719,6 +723,7 @@ static bool next_key(struct ktm_session *s, enum ktm_dir dir,
 			      ktm_errno_name(ret, eb));
 		return false;
 	}
+	s->old_records[dir] += done;
 	s->seq0[dir] = 0;	/* a new key starts at record 0 */
 	s->rekeys[dir]++;
 	return true;
@@ -775,6 +780,7 @@ bool ktm_session_rekey(struct ktm_session *s, struct ktm_error **errp)
 	if (s->ssl) {
 		if (!SSL_key_update(s->ssl, SSL_KEY_UPDATE_NOT_REQUESTED))
 			return ssl_failed(s, -1, "updating the key with", errp);
+		s->old_records[KTM_DIR_TX] += s->records[KTM_DIR_TX];
 		s->records[KTM_DIR_TX] = 0;
 		s->rekeys[KTM_DIR_TX]++;
 		return true;
@@ -979,10 +985,5 @@ uint64_t ktm_session_bytes(const struct ktm_session *s, enum ktm_dir dir)
 
 uint64_t ktm_session_records(const struct ktm_session *s, enum ktm_dir dir)
 {
-	int64_t seq;
-
-	if (s->ssl)
-		return s->records[dir == KTM_DIR_RX];
-	seq = live_seq(s, dir == KTM_DIR_RX ? KTM_KTLS_RX : KTM_KTLS_TX);
-	return seq < 0 ? 0 : (uint64_t)seq - s->seq0[dir == KTM_DIR_RX];
+	return s->old_records[dir == KTM_DIR_RX] + ktm_session_key_records(s, dir);
 }

@@ -266,6 +266,40 @@ TEST_F_TIMEOUT(session, rx_no_pad_applies_to_tls13_kernel_receive, 60)
 	ASSERT_EQ(t_server_wait(&self->srv, 20), 0);
 }
 
+/* A KeyUpdate mid-session where the data path can (TLS 1.3: userspace
+ * always, the kernel from 6.14); the record count spans both keys. */
+TEST_F_TIMEOUT(session, rekey_in_place_or_refused_and_counts_go_on, 60)
+{
+	struct ktm_error *err = NULL;
+	struct t_outcome c;
+	struct ktm_session *s;
+	uint64_t before;
+
+	start_pair(_metadata, self, variant, KTM_KTLS_PREFER, KTM_KTLS_PREFER,
+		   T_ECHO);
+	s = t_connect(self->ccfg, "localhost", self->srv.port, &c);
+	ASSERT_NE(s, NULL);
+	ASSERT_EQ(t_echo_check(s, 40000), 0);
+	before = ktm_session_records(s, KTM_DIR_TX);
+	EXPECT_EQ(ktm_session_key_records(s, KTM_DIR_TX), before);
+	if (!ktm_session_can_rekey(s)) {
+		EXPECT_FALSE(ktm_session_rekey(s, &err));
+		ASSERT_NE(err, NULL);
+		EXPECT_EQ(ktm_error_class(err), KTM_ERR_KTLS_UNSUPPORTED);
+		ktm_error_free(err);
+	} else {
+		ASSERT_TRUE(ktm_session_rekey(s, &err));
+		EXPECT_EQ(ktm_session_rekeys(s, KTM_DIR_TX), 1);
+		ASSERT_EQ(t_echo_check(s, 40000), 0);
+		EXPECT_GE(ktm_session_records(s, KTM_DIR_TX), before + 3);
+		EXPECT_LT(ktm_session_key_records(s, KTM_DIR_TX),
+			  ktm_session_records(s, KTM_DIR_TX));
+	}
+	t_finish(s);
+	ktm_session_free(s);
+	ASSERT_EQ(t_server_wait(&self->srv, 20), 0);
+}
+
 TEST_F_TIMEOUT(session, off_stays_in_userspace, 60)
 {
 	struct t_outcome c;
