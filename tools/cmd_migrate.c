@@ -107,15 +107,12 @@ static int parse(int argc, char **argv, struct opts *o)
 
 	o->channels = 1;
 	tool_tls_init(&o->tls, KTM_KTLS_PREFER);
-	if (argc < 2 || (strcmp(argv[1], "send") && strcmp(argv[1], "recv"))) {
-		if (argc >= 2 && (!strcmp(argv[1], "-h") ||
-				  !strcmp(argv[1], "--help"))) {
-			usage(stdout);
-			return -1;
-		}
-		return bad_usage("migrate needs 'send' or 'recv'");
-	}
-	o->send = !strcmp(argv[1], "send");
+	ret = tool_pick_mode(argc, argv, "send", "recv", "migrate");
+	if (ret == -1)
+		usage(stdout);
+	if (ret < 0 || ret > 1)
+		return ret;
+	o->send = ret == 0;
 	argc--;
 	argv++;
 	optind = 1;

@@ -128,13 +128,12 @@ static int parse(int argc, char **argv, struct opts *o)
 	int c, ret;
 
 	tool_tls_init(&o->tls, KTM_KTLS_PREFER);
-	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+	ret = tool_pick_mode(argc, argv, "source", "dest", "proxy");
+	if (ret == -1)
 		usage(stdout);
-		return -1;
-	}
-	if (argc < 2 || (strcmp(argv[1], "source") && strcmp(argv[1], "dest")))
-		return bad_usage("proxy needs 'source' or 'dest'");
-	o->source = !strcmp(argv[1], "source");
+	if (ret < 0 || ret > 1)
+		return ret;
+	o->source = ret == 0;
 	argc--;
 	argv++;
 	optind = 1;

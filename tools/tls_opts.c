@@ -29,6 +29,18 @@ int tool_usage_error(const char *cmd, const char *fmt, ...)
 	return 2;
 }
 
+int tool_pick_mode(int argc, char **argv, const char *a, const char *b,
+		   const char *cmd)
+{
+	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")))
+		return -1;
+	if (argc >= 2 && !strcmp(argv[1], a))
+		return 0;
+	if (argc >= 2 && !strcmp(argv[1], b))
+		return 1;
+	return tool_usage_error(cmd, "%s needs '%s' or '%s'", cmd, a, b);
+}
+
 void tool_tls_init(struct tool_tls *t, enum ktm_ktls_policy policy)
 {
 	memset(t, 0, sizeof(*t));

@@ -23,6 +23,11 @@ void tool_error(struct ktm_error *err);
 int tool_usage_error(const char *cmd, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* "CMD A|B ...": 0 for A, 1 for B (argv[1]); -1 for -h/--help (print
+ * the usage, exit 0); 2 after printing a usage error. */
+int tool_pick_mode(int argc, char **argv, const char *a, const char *b,
+		   const char *cmd);
+
 /* ---- tls_opts.c: the TLS options of the networked commands ---- */
 
 #define TOOL_MAX_PINS 8
