@@ -7,6 +7,7 @@
 #define KTM_INTERNAL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "ktm.h"
@@ -56,6 +57,10 @@ void ktm_error_hint_set(struct ktm_error **errp, const char *fmt, ...)
 /* "ENOENT" for ENOENT (positive or negative); "errno 1234" when unknown.
  * The returned string is static or lives in @buf. */
 const char *ktm_errno_name(int err, char buf[24]);
+
+/* The OpenSSL cipher-suite list that negotiates @cipher in TLS 1.3
+ * (@tls13) or 1.2; NULL for a value out of range (names.c). */
+const char *ktm_cipher_suites(enum ktm_cipher cipher, bool tls13);
 
 /* The value of one hex digit, or -1. */
 static inline int ktm_hex_digit(char c)
