@@ -54,7 +54,7 @@ STATIC_LIB := $(O)/libktm.a
 SHARED_LIB := $(O)/libktm.so.$(VERSION)
 
 .PHONY: all lib tools tests check check-unit check-unit-san check-ktls \
-	check-vm deps demo demo-vm clean help analyze bench bench-vm
+	check-vm check-layers deps demo demo-vm clean help analyze bench bench-vm
 .DEFAULT_GOAL := all
 
 all: lib tools tests
@@ -105,8 +105,14 @@ $(HARNESS_OBJ): override CFLAGS += -Itests
 # otherwise inside a QEMU guest on every cached kernel (tests/vm/).
 check: deps
 	$(Q)$(MAKE) --no-print-directory all
+	$(Q)scripts/check-layers.pl --build $(O) --quiet
 	$(Q)$(MAKE) --no-print-directory O=$(O)/san SANITIZE=1 tests
 	$(Q)tests/run.sh --build $(O) --san-build $(O)/san all
+
+# The include and call graphs of ktls/, lib/, tools/: no cycle, no arrow
+# up the layers (ktls <- lib <- tools).  Prints both graphs.
+check-layers: lib tools
+	$(Q)scripts/check-layers.pl --build $(O)
 
 check-unit: tests
 	$(Q)tests/run.sh --build $(O) unit
@@ -157,6 +163,7 @@ help:
 	@echo 'make deps       install build/test packages (apt) and cache guest kernels'
 	@echo 'make check      all test tiers; last line: N passed, N failed, N skipped'
 	@echo 'make check-unit | check-unit-san | check-ktls | check-vm'
+	@echo 'make check-layers  include/call graphs: fail on a cycle or an upward arrow'
 	@echo 'make demo       the README demo'
 	@echo 'options: V=1 WERROR=0 SANITIZE=1 O=dir'
 
