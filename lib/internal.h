@@ -98,9 +98,19 @@ void ktm_x509_sans(struct x509_st *cert, char *buf, size_t len);
 
 /* ---- hooks.c ---- */
 
-/* Run the configured checks on @s; false with *errp (KTM_ERR_CHECK) on a
- * veto. */
+/* What the check hook is told about a session, filled by session.c (so
+ * hooks.c never calls back into the session: no session <-> hooks cycle).
+ * Strings are borrowed from the session. */
+struct ktm_check_facts {
+	const char *subject, *sans, *cert_sha256, *spki_sha256;
+	enum ktm_tls_version version;
+	enum ktm_cipher cipher;
+	bool kernel_path;	/* the send direction is on kernel TLS */
+};
+
+/* Run the configured checks on @s (handed to the in-process callback
+ * only) described by @f; false with *errp (KTM_ERR_CHECK) on a veto. */
 bool ktm_checks_run(const struct ktm_config *cfg, const struct ktm_session *s,
-		    struct ktm_error **errp);
+		    const struct ktm_check_facts *f, struct ktm_error **errp);
 
 #endif /* KTM_INTERNAL_H */

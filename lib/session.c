@@ -351,6 +351,23 @@ out_wipe:
 	return ok;
 }
 
+/* The pre-migration checks, told what the hook's environment needs. */
+static bool run_checks(const struct ktm_config *cfg, struct ktm_session *s,
+		       struct ktm_error **errp)
+{
+	struct ktm_check_facts f = {
+		.subject = ktm_session_peer_subject(s),
+		.sans = ktm_session_peer_sans(s),
+		.cert_sha256 = ktm_session_peer_cert_sha256(s),
+		.spki_sha256 = ktm_session_peer_spki_sha256(s),
+		.version = ktm_session_version(s),
+		.cipher = ktm_session_cipher(s),
+		.kernel_path = ktm_session_path(s, KTM_DIR_TX) != KTM_PATH_USERSPACE,
+	};
+
+	return ktm_checks_run(cfg, s, &f, errp);
+}
+
 /* ---- establishing ----------------------------------------------------------- */
 
 static int set_nonblock(int fd, bool on)
@@ -451,7 +468,7 @@ static struct ktm_session *session_start(const struct ktm_config *cfg, int fd,
 	free(hs);
 	hs = NULL;
 
-	if (!ktm_checks_run(cfg, s, errp)) {
+	if (!run_checks(cfg, s, errp)) {
 		/* Tell the peer why before any data moves. */
 		if (s->ssl)
 			SSL_shutdown(s->ssl);
