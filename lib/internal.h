@@ -40,20 +40,6 @@ struct ktm_config {
 	const struct ktm_ktls_ops *ktls_ops;
 };
 
-#define KTM_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
-
-/*
- * Set *errp (when errp is not NULL) to a new error of @cls with the OS
- * errno @errnum (0 for none) and a message from @fmt.  The message is one
- * phrase naming the object and value, without trailing period or newline.
- * *errp must be NULL: an error is set exactly once.
- */
-void ktm_error_set(struct ktm_error **errp, enum ktm_error_class cls,
-		   int errnum, const char *fmt, ...) KTM_PRINTF(4, 5);
-/* Attach the remedy to an error just set; no-op when errp is NULL. */
-void ktm_error_hint_set(struct ktm_error **errp, const char *fmt, ...)
-	KTM_PRINTF(2, 3);
-
 /* "ENOENT" for ENOENT (positive or negative); "errno 1234" when unknown.
  * The returned string is static or lives in @buf. */
 const char *ktm_errno_name(int err, char buf[24]);
@@ -78,6 +64,11 @@ static inline int ktm_hex_digit(char c)
  * accepted.  Both close-on-exec.  0 or -errno; nothing left open on
  * failure.  Used by the probe and by the tests. */
 int ktm_net_tcp_pair(int fds[2]);
+
+struct sockaddr;
+/* "10.0.0.7:4444", "[::1]:4444" or "?" for @sa into @buf (net.c); the one
+ * socket-address text of the library. */
+void ktm_net_addr_text(const struct sockaddr *sa, char *buf, size_t len);
 
 /* ---- verify.c ---- */
 

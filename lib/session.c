@@ -386,31 +386,6 @@ static void set_nodelay(int fd, int on)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 }
 
-static void peer_name_of(int fd, char *buf, size_t len)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char ip[INET6_ADDRSTRLEN] = "?";
-
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl)) {
-		snprintf(buf, len, "fd %d", fd);
-		return;
-	}
-	if (ss.ss_family == AF_INET) {
-		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-
-		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-		snprintf(buf, len, "%s:%u", ip, ntohs(a->sin_port));
-	} else if (ss.ss_family == AF_INET6) {
-		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-
-		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-		snprintf(buf, len, "[%s]:%u", ip, ntohs(a->sin6_port));
-	} else {
-		snprintf(buf, len, "fd %d", fd);
-	}
-}
-
 static struct ktm_session *session_start(const struct ktm_config *cfg, int fd,
 					 const char *peer, const char *host,
 					 struct ktm_error **errp)
@@ -499,7 +474,7 @@ struct ktm_session *ktm_session_new_fd(const struct ktm_config *cfg, int fd,
 	if (peer_name)
 		snprintf(peer, sizeof(peer), "%s", peer_name);
 	else
-		peer_name_of(fd, peer, sizeof(peer));
+		ktm_fd_addr_text(fd, true, peer, sizeof(peer));
 	return session_start(cfg, fd, peer, peer_name, errp);
 }
 
@@ -606,7 +581,7 @@ struct ktm_session *ktm_session_accept(const struct ktm_config *cfg,
 			      listen_fd, strerror(errno));
 		return NULL;
 	}
-	peer_name_of(fd, peer, sizeof(peer));
+	ktm_fd_addr_text(fd, true, peer, sizeof(peer));
 	return session_start(cfg, fd, peer, NULL, errp);
 }
 
