@@ -531,10 +531,8 @@ bool ktm_migration_send(struct ktm_migration *m, const char *host,
 	}
 	ktm_mig_wait_channels(m);
 	if (m->err) {
-		if (errp) {
-			*errp = m->err;
-			m->err = NULL;
-		}
+		ktm_error_propagate(errp, m->err);
+		m->err = NULL;
 		/* tell the destination why, if it can still hear us */
 		if (m->ch[0].s) {
 			struct ktm_frame f = { .type = KTM_F_ABORT, .aux = EIO };

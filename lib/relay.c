@@ -485,12 +485,7 @@ bool ktm_proxy_relay(struct ktm_session *s, int local_fd,
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 
 	ok = !c.err;
-	if (c.err) {
-		if (errp)
-			*errp = c.err;
-		else
-			ktm_error_free(c.err);
-	}
+	ktm_error_propagate(errp, c.err);
 	pthread_mutex_destroy(&c.lock);
 	return ok;
 }
