@@ -28,6 +28,8 @@ static struct ktm_error ktm_error_nomem = {
 	.msg = (char *)"out of memory while reporting an error",
 };
 
+static char *vformat(const char *fmt, va_list ap) KTM_PRINTF(1, 0);
+
 static char *vformat(const char *fmt, va_list ap)
 {
 	char *s = NULL;
