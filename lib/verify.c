@@ -65,8 +65,10 @@ void ktm_x509_sans(X509 *cert, char *buf, size_t len)
 			continue;
 		}
 		n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", one);
-		if (n < 0 || (size_t)n >= len - used)
+		if (n < 0 || (size_t)n >= len - used) {
+			buf[used] = '\0';	/* no half name that reads as another */
 			break;
+		}
 		used += (size_t)n;
 	}
 	GENERAL_NAMES_free(names);

@@ -85,14 +85,27 @@ TEST(sans_ip_of_wrong_length_is_not_an_address)
 	}
 }
 
-TEST(sans_truncate_inside_buffer)
+/* A list that does not fit ends at the last whole name: a cut name
+ * ("DNS:dst-07.exa") would read as another host.  Found by
+ * fuzz/x509_sans.c (the text "DNS" in a 4-byte buffer). */
+TEST(sans_truncate_at_a_whole_name)
 {
-	X509 *x = cert_with("a-rather-long-name.example", NULL, 0);
-	char buf[8];
+	static const unsigned char ip[4] = { 10, 0, 0, 7 };
+	X509 *x = cert_with("dst-07.example", ip, 4);
+	char buf[64];
+	size_t n;
 
-	memset(buf, 'x', sizeof(buf));
-	ktm_x509_sans(x, buf, sizeof(buf));
-	EXPECT_TRUE(memchr(buf, '\0', sizeof(buf)) != NULL);
+	/* "DNS:dst-07.example" is 18 characters, ", IP:10.0.0.7" 13 more */
+	for (n = 1; n <= 32; n++) {
+		memset(buf, 'x', sizeof(buf));
+		ktm_x509_sans(x, buf, n);
+		if (n <= 18)
+			EXPECT_STREQ(buf, "");
+		else if (n <= 31)
+			EXPECT_STREQ(buf, "DNS:dst-07.example");
+		else
+			EXPECT_STREQ(buf, "DNS:dst-07.example, IP:10.0.0.7");
+	}
 	X509_free(x);
 }
 
