@@ -54,7 +54,8 @@ STATIC_LIB := $(O)/libktm.a
 SHARED_LIB := $(O)/libktm.so.$(VERSION)
 
 .PHONY: all lib tools tests check check-unit check-unit-san check-ktls \
-	check-vm deps demo demo-vm clean help analyze bench bench-vm
+	check-vm check-layers check-fuzz fuzz fuzz-bins deps demo demo-vm clean \
+	help analyze bench bench-vm
 .DEFAULT_GOAL := all
 
 all: lib tools tests
@@ -105,8 +106,15 @@ $(HARNESS_OBJ): override CFLAGS += -Itests
 # otherwise inside a QEMU guest on every cached kernel (tests/vm/).
 check: deps
 	$(Q)$(MAKE) --no-print-directory all
+	$(Q)scripts/check-layers.pl --build $(O) --quiet
 	$(Q)$(MAKE) --no-print-directory O=$(O)/san SANITIZE=1 tests
-	$(Q)tests/run.sh --build $(O) --san-build $(O)/san all
+	$(Q)$(MAKE) --no-print-directory fuzz
+	$(Q)tests/run.sh --build $(O) --san-build $(O)/san all fuzz
+
+# The include and call graphs of ktls/, lib/, tools/: no cycle, no arrow
+# up the layers (ktls <- lib <- tools).  Prints both graphs.
+check-layers: lib tools
+	$(Q)scripts/check-layers.pl --build $(O)
 
 check-unit: tests
 	$(Q)tests/run.sh --build $(O) unit
@@ -144,10 +152,43 @@ demo-vm: deps
 	  test -n "$$k" || { echo "no guest kernel cached: make deps" >&2; exit 1; }; \
 	  bash tests/vm/run.sh --timeout 900 "$$k" -- scripts/demo.sh --build $(O) --size 64M --emulated
 
+# ---- fuzzing ------------------------------------------------------------
+# `make fuzz`: libFuzzer targets (fuzz/*.c) built with Debian's clang
+# against an ASan+UBSan build of the library in $(O)/fuzz; seeds in
+# fuzz/corpus/TARGET.  `make check-fuzz` (and `make check`) runs each for
+# FUZZ_SECONDS (30) on a copy of its corpus.
+# Slot: the destination's frame handler (being factored out of
+# lib/migrate_recv.c so it runs without sockets) gets fuzz/dest_frames.c
+# with seeds in fuzz/corpus/dest_frames; nothing else to add here.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_SRC := $(wildcard fuzz/*.c)
+FUZZ_TOOL_OBJ := $(O)/obj/tools/tls_opts.o $(O)/obj/tools/tool.o
+
+fuzz:
+	$(Q)$(MAKE) --no-print-directory O=$(O)/fuzz CC=$(FUZZ_CC) \
+		SANITIZE=address,undefined,fuzzer-no-link WERROR=0 fuzz-bins
+
+fuzz-bins: $(patsubst fuzz/%.c,$(O)/bin/%,$(FUZZ_SRC))
+
+$(O)/bin/%: fuzz/%.c $(STATIC_LIB) $(FUZZ_TOOL_OBJ)
+	@mkdir -p $(dir $@) $(O)/obj/fuzz
+	$(call say,FUZZ,$<)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -Itools -fsanitize=fuzzer \
+		-MF $(O)/obj/fuzz/$*.d -o $@ $< $(FUZZ_TOOL_OBJ) $(STATIC_LIB) \
+		$(PKG_LIBS) -lpthread
+
+check-fuzz: fuzz
+	$(Q)tests/run.sh --build $(O) fuzz
+
+# cppcheck, then the complexity bound (scripts/complexity.sh: no function
+# over 60 lines or 15 decision points in lib/, ktls/, tools/ beyond those
+# listed in scripts/complexity-allow, which may only shrink).
 analyze:
 	$(Q)cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
 		--inline-suppr -Ilib/include -Ilib -Iktls -D_GNU_SOURCE \
 		ktls lib tools
+	$(Q)scripts/complexity.sh
 
 clean:
 	rm -rf $(O)
@@ -157,6 +198,8 @@ help:
 	@echo 'make deps       install build/test packages (apt) and cache guest kernels'
 	@echo 'make check      all test tiers; last line: N passed, N failed, N skipped'
 	@echo 'make check-unit | check-unit-san | check-ktls | check-vm'
+	@echo 'make check-layers  include/call graphs: fail on a cycle or an upward arrow'
+	@echo 'make fuzz       libFuzzer targets (clang) into $(O)/fuzz/bin; make check-fuzz runs them'
 	@echo 'make demo       the README demo'
 	@echo 'options: V=1 WERROR=0 SANITIZE=1 O=dir'
 

@@ -9,9 +9,9 @@
 
 #include "ktls.h"
 
-#define KTM_CIPHER(name_, K, label_, ossl13, ossl12)			\
+#define KTM_CIPHER(name_, K, label_)					\
 	{								\
-		.id = KTM_CIPHER_##K,					\
+		.id = KTM_KTLS_CIPHER_##K,				\
 		.kernel_type = TLS_CIPHER_##K,				\
 		.key_len = TLS_CIPHER_##K##_KEY_SIZE,			\
 		.salt_len = TLS_CIPHER_##K##_SALT_SIZE,			\
@@ -21,8 +21,6 @@
 		.info_len = sizeof(struct tls12_crypto_info_##name_),	\
 		.name = #name_,						\
 		.label = label_,					\
-		.openssl_tls13 = ossl13,				\
-		.openssl_tls12 = ossl12,				\
 	},
 const struct ktm_ktls_cipher ktm_ktls_ciphers[] = {
 #include "ciphers.def"
@@ -33,19 +31,19 @@ const unsigned int ktm_ktls_cipher_count =
 	sizeof(ktm_ktls_ciphers) / sizeof(ktm_ktls_ciphers[0]);
 
 _Static_assert(sizeof(ktm_ktls_ciphers) / sizeof(ktm_ktls_ciphers[0]) ==
-		       KTM_CIPHER_COUNT,
-	       "ciphers.def and enum ktm_cipher in ktm.h disagree");
+		       KTM_KTLS_CIPHER_END - 1,
+	       "the cipher table and the row ids of ciphers.def disagree");
 
 /* Every row keeps salt + iv = the 12-byte TLS nonce, and the union's
  * members share the layout info, iv, key, salt, rec_seq. */
-#define KTM_CIPHER(name_, K, label_, ossl13, ossl12)			\
+#define KTM_CIPHER(name_, K, label_)			\
 	_Static_assert(TLS_CIPHER_##K##_SALT_SIZE +			\
 			       TLS_CIPHER_##K##_IV_SIZE == KTM_KTLS_IV_LEN, \
 		       #K " nonce is not 12 bytes");
 #include "ciphers.def"
 #undef KTM_CIPHER
 
-const struct ktm_ktls_cipher *ktm_ktls_cipher_find(enum ktm_cipher id)
+const struct ktm_ktls_cipher *ktm_ktls_cipher_find(unsigned int id)
 {
 	unsigned int i;
 
@@ -70,7 +68,7 @@ const struct ktm_ktls_cipher *ktm_ktls_cipher_by_kernel_type(uint16_t type)
  * padding (all byte arrays), so a row's sizes locate its fields.  Checked
  * per row at build time.
  */
-#define KTM_CIPHER(name_, K, label_, ossl13, ossl12)			\
+#define KTM_CIPHER(name_, K, label_)			\
 	_Static_assert(offsetof(struct tls12_crypto_info_##name_, key) == \
 			       sizeof(struct tls_crypto_info) +		\
 			       TLS_CIPHER_##K##_IV_SIZE &&		\
@@ -120,7 +118,7 @@ static uint64_t get_be64(const unsigned char *p)
 }
 
 int ktm_ktls_crypto_fill(struct ktm_ktls_crypto *c, uint16_t version,
-			 enum ktm_cipher cipher, const uint8_t *key,
+			 unsigned int cipher, const uint8_t *key,
 			 size_t key_len, const uint8_t iv[KTM_KTLS_IV_LEN],
 			 uint64_t seq)
 {

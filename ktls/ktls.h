@@ -19,8 +19,6 @@
 #include <sys/types.h>
 #include <linux/tls.h>
 
-#include "ktm.h"
-
 /* Record content types (RFC 8446 §5.1). */
 #define KTM_KTLS_REC_ALERT 21
 #define KTM_KTLS_REC_HANDSHAKE 22
@@ -39,8 +37,17 @@ enum ktm_ktls_dir {
 
 /* ---- crypto_info.c: the cipher table ---------------------------------- */
 
+/* Row ids of ciphers.def: 1, 2, ... in file order (0 is no cipher). */
+enum {
+	KTM_KTLS_CIPHER_NONE = 0,
+#define KTM_CIPHER(name_, K, label_) KTM_KTLS_CIPHER_##K,
+#include "ciphers.def"
+#undef KTM_CIPHER
+	KTM_KTLS_CIPHER_END
+};
+
 struct ktm_ktls_cipher {
-	enum ktm_cipher id;
+	unsigned int id;	/* KTM_KTLS_CIPHER_* */
 	uint16_t kernel_type;	/* TLS_CIPHER_* */
 	uint8_t key_len;
 	uint8_t salt_len;	/* implicit part of the nonce in crypto_info */
@@ -50,14 +57,12 @@ struct ktm_ktls_cipher {
 	uint16_t info_len;	/* sizeof(struct tls12_crypto_info_*) */
 	const char *name;	/* "aes_gcm_128" */
 	const char *label;	/* "AES-GCM-128" */
-	const char *openssl_tls13;
-	const char *openssl_tls12;
 };
 
 extern const struct ktm_ktls_cipher ktm_ktls_ciphers[];
 extern const unsigned int ktm_ktls_cipher_count;
 
-const struct ktm_ktls_cipher *ktm_ktls_cipher_find(enum ktm_cipher id);
+const struct ktm_ktls_cipher *ktm_ktls_cipher_find(unsigned int id);
 const struct ktm_ktls_cipher *ktm_ktls_cipher_by_kernel_type(uint16_t type);
 
 /* One crypto_info of any supported cipher, and the length the kernel wants
@@ -74,7 +79,7 @@ struct ktm_ktls_crypto {
 };
 
 /*
- * Fill @c for @version (KTM_TLS_1_2 / KTM_TLS_1_3) and @cipher from the
+ * Fill @c for @version (TLS_1_2_VERSION / TLS_1_3_VERSION) and @cipher from the
  * traffic key, the 12-byte write IV as TLS derives it, and the sequence
  * number of the next record.  For AES-GCM/CCM the kernel splits the IV
  * into a 4-byte salt and an 8-byte iv; ChaCha20 takes all 12 bytes and no
@@ -85,7 +90,7 @@ struct ktm_ktls_crypto {
  * -EPROTONOSUPPORT for a cipher this build does not know.
  */
 int ktm_ktls_crypto_fill(struct ktm_ktls_crypto *c, uint16_t version,
-			 enum ktm_cipher cipher, const uint8_t *key,
+			 unsigned int cipher, const uint8_t *key,
 			 size_t key_len, const uint8_t iv[KTM_KTLS_IV_LEN],
 			 uint64_t seq);
 /* The live record sequence number held in @c (big-endian on the wire). */
@@ -117,7 +122,7 @@ int ktm_ktls_install(const struct ktm_ktls_ops *ops, int fd,
 /* Read the live crypto_info of @dir back into @out.  The kernel wants the
  * exact size of @cipher's struct.  Holds key material: wipe @out. */
 int ktm_ktls_read_back(const struct ktm_ktls_ops *ops, int fd,
-		       enum ktm_ktls_dir dir, enum ktm_cipher cipher,
+		       enum ktm_ktls_dir dir, unsigned int cipher,
 		       struct ktm_ktls_crypto *out);
 /* TLS 1.3 receive only: promise the peer sends no record padding, so the
  * kernel may decrypt straight into the caller's buffer. */

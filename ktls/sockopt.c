@@ -64,7 +64,7 @@ int ktm_ktls_install(const struct ktm_ktls_ops *ops, int fd,
 }
 
 int ktm_ktls_read_back(const struct ktm_ktls_ops *ops, int fd,
-		       enum ktm_ktls_dir dir, enum ktm_cipher cipher,
+		       enum ktm_ktls_dir dir, unsigned int cipher,
 		       struct ktm_ktls_crypto *out)
 {
 	const struct ktm_ktls_cipher *row = ktm_ktls_cipher_find(cipher);

@@ -56,6 +56,11 @@ struct ktm_config *ktm_config_new(enum ktm_endpoint endpoint,
 	return cfg;
 }
 
+enum ktm_endpoint ktm_config_endpoint(const struct ktm_config *cfg)
+{
+	return cfg->endpoint;
+}
+
 void ktm_config_free(struct ktm_config *cfg)
 {
 	if (!cfg)

@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
  * The error object: class, errno, message, hint.  QEMU's Error rules:
- * set once, NULL errp ignores, the caller owns and frees.
+ * set once, NULL errp ignores, the caller owns and frees.  Setting an
+ * error over one already set is a programming error (the first cause
+ * would be lost and leak): it aborts unless built with -DNDEBUG, as
+ * QEMU's error_setv asserts.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +28,8 @@ static struct ktm_error ktm_error_nomem = {
 	.msg = (char *)"out of memory while reporting an error",
 };
 
+static char *vformat(const char *fmt, va_list ap) KTM_PRINTF(1, 0);
+
 static char *vformat(const char *fmt, va_list ap)
 {
 	char *s = NULL;
@@ -41,6 +47,7 @@ void ktm_error_set(struct ktm_error **errp, enum ktm_error_class cls,
 
 	if (!errp)
 		return;
+	assert(*errp == NULL && "ktm_error_set: *errp is already set");
 	e = calloc(1, sizeof(*e));
 	if (!e) {
 		*errp = &ktm_error_nomem;
@@ -69,6 +76,18 @@ void ktm_error_hint_set(struct ktm_error **errp, const char *fmt, ...)
 	va_start(ap, fmt);
 	(*errp)->hint = vformat(fmt, ap);
 	va_end(ap);
+}
+
+void ktm_error_propagate(struct ktm_error **dst_errp, struct ktm_error *err)
+{
+	if (!err)
+		return;
+	if (!dst_errp) {
+		ktm_error_free(err);
+		return;
+	}
+	assert(*dst_errp == NULL && "ktm_error_propagate: *errp is already set");
+	*dst_errp = err;
 }
 
 enum ktm_error_class ktm_error_class(const struct ktm_error *err)

@@ -37,10 +37,10 @@ static bool run_callback(const struct ktm_config *cfg,
 
 /* environ without KTM_* plus our variables; NULL on ENOMEM.  Built before
  * fork, so the child only calls async-signal-safe functions. */
-static char **hook_env(const struct ktm_config *cfg, const struct ktm_session *s)
+static char **hook_env(const struct ktm_config *cfg,
+		       const struct ktm_check_facts *f)
 {
-	const char *path = ktm_session_path(s, KTM_DIR_TX) == KTM_PATH_USERSPACE ?
-			   "userspace" : "kernel";
+	const char *path = f->kernel_path ? "kernel" : "userspace";
 	size_t n = 0, i, j = 0;
 	char **env;
 	int ok = 1;
@@ -53,16 +53,14 @@ static char **hook_env(const struct ktm_config *cfg, const struct ktm_session *s
 	for (i = 0; i < n; i++)
 		if (strncmp(environ[i], "KTM_", 4))
 			env[j++] = strdup(environ[i]);
-	ok &= asprintf(&env[j++], "KTM_PEER_SUBJECT=%s", ktm_session_peer_subject(s)) > 0;
-	ok &= asprintf(&env[j++], "KTM_PEER_SANS=%s", ktm_session_peer_sans(s)) > 0;
-	ok &= asprintf(&env[j++], "KTM_PEER_CERT_SHA256=%s",
-		       ktm_session_peer_cert_sha256(s)) > 0;
-	ok &= asprintf(&env[j++], "KTM_PEER_SPKI_SHA256=%s",
-		       ktm_session_peer_spki_sha256(s)) > 0;
+	ok &= asprintf(&env[j++], "KTM_PEER_SUBJECT=%s", f->subject) > 0;
+	ok &= asprintf(&env[j++], "KTM_PEER_SANS=%s", f->sans) > 0;
+	ok &= asprintf(&env[j++], "KTM_PEER_CERT_SHA256=%s", f->cert_sha256) > 0;
+	ok &= asprintf(&env[j++], "KTM_PEER_SPKI_SHA256=%s", f->spki_sha256) > 0;
 	ok &= asprintf(&env[j++], "KTM_TLS_VERSION=%s",
-		       ktm_tls_version_name(ktm_session_version(s))) > 0;
+		       ktm_tls_version_name(f->version)) > 0;
 	ok &= asprintf(&env[j++], "KTM_TLS_CIPHER=%s",
-		       ktm_cipher_name(ktm_session_cipher(s))) > 0;
+		       ktm_cipher_name(f->cipher)) > 0;
 	ok &= asprintf(&env[j++], "KTM_DATA_PATH=%s", path) > 0;
 	ok &= asprintf(&env[j++], "KTM_ENDPOINT=%s",
 		       cfg->endpoint == KTM_ENDPOINT_CLIENT ? "client" : "server") > 0;
@@ -115,8 +113,8 @@ static bool read_first_line(int fd, char *line, size_t len, uint64_t deadline)
 	}
 }
 
-static bool run_exec(const struct ktm_config *cfg, const struct ktm_session *s,
-		     struct ktm_error **errp)
+static bool run_exec(const struct ktm_config *cfg,
+		     const struct ktm_check_facts *f, struct ktm_error **errp)
 {
 	char *argv[] = { cfg->hook_path, cfg->hook_object, (char *)"migrate",
 			 (char *)"pmc", cfg->hook_uri, NULL };
@@ -126,7 +124,7 @@ static bool run_exec(const struct ktm_config *cfg, const struct ktm_session *s,
 	bool finished;
 	pid_t pid;
 
-	env = hook_env(cfg, s);
+	env = hook_env(cfg, f);
 	if (!env) {
 		ktm_error_set(errp, KTM_ERR_INTERNAL, ENOMEM,
 			      "out of memory for the check hook's environment");
@@ -196,11 +194,11 @@ err_free_env:
 }
 
 bool ktm_checks_run(const struct ktm_config *cfg, const struct ktm_session *s,
-		    struct ktm_error **errp)
+		    const struct ktm_check_facts *f, struct ktm_error **errp)
 {
 	if (cfg->check_fn && !run_callback(cfg, s, errp))
 		return false;
-	if (cfg->hook_path && !run_exec(cfg, s, errp))
+	if (cfg->hook_path && !run_exec(cfg, f, errp))
 		return false;
 	return true;
 }

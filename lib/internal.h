@@ -7,6 +7,7 @@
 #define KTM_INTERNAL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "ktm.h"
@@ -39,23 +40,13 @@ struct ktm_config {
 	const struct ktm_ktls_ops *ktls_ops;
 };
 
-#define KTM_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
-
-/*
- * Set *errp (when errp is not NULL) to a new error of @cls with the OS
- * errno @errnum (0 for none) and a message from @fmt.  The message is one
- * phrase naming the object and value, without trailing period or newline.
- * *errp must be NULL: an error is set exactly once.
- */
-void ktm_error_set(struct ktm_error **errp, enum ktm_error_class cls,
-		   int errnum, const char *fmt, ...) KTM_PRINTF(4, 5);
-/* Attach the remedy to an error just set; no-op when errp is NULL. */
-void ktm_error_hint_set(struct ktm_error **errp, const char *fmt, ...)
-	KTM_PRINTF(2, 3);
-
 /* "ENOENT" for ENOENT (positive or negative); "errno 1234" when unknown.
  * The returned string is static or lives in @buf. */
 const char *ktm_errno_name(int err, char buf[24]);
+
+/* The OpenSSL cipher-suite list that negotiates @cipher in TLS 1.3
+ * (@tls13) or 1.2; NULL for a value out of range (names.c). */
+const char *ktm_cipher_suites(enum ktm_cipher cipher, bool tls13);
 
 /* The value of one hex digit, or -1. */
 static inline int ktm_hex_digit(char c)
@@ -73,6 +64,11 @@ static inline int ktm_hex_digit(char c)
  * accepted.  Both close-on-exec.  0 or -errno; nothing left open on
  * failure.  Used by the probe and by the tests. */
 int ktm_net_tcp_pair(int fds[2]);
+
+struct sockaddr;
+/* "10.0.0.7:4444", "[::1]:4444" or "?" for @sa into @buf (net.c); the one
+ * socket-address text of the library. */
+void ktm_net_addr_text(const struct sockaddr *sa, char *buf, size_t len);
 
 /* ---- verify.c ---- */
 
@@ -93,9 +89,19 @@ void ktm_x509_sans(struct x509_st *cert, char *buf, size_t len);
 
 /* ---- hooks.c ---- */
 
-/* Run the configured checks on @s; false with *errp (KTM_ERR_CHECK) on a
- * veto. */
+/* What the check hook is told about a session, filled by session.c (so
+ * hooks.c never calls back into the session: no session <-> hooks cycle).
+ * Strings are borrowed from the session. */
+struct ktm_check_facts {
+	const char *subject, *sans, *cert_sha256, *spki_sha256;
+	enum ktm_tls_version version;
+	enum ktm_cipher cipher;
+	bool kernel_path;	/* the send direction is on kernel TLS */
+};
+
+/* Run the configured checks on @s (handed to the in-process callback
+ * only) described by @f; false with *errp (KTM_ERR_CHECK) on a veto. */
 bool ktm_checks_run(const struct ktm_config *cfg, const struct ktm_session *s,
-		    struct ktm_error **errp);
+		    const struct ktm_check_facts *f, struct ktm_error **errp);
 
 #endif /* KTM_INTERNAL_H */

@@ -475,10 +475,8 @@ bool ktm_migration_recv(struct ktm_migration *m, int listen_fd,
 	}
 	ktm_mig_wait_channels(m);
 	if (m->err) {
-		if (errp) {
-			*errp = m->err;
-			m->err = NULL;
-		}
+		ktm_error_propagate(errp, m->err);
+		m->err = NULL;
 		goto out_release;
 	}
 	ok = dest_commit(m, partial, path, errp);

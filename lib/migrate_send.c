@@ -226,6 +226,22 @@ static bool send_range(struct ktm_chan *c, uint64_t off, uint64_t len,
 static bool send_hello(struct ktm_chan *c, uint8_t flags,
 		       struct ktm_error **errp);
 
+/* Zero-copy sendfile (TLS_TX_ZEROCOPY_RO) through the config's kernel
+ * calls.  A kernel without the option (before 5.19: ENOPROTOOPT) simply
+ * copies; any other refusal fails the channel. */
+static bool zerocopy_on(struct ktm_chan *c, struct ktm_error **errp)
+{
+	int ret = ktm_ktls_tx_zerocopy_ro(c->m->cfg->ktls_ops,
+					  ktm_session_fd(c->s), true);
+
+	if (ret == 0 || ret == -ENOPROTOOPT)
+		return true;
+	ktm_error_set(errp, KTM_ERR_KTLS_INSTALL, -ret, "cannot turn on "
+		      "zero-copy sendfile for channel %u: %s", c->idx,
+		      strerror(-ret));
+	return false;
+}
+
 /* Before a chunk: stay under the key-usage limit, by KeyUpdate where the
  * session can, else on a fresh connection. */
 static bool respect_key_limit(struct ktm_chan *c, struct ktm_error **errp)
@@ -260,8 +276,8 @@ static bool respect_key_limit(struct ktm_chan *c, struct ktm_error **errp)
 	c->s = s;
 	m->reconnects++;
 	pthread_mutex_unlock(&m->lock);
-	if (m->zc_ro && kernel_path(c))
-		ktm_ktls_tx_zerocopy_ro(NULL, ktm_session_fd(s), true);
+	if (m->zc_ro && kernel_path(c) && !zerocopy_on(c, errp))
+		return false;
 	return send_hello(c, KTM_FF_RESUME, errp);
 }
 
@@ -394,10 +410,7 @@ static bool chan_prepare(struct ktm_chan *c, struct ktm_error **errp)
 		}
 		c->ring_ok = true;
 	}
-	/* An old kernel without the option simply copies: not an error. */
-	if (c->m->zc_ro)
-		ktm_ktls_tx_zerocopy_ro(NULL, ktm_session_fd(c->s), true);
-	return true;
+	return !c->m->zc_ro || zerocopy_on(c, errp);
 }
 
 static const char *send_path_name(const struct ktm_migration *m)
@@ -518,10 +531,8 @@ bool ktm_migration_send(struct ktm_migration *m, const char *host,
 	}
 	ktm_mig_wait_channels(m);
 	if (m->err) {
-		if (errp) {
-			*errp = m->err;
-			m->err = NULL;
-		}
+		ktm_error_propagate(errp, m->err);
+		m->err = NULL;
 		/* tell the destination why, if it can still hear us */
 		if (m->ch[0].s) {
 			struct ktm_frame f = { .type = KTM_F_ABORT, .aux = EIO };

@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: MIT
 /* Small socket helpers shared inside the library. */
 #include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include "internal.h"
 
@@ -50,4 +53,45 @@ err_close_client:
 out_close_listen:
 	close(lfd);
 	return ret;
+}
+
+void ktm_net_addr_text(const struct sockaddr *sa, char *buf, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+
+		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+		snprintf(buf, len, "[%s]:%u", ip, ntohs(a->sin6_port));
+	} else if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+
+		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+		snprintf(buf, len, "%s:%u", ip, ntohs(a->sin_port));
+	} else if (sa->sa_family == AF_UNIX) {
+		const struct sockaddr_un *a = (const struct sockaddr_un *)sa;
+
+		snprintf(buf, len, "unix:%.*s", (int)sizeof(a->sun_path),
+			 a->sun_path);
+	} else {
+		snprintf(buf, len, "?");
+	}
+}
+
+const char *ktm_fd_addr_text(int fd, bool peer, char *buf, size_t len)
+{
+	struct sockaddr_storage ss = { 0 };
+	socklen_t sl = sizeof(ss);
+	int ret;
+
+	ret = peer ? getpeername(fd, (struct sockaddr *)&ss, &sl) :
+		     getsockname(fd, (struct sockaddr *)&ss, &sl);
+	if (ret || sl <= offsetof(struct sockaddr_un, sun_path) ||
+	    (ss.ss_family == AF_UNIX &&
+	     !((struct sockaddr_un *)&ss)->sun_path[0]))
+		snprintf(buf, len, "fd %d", fd);	/* unnamed: a socketpair */
+	else
+		ktm_net_addr_text((struct sockaddr *)&ss, buf, len);
+	return buf;
 }

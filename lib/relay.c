@@ -1,9 +1,16 @@
 // SPDX-License-Identifier: MIT
 /*
- * The proxy's byte pump for one connection: splice between the plain socket
- * and the kernel-TLS socket (one thread per direction), or OpenSSL through
- * the session on the userspace path (one thread, poll); end-of-stream and
- * failure handling.  Threading rules are in proxy.c.
+ * The relay, a plain-fd view of a session: the byte pump for one
+ * connection, splice between the plain socket and the kernel-TLS socket
+ * (one thread per direction), or OpenSSL through the session on the
+ * userspace path (one thread, poll); end-of-stream and failure handling.
+ *
+ * Threads: on the kernel path the two threads share the session only as
+ * far as the kernel allows: the downstream thread is the only one that
+ * calls ktm_session_recv(), the upstream thread the only one that calls
+ * ktm_session_shutdown(); data moves by splice on the fd.  On the
+ * userspace path OpenSSL owns the socket and one thread does both
+ * directions.  ktm_proxy_conn_fail() may come from any thread.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,11 +30,11 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#include "proxy.h"
+#include "relay.h"
 
 /* ---- one connection ---------------------------------------------------------- */
 
-void ktm_relay_conn_init(struct ktm_proxy_conn *c)
+static void conn_init(struct ktm_proxy_conn *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->local = -1;
@@ -40,7 +47,7 @@ void ktm_relay_conn_init(struct ktm_proxy_conn *c)
  * Record the first failure (takes @err) and cut the connection both ways
  * so the other direction's blocked call returns.
  */
-void ktm_relay_conn_fail(struct ktm_proxy_conn *c, struct ktm_error *err)
+void ktm_proxy_conn_fail(struct ktm_proxy_conn *c, struct ktm_error *err)
 {
 	pthread_mutex_lock(&c->lock);
 	if (!c->err && !c->aborted) {
@@ -83,7 +90,7 @@ static void fail_local(struct ktm_proxy_conn *c, int err, const char *doing)
 	if (err == EPIPE || err == ECONNRESET)
 		ktm_error_hint_set(&e, "QEMU closed its migration socket while "
 				   "data was still flowing; its log says why");
-	ktm_relay_conn_fail(c, e);
+	ktm_proxy_conn_fail(c, e);
 }
 
 static void fail_tls(struct ktm_proxy_conn *c, int err, bool sending)
@@ -108,7 +115,7 @@ static void fail_tls(struct ktm_proxy_conn *c, int err, bool sending)
 	else
 		ktm_error_set(&e, KTM_ERR_IO, err, "%s %s failed: %s", doing,
 			      c->peer, strerror(err));
-	ktm_relay_conn_fail(c, e);
+	ktm_proxy_conn_fail(c, e);
 }
 
 static void fail_err(struct ktm_proxy_conn *c, struct ktm_error *e)
@@ -116,7 +123,7 @@ static void fail_err(struct ktm_proxy_conn *c, struct ktm_error *e)
 	if (conn_aborted(c))
 		ktm_error_free(e);
 	else
-		ktm_relay_conn_fail(c, e);
+		ktm_proxy_conn_fail(c, e);
 }
 
 static bool write_all(int fd, const uint8_t *p, size_t len, int *err)
@@ -150,7 +157,7 @@ static bool make_pipe(struct ktm_proxy_conn *c, int pfd[2])
 	return true;
 }
 
-/* Move @n bytes sitting in the pipe to @out; false after ktm_relay_conn_fail(). */
+/* Move @n bytes sitting in the pipe to @out; false after ktm_proxy_conn_fail(). */
 static bool drain_pipe(struct ktm_proxy_conn *c, int pipe_rd, int out,
 		       size_t n, bool to_tls, enum ktm_dir dir)
 {
@@ -228,7 +235,7 @@ static void *kernel_up(void *arg)
  * splice(2) out of a kTLS socket fails with EINVAL when the next record is
  * not application data (tls_sw_splice_read): read that record through the
  * session, which says what it is.  Returns 1 at close_notify, 0 to go on,
- * -1 after ktm_relay_conn_fail().
+ * -1 after ktm_proxy_conn_fail().
  */
 static int kernel_control(struct ktm_proxy_conn *c)
 {
@@ -294,7 +301,7 @@ static void relay_kernel(struct ktm_proxy_conn *c)
 	if (ret) {
 		ktm_error_set(&e, KTM_ERR_IO, ret, "cannot start a relay thread "
 			      "for %s: %s", c->peer, strerror(ret));
-		ktm_relay_conn_fail(c, e);
+		ktm_proxy_conn_fail(c, e);
 		return;
 	}
 	kernel_down(c);
@@ -314,7 +321,7 @@ static bool readable_now(int fd)
  * ktm_session_recv(), gathered while more are already waiting, so QEMU is
  * woken once per USER_BUF rather than per 16 KiB record.  Each call gets
  * room for a whole record (see USER_BUF).  Returns 1 at close_notify (after
- * delivering what came before it), 0 to go on, -1 after ktm_relay_conn_fail().
+ * delivering what came before it), 0 to go on, -1 after ktm_proxy_conn_fail().
  */
 static int user_down(struct ktm_proxy_conn *c, uint8_t *buf)
 {
@@ -355,7 +362,7 @@ static void relay_userspace(struct ktm_proxy_conn *c)
 	if (!buf) {
 		ktm_error_set(&e, KTM_ERR_INTERNAL, ENOMEM,
 			      "out of memory for a relay buffer");
-		ktm_relay_conn_fail(c, e);
+		ktm_proxy_conn_fail(c, e);
 		return;
 	}
 	while ((up_open || down_open) && !conn_aborted(c)) {
@@ -370,7 +377,7 @@ static void relay_userspace(struct ktm_proxy_conn *c)
 				continue;
 			ktm_error_set(&e, KTM_ERR_IO, errno, "poll failed: %s",
 				      strerror(errno));
-			ktm_relay_conn_fail(c, e);
+			ktm_proxy_conn_fail(c, e);
 			break;
 		}
 		if (pf[1].revents) {
@@ -407,7 +414,7 @@ static void relay_userspace(struct ktm_proxy_conn *c)
 	free(buf);
 }
 
-void ktm_relay_run(struct ktm_proxy_conn *c)
+static void relay_run(struct ktm_proxy_conn *c)
 {
 	int one = 1;
 
@@ -425,17 +432,12 @@ void ktm_relay_run(struct ktm_proxy_conn *c)
 }
 
 /* Report, then close both sockets and free the session. */
-void ktm_relay_conn_finish(struct ktm_proxy_conn *c, ktm_proxy_report_fn report,
-			void *opaque, pthread_mutex_t *report_lock)
+void ktm_proxy_conn_finish(struct ktm_proxy_conn *c, ktm_proxy_report_fn report,
+			   void *opaque)
 {
 	clock_gettime(CLOCK_MONOTONIC, &c->t1);
-	if (report) {
-		if (report_lock)
-			pthread_mutex_lock(report_lock);
+	if (report)
 		report(c, c->err, opaque);
-		if (report_lock)
-			pthread_mutex_unlock(report_lock);
-	}
 	pthread_mutex_lock(&c->lock);
 	c->closed = true;
 	pthread_mutex_unlock(&c->lock);
@@ -455,11 +457,11 @@ bool ktm_proxy_relay(struct ktm_session *s, int local_fd,
 	sigset_t pipe_set, old, pending;
 	bool was_pending, ok;
 
-	ktm_relay_conn_init(&c);
+	conn_init(&c);
 	c.s = s;
 	c.tls = ktm_session_fd(s);
 	c.local = local_fd;
-	ktm_proxy_peer_text(c.tls, c.peer, sizeof(c.peer));
+	ktm_fd_addr_text(c.tls, true, c.peer, sizeof(c.peer));
 	snprintf(c.local_name, sizeof(c.local_name), "local socket fd %d",
 		 local_fd);
 
@@ -471,8 +473,8 @@ bool ktm_proxy_relay(struct ktm_session *s, int local_fd,
 	sigpending(&pending);
 	was_pending = sigismember(&pending, SIGPIPE);
 
-	ktm_relay_run(&c);
-	ktm_relay_conn_finish(&c, report, opaque, NULL);
+	relay_run(&c);
+	ktm_proxy_conn_finish(&c, report, opaque);
 
 	sigpending(&pending);
 	if (!was_pending && sigismember(&pending, SIGPIPE)) {
@@ -483,13 +485,100 @@ bool ktm_proxy_relay(struct ktm_session *s, int local_fd,
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 
 	ok = !c.err;
-	if (c.err) {
-		if (errp)
-			*errp = c.err;
-		else
-			ktm_error_free(c.err);
-	}
+	ktm_error_propagate(errp, c.err);
 	pthread_mutex_destroy(&c.lock);
 	return ok;
 }
 
+
+/* ---- connections made by the caller's accept loop --------------------------- */
+
+struct ktm_proxy_conn *ktm_proxy_conn_new(unsigned int id, const char *peer,
+					  const char *local,
+					  struct ktm_error **errp)
+{
+	struct ktm_proxy_conn *c = malloc(sizeof(*c));
+
+	if (!c) {
+		ktm_error_set(errp, KTM_ERR_INTERNAL, ENOMEM,
+			      "out of memory for the connection from %s", peer);
+		return NULL;
+	}
+	conn_init(c);
+	c->id = id;
+	snprintf(c->peer, sizeof(c->peer), "%s", peer);
+	snprintf(c->local_name, sizeof(c->local_name), "%s", local);
+	return c;
+}
+
+void ktm_proxy_conn_attach(struct ktm_proxy_conn *c, struct ktm_session *s,
+			   int local_fd)
+{
+	pthread_mutex_lock(&c->lock);
+	c->s = s;
+	c->tls = s ? ktm_session_fd(s) : -1;
+	c->local = local_fd;
+	pthread_mutex_unlock(&c->lock);
+}
+
+void ktm_proxy_conn_run(struct ktm_proxy_conn *c)
+{
+	sigset_t pipe_set;
+
+	sigemptyset(&pipe_set);
+	sigaddset(&pipe_set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_set, NULL);
+	if (c->s && c->local >= 0 && !conn_aborted(c))
+		relay_run(c);
+}
+
+const struct ktm_error *ktm_proxy_conn_error(const struct ktm_proxy_conn *c)
+{
+	return c->err;
+}
+
+void ktm_proxy_conn_free(struct ktm_proxy_conn *c)
+{
+	if (!c)
+		return;
+	ktm_error_free(c->err);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+/* ---- connection status ----------------------------------------------------- */
+
+unsigned int ktm_proxy_conn_id(const struct ktm_proxy_conn *conn)
+{
+	return conn->id;
+}
+
+const char *ktm_proxy_conn_peer(const struct ktm_proxy_conn *conn)
+{
+	return conn->peer;
+}
+
+const char *ktm_proxy_conn_local(const struct ktm_proxy_conn *conn)
+{
+	return conn->local_name;
+}
+
+const struct ktm_session *ktm_proxy_conn_session(const struct ktm_proxy_conn *conn)
+{
+	return conn->s;
+}
+
+uint64_t ktm_proxy_conn_bytes(const struct ktm_proxy_conn *conn,
+			      enum ktm_dir dir)
+{
+	return conn->bytes[dir == KTM_DIR_RX];
+}
+
+double ktm_proxy_conn_seconds(const struct ktm_proxy_conn *conn)
+{
+	const struct timespec *end = conn->t1.tv_sec || conn->t1.tv_nsec ?
+				     &conn->t1 : &conn->t0;
+
+	return (double)(end->tv_sec - conn->t0.tv_sec) +
+	       (double)(end->tv_nsec - conn->t0.tv_nsec) / 1e9;
+}

@@ -351,6 +351,23 @@ out_wipe:
 	return ok;
 }
 
+/* The pre-migration checks, told what the hook's environment needs. */
+static bool run_checks(const struct ktm_config *cfg, struct ktm_session *s,
+		       struct ktm_error **errp)
+{
+	struct ktm_check_facts f = {
+		.subject = ktm_session_peer_subject(s),
+		.sans = ktm_session_peer_sans(s),
+		.cert_sha256 = ktm_session_peer_cert_sha256(s),
+		.spki_sha256 = ktm_session_peer_spki_sha256(s),
+		.version = ktm_session_version(s),
+		.cipher = ktm_session_cipher(s),
+		.kernel_path = ktm_session_path(s, KTM_DIR_TX) != KTM_PATH_USERSPACE,
+	};
+
+	return ktm_checks_run(cfg, s, &f, errp);
+}
+
 /* ---- establishing ----------------------------------------------------------- */
 
 static int set_nonblock(int fd, bool on)
@@ -367,31 +384,6 @@ static void set_nodelay(int fd, int on)
 {
 	/* not a TCP socket (unix, tests): nothing to tune */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-}
-
-static void peer_name_of(int fd, char *buf, size_t len)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char ip[INET6_ADDRSTRLEN] = "?";
-
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl)) {
-		snprintf(buf, len, "fd %d", fd);
-		return;
-	}
-	if (ss.ss_family == AF_INET) {
-		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-
-		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-		snprintf(buf, len, "%s:%u", ip, ntohs(a->sin_port));
-	} else if (ss.ss_family == AF_INET6) {
-		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-
-		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-		snprintf(buf, len, "[%s]:%u", ip, ntohs(a->sin6_port));
-	} else {
-		snprintf(buf, len, "fd %d", fd);
-	}
 }
 
 static struct ktm_session *session_start(const struct ktm_config *cfg, int fd,
@@ -451,7 +443,7 @@ static struct ktm_session *session_start(const struct ktm_config *cfg, int fd,
 	free(hs);
 	hs = NULL;
 
-	if (!ktm_checks_run(cfg, s, errp)) {
+	if (!run_checks(cfg, s, errp)) {
 		/* Tell the peer why before any data moves. */
 		if (s->ssl)
 			SSL_shutdown(s->ssl);
@@ -482,7 +474,7 @@ struct ktm_session *ktm_session_new_fd(const struct ktm_config *cfg, int fd,
 	if (peer_name)
 		snprintf(peer, sizeof(peer), "%s", peer_name);
 	else
-		peer_name_of(fd, peer, sizeof(peer));
+		ktm_fd_addr_text(fd, true, peer, sizeof(peer));
 	return session_start(cfg, fd, peer, peer_name, errp);
 }
 
@@ -589,7 +581,7 @@ struct ktm_session *ktm_session_accept(const struct ktm_config *cfg,
 			      listen_fd, strerror(errno));
 		return NULL;
 	}
-	peer_name_of(fd, peer, sizeof(peer));
+	ktm_fd_addr_text(fd, true, peer, sizeof(peer));
 	return session_start(cfg, fd, peer, NULL, errp);
 }
 

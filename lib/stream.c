@@ -107,17 +107,19 @@ bool ktm_run_valid(uint64_t offset, uint64_t len, uint64_t image_size)
 	       offset <= image_size && len <= image_size - offset;
 }
 
+/* Neither helper may wrap near 2^64: a HELLO's image_size is the peer's. */
 uint64_t ktm_chunk_count(uint64_t size)
 {
-	return (size + KTM_CHUNK_SIZE - 1) / KTM_CHUNK_SIZE;
+	return size / KTM_CHUNK_SIZE + (size % KTM_CHUNK_SIZE != 0);
 }
 
 uint64_t ktm_chunk_len(uint64_t size, uint64_t i)
 {
-	uint64_t off = i * KTM_CHUNK_SIZE;
+	uint64_t off;
 
-	if (off >= size)
+	if (i >= ktm_chunk_count(size))
 		return 0;
+	off = i * KTM_CHUNK_SIZE;
 	return size - off < KTM_CHUNK_SIZE ? size - off : KTM_CHUNK_SIZE;
 }
 

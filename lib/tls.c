@@ -138,13 +138,13 @@ static bool cipher_lists(const struct ktm_config *cfg, char *l13, size_t n13,
 
 	l13[0] = l12[0] = '\0';
 	for (i = 0; i < cfg->n_ciphers; i++) {
-		const struct ktm_ktls_cipher *r = ktm_ktls_cipher_find(cfg->ciphers[i]);
+		enum ktm_cipher c = cfg->ciphers[i];
 		int a, b;
 
 		a = snprintf(l13 + u13, n13 - u13, "%s%s", u13 ? ":" : "",
-			     r->openssl_tls13);
+			     ktm_cipher_suites(c, true));
 		b = snprintf(l12 + u12, n12 - u12, "%s%s", u12 ? ":" : "",
-			     r->openssl_tls12);
+			     ktm_cipher_suites(c, false));
 		if (a < 0 || b < 0 || (size_t)a >= n13 - u13 ||
 		    (size_t)b >= n12 - u12)
 			return false;

@@ -54,16 +54,21 @@ void ktm_x509_sans(X509 *cert, char *buf, size_t len)
 			int l = ASN1_STRING_length(g->d.iPAddress);
 			char ip[INET6_ADDRSTRLEN] = "?";
 
-			inet_ntop(l == 16 ? AF_INET6 : AF_INET,
-				  ASN1_STRING_get0_data(g->d.iPAddress), ip,
-				  sizeof(ip));
+			/* only 4 or 16 bytes are an address (RFC 5280
+			 * 4.2.1.6); inet_ntop reads that many */
+			if (l == 4 || l == 16)
+				inet_ntop(l == 16 ? AF_INET6 : AF_INET,
+					  ASN1_STRING_get0_data(g->d.iPAddress),
+					  ip, sizeof(ip));
 			snprintf(one, sizeof(one), "IP:%s", ip);
 		} else {
 			continue;
 		}
 		n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", one);
-		if (n < 0 || (size_t)n >= len - used)
+		if (n < 0 || (size_t)n >= len - used) {
+			buf[used] = '\0';	/* no half name that reads as another */
 			break;
+		}
 		used += (size_t)n;
 	}
 	GENERAL_NAMES_free(names);

@@ -63,12 +63,108 @@ static void t_set_failed(struct t_meta *m)
 	m->result = T_FAIL;
 }
 
-void t_fail_cmp(struct t_meta *m, const char *file, int line,
-		const char *expr, long long a, long long b)
+/* An operand as a number: exactly one of the three is meaningful. */
+struct t_num {
+	int kind;		/* as struct t_operand */
+	long long s;
+	unsigned long long u;
+	long double f;
+};
+
+static struct t_num t_num_of(struct t_operand o)
 {
-	printf("# %s:%d: expected %s (%lld vs %lld)\n", file, line, expr, a, b);
+	struct t_num n = { .kind = o.kind };
+	unsigned char b[sizeof(long double)] = { 0 };
+
+	memcpy(b, o.p, o.size < sizeof(b) ? o.size : sizeof(b));
+	if (o.kind == 2) {
+		if (o.size == sizeof(float))
+			n.f = *(float *)(void *)b;
+		else if (o.size == sizeof(double))
+			n.f = *(double *)(void *)b;
+		else
+			n.f = *(long double *)(void *)b;
+	} else if (o.kind == 1) {
+		if (o.size == 1)
+			n.s = *(signed char *)b;
+		else if (o.size == 2)
+			n.s = *(short *)(void *)b;
+		else if (o.size == 4)
+			n.s = *(int *)(void *)b;
+		else
+			n.s = *(long long *)(void *)b;
+	} else {
+		if (o.size == 1)
+			n.u = *(unsigned char *)b;
+		else if (o.size == 2)
+			n.u = *(unsigned short *)(void *)b;
+		else if (o.size == 4)
+			n.u = *(unsigned int *)(void *)b;
+		else
+			n.u = *(unsigned long long *)(void *)b;
+	}
+	return n;
+}
+
+/* -1, 0, 1 as a < b, a == b, a > b, without converting either first. */
+static int t_num_order(struct t_num a, struct t_num b)
+{
+	if (a.kind == 2 || b.kind == 2) {
+		long double x = a.kind == 2 ? a.f : a.kind == 1 ? (long double)a.s :
+				(long double)a.u;
+		long double y = b.kind == 2 ? b.f : b.kind == 1 ? (long double)b.s :
+				(long double)b.u;
+
+		return x < y ? -1 : x > y;
+	}
+	if (a.kind == 1 && b.kind == 1)
+		return a.s < b.s ? -1 : a.s > b.s;
+	if (a.kind == 1)
+		return a.s < 0 ? -1 : (unsigned long long)a.s < b.u ? -1 :
+		       (unsigned long long)a.s > b.u;
+	if (b.kind == 1)
+		return b.s < 0 ? 1 : a.u < (unsigned long long)b.s ? -1 :
+		       a.u > (unsigned long long)b.s;
+	return a.u < b.u ? -1 : a.u > b.u;
+}
+
+static void t_num_text(struct t_num n, char *buf, size_t len)
+{
+	if (n.kind == 2)
+		snprintf(buf, len, "%.17Lg", n.f);
+	else if (n.kind == 1)
+		snprintf(buf, len, "%lld", n.s);
+	else if (n.u > 0xffff)
+		snprintf(buf, len, "%llu (0x%llx)", n.u, n.u);
+	else
+		snprintf(buf, len, "%llu", n.u);
+}
+
+bool t_check_cmp(struct t_meta *m, const char *file, int line,
+		 const char *expr, int op, struct t_operand a,
+		 struct t_operand b)
+{
+	struct t_num x = t_num_of(a), y = t_num_of(b);
+	int o = t_num_order(x, y);
+	bool ok;
+	char ta[64], tb[64];
+
+	switch (op) {
+	case T_OP_EQ: ok = o == 0; break;
+	case T_OP_NE: ok = o != 0; break;
+	case T_OP_LT: ok = o < 0; break;
+	case T_OP_LE: ok = o <= 0; break;
+	case T_OP_GT: ok = o > 0; break;
+	default: ok = o >= 0; break;
+	}
+	if (ok)
+		return true;
+	t_num_text(x, ta, sizeof(ta));
+	t_num_text(y, tb, sizeof(tb));
+	printf("# %s:%d: expected %s (%s vs %s)\n", file, line, expr, ta, tb);
 	fflush(stdout);
 	t_set_failed(m);
+	return false;
 }
 
 void t_fail_msg(struct t_meta *m, const char *file, int line,

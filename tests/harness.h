@@ -57,8 +57,20 @@ int t_main(int argc, char **argv);
 
 void t_log(const char *file, int line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-void t_fail_cmp(struct t_meta *m, const char *file, int line,
-		const char *expr, long long a, long long b);
+/* One side of a comparison in its own type: its kind (_T_KIND), size and
+ * bytes.  No value is truncated or converted before the comparison. */
+struct t_operand {
+	int kind;
+	size_t size;
+	const void *p;
+};
+enum { T_OP_EQ, T_OP_NE, T_OP_LT, T_OP_LE, T_OP_GT, T_OP_GE };
+/* Compare @a @op @b mathematically (a negative signed value is less than
+ * any unsigned one); on failure print both sides, each in its own type,
+ * and mark the test failed.  Returns whether the comparison held. */
+bool t_check_cmp(struct t_meta *m, const char *file, int line,
+		 const char *expr, int op, struct t_operand a,
+		 struct t_operand b);
 void t_fail_msg(struct t_meta *m, const char *file, int line,
 		const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void t_skip(struct t_meta *m, const char *fmt, ...)
@@ -162,16 +174,23 @@ void t_bail(struct t_meta *m) __attribute__((noreturn));
 		statement;						\
 	} while (0)
 
-#define _T_CMP(a, op, b, fatal)						\
+/* 1: signed integer, 2: floating point, 0: anything else (unsigned
+ * integers, bool, enums, pointers: compared as unsigned). */
+#define _T_KIND(x) _Generic((x),					\
+	float: 2, double: 2, long double: 2,				\
+	signed char: 1, short: 1, int: 1, long: 1, long long: 1,	\
+	char: (char)-1 < 0, default: 0)
+
+#define _T_CMP(a, op, b, opcode, fatal)					\
 	do {								\
-		long long _t_a = (long long)(a);			\
-		long long _t_b = (long long)(b);			\
-		if (!(_t_a op _t_b)) {					\
-			t_fail_cmp(_metadata, __FILE__, __LINE__,	\
-				   #a " " #op " " #b, _t_a, _t_b);	\
-			if (fatal)					\
-				t_bail(_metadata);			\
-		}							\
+		__typeof__(a) _t_a = (a);				\
+		__typeof__(b) _t_b = (b);				\
+		struct t_operand _t_oa = { _T_KIND(_t_a), sizeof(_t_a), &_t_a }; \
+		struct t_operand _t_ob = { _T_KIND(_t_b), sizeof(_t_b), &_t_b }; \
+		if (!t_check_cmp(_metadata, __FILE__, __LINE__,		\
+				 #a " " #op " " #b, opcode, _t_oa, _t_ob) && \
+		    (fatal))						\
+			t_bail(_metadata);				\
 	} while (0)
 
 #define _T_TRUE(c, fatal)						\
@@ -220,23 +239,23 @@ void t_bail(struct t_meta *m) __attribute__((noreturn));
 		}							\
 	} while (0)
 
-#define ASSERT_EQ(a, b) _T_CMP(a, ==, b, 1)
-#define ASSERT_NE(a, b) _T_CMP(a, !=, b, 1)
-#define ASSERT_LT(a, b) _T_CMP(a, <, b, 1)
-#define ASSERT_LE(a, b) _T_CMP(a, <=, b, 1)
-#define ASSERT_GT(a, b) _T_CMP(a, >, b, 1)
-#define ASSERT_GE(a, b) _T_CMP(a, >=, b, 1)
+#define ASSERT_EQ(a, b) _T_CMP(a, ==, b, T_OP_EQ, 1)
+#define ASSERT_NE(a, b) _T_CMP(a, !=, b, T_OP_NE, 1)
+#define ASSERT_LT(a, b) _T_CMP(a, <, b, T_OP_LT, 1)
+#define ASSERT_LE(a, b) _T_CMP(a, <=, b, T_OP_LE, 1)
+#define ASSERT_GT(a, b) _T_CMP(a, >, b, T_OP_GT, 1)
+#define ASSERT_GE(a, b) _T_CMP(a, >=, b, T_OP_GE, 1)
 #define ASSERT_TRUE(c) _T_TRUE(c, 1)
 #define ASSERT_FALSE(c) _T_TRUE(!(c), 1)
 #define ASSERT_STREQ(a, b) _T_STREQ(a, b, 1)
 #define ASSERT_STRSTR(h, n) _T_STRSTR(h, n, 1)
 #define ASSERT_MEMEQ(a, b, len) _T_MEMEQ(a, b, len, 1)
-#define EXPECT_EQ(a, b) _T_CMP(a, ==, b, 0)
-#define EXPECT_NE(a, b) _T_CMP(a, !=, b, 0)
-#define EXPECT_LT(a, b) _T_CMP(a, <, b, 0)
-#define EXPECT_LE(a, b) _T_CMP(a, <=, b, 0)
-#define EXPECT_GT(a, b) _T_CMP(a, >, b, 0)
-#define EXPECT_GE(a, b) _T_CMP(a, >=, b, 0)
+#define EXPECT_EQ(a, b) _T_CMP(a, ==, b, T_OP_EQ, 0)
+#define EXPECT_NE(a, b) _T_CMP(a, !=, b, T_OP_NE, 0)
+#define EXPECT_LT(a, b) _T_CMP(a, <, b, T_OP_LT, 0)
+#define EXPECT_LE(a, b) _T_CMP(a, <=, b, T_OP_LE, 0)
+#define EXPECT_GT(a, b) _T_CMP(a, >, b, T_OP_GT, 0)
+#define EXPECT_GE(a, b) _T_CMP(a, >=, b, T_OP_GE, 0)
 #define EXPECT_TRUE(c) _T_TRUE(c, 0)
 #define EXPECT_FALSE(c) _T_TRUE(!(c), 0)
 #define EXPECT_STREQ(a, b) _T_STREQ(a, b, 0)

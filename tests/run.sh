@@ -15,6 +15,7 @@
 #          cached kernel
 #          (tests/vm/fetch-kernels.sh --list)
 #   all    unit, then ktls when this kernel has the tls ULP, else vm
+#   fuzz   every libFuzzer target of `make fuzz` for FUZZ_SECONDS (30) each
 #
 # Results are read from TAP, not exit codes: a test binary that stops
 # before its plan is complete counts the missing cases as failed.  With
@@ -33,7 +34,7 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--build) build=$2; shift 2 ;;
 	--san-build) san=$2; shift 2 ;;
-	-h|--help) sed -n '3,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '3,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) tiers+=("$1"); shift ;;
 	esac
 done
@@ -183,6 +184,8 @@ for t in "${tiers[@]}"; do
 	unit) tier_unit ;;
 	ktls) tier_ktls ;;
 	vm) tier_vm ;;
+	fuzz) run_script fuzz scripts/fuzz.sh --build "$build" \
+		--seconds "${FUZZ_SECONDS:-30}" ;;
 	all)
 		tier_unit
 		if native_ktls; then tier_ktls; else

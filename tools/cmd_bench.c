@@ -14,8 +14,8 @@
  * OpenSSL, the libvirt-style tunnel) and a way to send.  Runs are interleaved: run 1 of
  * every row, then run 2, ...
  *
- * This file: the options, the mode and cipher tables, the main loop.  The
- * other bench_*.c files are listed in bench.h.
+ * This file: the options and the main loop.  The mode and cipher tables
+ * are in bench_table.c; the other bench_*.c files are listed in bench.h.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -29,81 +29,6 @@
 #include <time.h>
 
 #include "bench.h"
-
-/* ---- the matrix as data ---------------------------------------------------- */
-
-const struct bench_mode bench_modes[] = {
-	{ "tcp-write", XP_TCP, SEND_WRITE, false,
-	  "plaintext TCP, write(2) from the mapped memfd" },
-	{ "tcp-sendfile", XP_TCP, SEND_SENDFILE, false,
-	  "plaintext TCP, sendfile(2) from the memfd" },
-	{ "tcp-splice", XP_TCP, SEND_SPLICE, false,
-	  "plaintext TCP, splice(2) memfd -> pipe -> socket" },
-	{ "tcp-uring", XP_TCP, SEND_URING, false,
-	  "plaintext TCP, io_uring SEND (liburing), one in flight" },
-	{ "tls-user", XP_TLS_USER, SEND_SESSION, false,
-	  "userspace-TLS fallback: ktm session with --ktls=off "
-	  "(ktm_session_send/recv, OpenSSL)" },
-	{ "ktls-write", XP_KTLS, SEND_WRITE, false,
-	  "kernel TLS: write(2) on the ktm session fd" },
-	{ "ktls-sendfile", XP_KTLS, SEND_SENDFILE, false,
-	  "kernel TLS: sendfile(2) on the ktm session fd" },
-	{ "ktls-splice", XP_KTLS, SEND_SPLICE, false,
-	  "kernel TLS: splice(2) onto the ktm session fd" },
-	{ "ktls-uring", XP_KTLS, SEND_URING, false,
-	  "kernel TLS: io_uring SEND on the ktm session fd" },
-	{ "ktls-write-nopad", XP_KTLS, SEND_WRITE, true,
-	  "ktls-write, receiver with TLS_RX_EXPECT_NO_PAD "
-	  "(ktm_config_set_rx_no_pad, Linux 6.0+)" },
-	{ "ktls-sendfile-nopad", XP_KTLS, SEND_SENDFILE, true,
-	  "ktls-sendfile, receiver with TLS_RX_EXPECT_NO_PAD "
-	  "(ktm_config_set_rx_no_pad, Linux 6.0+)" },
-	{ "ktls-splice-nopad", XP_KTLS, SEND_SPLICE, true,
-	  "ktls-splice, receiver with TLS_RX_EXPECT_NO_PAD "
-	  "(ktm_config_set_rx_no_pad, Linux 6.0+)" },
-	{ "ktls-uring-nopad", XP_KTLS, SEND_URING, true,
-	  "ktls-uring, receiver with TLS_RX_EXPECT_NO_PAD "
-	  "(ktm_config_set_rx_no_pad, Linux 6.0+)" },
-	{ "openssl-ktls", XP_OPENSSL, SEND_SSL, false,
-	  "peer: OpenSSL's own kTLS (SSL_OP_ENABLE_KTLS + SSL_sendfile; "
-	  "SSL_write when OpenSSL did not enable kTLS), receiver SSL_read" },
-	{ "tunnel", XP_TUNNEL, SEND_TUNNEL, false,
-	  "2009 baseline: libvirt-style tunnel, 64 KiB chunks each waiting "
-	  "for an empty reply, over the userspace-TLS session (one stream, "
-	  "TCP_NODELAY)" },
-};
-_Static_assert(sizeof(bench_modes) / sizeof(bench_modes[0]) == BENCH_NMODES,
-	       "BENCH_NMODES must count bench_modes[]");
-
-const struct bench_cipher bench_ciphers[] = {
-	{ "aes-128-gcm", KTM_CIPHER_AES_GCM_128, "TLS_AES_128_GCM_SHA256" },
-	{ "aes-256-gcm", KTM_CIPHER_AES_GCM_256, "TLS_AES_256_GCM_SHA384" },
-	{ "chacha20-poly1305", KTM_CIPHER_CHACHA20_POLY1305,
-	  "TLS_CHACHA20_POLY1305_SHA256" },
-};
-_Static_assert(sizeof(bench_ciphers) / sizeof(bench_ciphers[0]) ==
-	       BENCH_NCIPHERS, "BENCH_NCIPHERS must count bench_ciphers[]");
-
-/* ---- small helpers ---------------------------------------------------------- */
-
-double bench_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-void bench_copy_str(char *dst, size_t len, const char *src)
-{
-	size_t n = strlen(src);
-
-	if (n >= len)
-		n = len - 1;
-
-	memcpy(dst, src, n);
-	dst[n] = '\0';
-}
 
 static bool parse_size(const char *s, uint64_t *out)
 {

@@ -10,18 +10,6 @@
 
 #include "tool.h"
 
-const char *tool_prog = "ktls-migrate";
-
-void tool_error(struct ktm_error *err)
-{
-	const char *hint = ktm_error_hint(err);
-
-	fprintf(stderr, "%s: %s\n", tool_prog, ktm_error_message(err));
-	if (hint)
-		fprintf(stderr, "  hint: %s\n", hint);
-	ktm_error_free(err);
-}
-
 static void usage(FILE *out)
 {
 	fprintf(out,

@@ -12,6 +12,8 @@
 #include <stdio.h>
 
 #include "ktm.h"
+#include "proxy.h"
+#include "qmp.h"
 
 extern const char *tool_prog;
 

@@ -62,6 +62,28 @@ const char *ktm_error_hint(const struct ktm_error *err);
 /* Accepts NULL. */
 void ktm_error_free(struct ktm_error *err);
 
+#define KTM_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+
+/*
+ * For code that links the library and reports in its terms (callbacks,
+ * the tool's own modules).  Set *errp (when errp is not NULL) to a new
+ * error of @cls with the OS errno @errnum (0 for none) and a message from
+ * @fmt: one phrase naming the object and value, without trailing period or
+ * newline.  *errp must be NULL: an error is set exactly once (a debug build
+ * aborts otherwise, as QEMU's error_setv asserts).
+ */
+void ktm_error_set(struct ktm_error **errp, enum ktm_error_class cls,
+		   int errnum, const char *fmt, ...) KTM_PRINTF(4, 5);
+/* Attach the remedy to an error just set; no-op when errp is NULL. */
+void ktm_error_hint_set(struct ktm_error **errp, const char *fmt, ...)
+	KTM_PRINTF(2, 3);
+/*
+ * Hand @err (taken; may be NULL: nothing happens) to the caller: into
+ * *dst_errp when @dst_errp is not NULL (*dst_errp must be NULL, as for
+ * ktm_error_set), else freed.  QEMU's error_propagate.
+ */
+void ktm_error_propagate(struct ktm_error **dst_errp, struct ktm_error *err);
+
 /* ------------------------------------------------------------------ */
 /* TLS versions and ciphers                                            */
 /* ------------------------------------------------------------------ */
@@ -162,6 +184,8 @@ enum ktm_ktls_policy {
 struct ktm_config *ktm_config_new(enum ktm_endpoint endpoint,
 				  struct ktm_error **errp);
 void ktm_config_free(struct ktm_config *cfg);
+/* The endpoint @cfg was made for. */
+enum ktm_endpoint ktm_config_endpoint(const struct ktm_config *cfg);
 
 /*
  * Credentials directory in QEMU's tls-creds-x509 layout: ca-cert.pem,
@@ -345,6 +369,13 @@ bool ktm_fd_send(int unix_fd, int fd, const char *name,
 int ktm_fd_recv(int unix_fd, char *name, size_t name_len,
 		struct ktm_error **errp);
 
+/*
+ * The address of @fd's peer (@peer true) or of @fd itself, as messages
+ * print it: "10.0.0.7:4444", "[::1]:4444", "unix:PATH"; "fd N" when the
+ * socket has none.  Written into @buf, which is returned.
+ */
+const char *ktm_fd_addr_text(int fd, bool peer, char *buf, size_t len);
+
 /* ------------------------------------------------------------------ */
 /* Migration stream (lib/migrate.c, lib/stream.c)                      */
 /* ------------------------------------------------------------------ */
@@ -447,30 +478,16 @@ bool ktm_migration_digest_ok(const struct ktm_migration *m);
 unsigned int ktm_migration_requests_served(const struct ktm_migration *m);
 
 /* ------------------------------------------------------------------ */
-/* Proxy (lib/proxy.c)                                                 */
+/* Relay (lib/relay.c): a plain-fd view of a session                   */
 /* ------------------------------------------------------------------ */
 
 /*
- * A proxy puts one authenticated TLS connection under migration code that
- * speaks plain stream sockets (QEMU's `migrate unix:PATH`).  It has two
- * ends, chosen by the configuration's endpoint:
- *
- *  - source (KTM_ENDPOINT_CLIENT): listens on the plain @local address; each
- *    connection accepted there gets its own session, ktm_session_connect()
- *    to @remote ("HOST:PORT"), the destination end;
- *  - destination (KTM_ENDPOINT_SERVER): listens for sessions on @remote
- *    ("[HOST:]PORT"; no host: every address) and for each one that passes
- *    the handshake connects to the plain @local address (QEMU's -incoming).
- *
- * @local is "unix:PATH" or "tcp:HOST:PORT" (a loopback address only:
- * plaintext guest memory must not cross a network).  A unix socket the
- * source end creates is removed by ktm_proxy_free(); a stale one (nobody
- * listening) is replaced.
- *
- * Every connection is handled in its own thread, so QEMU's multifd
- * channels become parallel TLS streams.  Sessions are set up one at a time
- * in accept order, which keeps the order in which the destination QEMU
- * sees its channels (QEMU 7.2 takes the first as the main channel).
+ * A relay moves the bytes of one session to and from a plain stream socket
+ * (for migration code that speaks plain sockets, such as QEMU's
+ * `migrate unix:PATH`).  Accepting connections, choosing addresses and the
+ * socket policy (loopback only, owner-only unix sockets) belong to the
+ * caller: the tool's proxy (`ktls-migrate proxy`, tools/proxy.c) is one,
+ * built on these calls alone.
  *
  * Bytes move with splice(2) on the kernel-TLS path (plain socket -> pipe ->
  * kTLS socket and back; one thread per direction) and through
@@ -479,50 +496,45 @@ unsigned int ktm_migration_requests_served(const struct ktm_migration *m);
  * towards the other; close_notify becomes shutdown(SHUT_WR) of the plain
  * socket.  A connection closed without close_notify is a truncation error.
  */
-struct ktm_proxy;
-/* One relayed connection; valid only during the report callback. */
+/* One relayed connection. */
 struct ktm_proxy_conn;
 
 /*
- * Called once per connection when it ended, from the connection's thread;
- * the proxy runs one callback at a time.  @err (borrowed; NULL when both
- * directions ended cleanly) says why it failed.
+ * Called once per connection when it ended, from the thread that ran
+ * it.  @err (borrowed; NULL when both directions ended cleanly) says why
+ * it failed.
  */
 typedef void (*ktm_proxy_report_fn)(const struct ktm_proxy_conn *conn,
 				    const struct ktm_error *err, void *opaque);
 
 /*
- * Create a proxy end and bind its listening socket (so clients can connect
- * as soon as this returns; ktm_proxy_address() says where).  @cfg is
- * borrowed and must outlive the proxy.  Returns NULL with *errp
- * (KTM_ERR_CONFIG for a bad address, KTM_ERR_IO when the bind fails).
+ * A connection numbered @id, named @peer (the TLS side, "10.0.0.7:4444")
+ * and @local (the plain side, "unix:PATH") in messages; its clock starts
+ * now.  It relays nothing until ktm_proxy_conn_attach().  NULL with *errp
+ * (KTM_ERR_INTERNAL) when out of memory.
  */
-struct ktm_proxy *ktm_proxy_new(const struct ktm_config *cfg,
-				const char *local, const char *remote,
-				struct ktm_error **errp);
-/* The listening address as bound, e.g. "127.0.0.1:40123" or
- * "unix:/run/mig.sock" (port 0 becomes the chosen port).  Owned by the
- * proxy. */
-const char *ktm_proxy_address(const struct ktm_proxy *p);
-/* Report finished connections to @fn (NULL: no reports).  Before run. */
-void ktm_proxy_set_report(struct ktm_proxy *p, ktm_proxy_report_fn fn,
-			  void *opaque);
-/*
- * Serve connections, blocking, until ktm_proxy_stop() or, with
- * @max_conns > 0, until that many connections were accepted and have
- * ended.  Returns the number of connections that failed (0 when all ended
- * cleanly), or -1 with *errp when the proxy itself could not go on (the
- * listening socket failed).  On stop, connections still open are cut and
- * count as failed; a handshake in progress is let finish first (at most
- * the configuration's connect + handshake timeouts).
- */
-int ktm_proxy_run(struct ktm_proxy *p, unsigned int max_conns,
-		  struct ktm_error **errp);
-/* Make ktm_proxy_run() return.  Async-signal-safe; any thread. */
-void ktm_proxy_stop(struct ktm_proxy *p);
-/* Stop (if running elsewhere, the caller must have joined it), close the
- * listener, remove a unix socket it created.  Accepts NULL. */
-void ktm_proxy_free(struct ktm_proxy *p);
+struct ktm_proxy_conn *ktm_proxy_conn_new(unsigned int id, const char *peer,
+					  const char *local,
+					  struct ktm_error **errp);
+/* Give @c the session @s and the connected plain socket @local_fd; takes
+ * both (either may be NULL / -1 for a connection that failed before it
+ * had one).  Once, before ktm_proxy_conn_run(). */
+void ktm_proxy_conn_attach(struct ktm_proxy_conn *c, struct ktm_session *s,
+			   int local_fd);
+/* Relay, blocking, until both directions ended or one failed.  Blocks
+ * SIGPIPE in the calling thread. */
+void ktm_proxy_conn_run(struct ktm_proxy_conn *c);
+/* Record @err (taken; the first failure wins) and cut the connection both
+ * ways so a running ktm_proxy_conn_run() returns.  Any thread. */
+void ktm_proxy_conn_fail(struct ktm_proxy_conn *c, struct ktm_error *err);
+/* Stop the clock, call @report (may be NULL), then close both sockets and
+ * free the session.  Once, after run (or instead of it). */
+void ktm_proxy_conn_finish(struct ktm_proxy_conn *c, ktm_proxy_report_fn report,
+			   void *opaque);
+/* The first failure, or NULL.  Owned by @c. */
+const struct ktm_error *ktm_proxy_conn_error(const struct ktm_proxy_conn *c);
+/* Accepts NULL.  After ktm_proxy_conn_finish(). */
+void ktm_proxy_conn_free(struct ktm_proxy_conn *c);
 
 /*
  * Relay one connection in the calling thread: bytes both ways between the
@@ -538,7 +550,7 @@ bool ktm_proxy_relay(struct ktm_session *s, int local_fd,
 		     ktm_proxy_report_fn report, void *opaque,
 		     struct ktm_error **errp);
 
-/* Connection number, 1, 2, ... in accept order (0 for ktm_proxy_relay). */
+/* The number given to ktm_proxy_conn_new() (0 for ktm_proxy_relay). */
 unsigned int ktm_proxy_conn_id(const struct ktm_proxy_conn *conn);
 /* The TLS peer ("10.0.0.7:4444") and the plain side ("unix:PATH"). */
 const char *ktm_proxy_conn_peer(const struct ktm_proxy_conn *conn);
@@ -549,53 +561,8 @@ const struct ktm_session *ktm_proxy_conn_session(const struct ktm_proxy_conn *co
  * KTM_DIR_RX from the TLS peer to the plain side. */
 uint64_t ktm_proxy_conn_bytes(const struct ktm_proxy_conn *conn,
 			      enum ktm_dir dir);
-/* Seconds from accept to the end of the connection. */
+/* Seconds from ktm_proxy_conn_new() to ktm_proxy_conn_finish(). */
 double ktm_proxy_conn_seconds(const struct ktm_proxy_conn *conn);
-
-/*
- * QMP (lib/qmp.c): the few commands that hand a migration socket to QEMU.
- *
- * Open QEMU's QMP unix socket @path, read the greeting and negotiate
- * (qmp_capabilities).  Every later read waits at most @timeout_ms (0: 30 s)
- * for QEMU.  Returns NULL with *errp (KTM_ERR_IO when the socket cannot be
- * reached, KTM_ERR_PEER when QEMU does not speak QMP).
- */
-struct ktm_qmp;
-struct ktm_qmp *ktm_qmp_open(const char *path, unsigned int timeout_ms,
-			     struct ktm_error **errp);
-/* Close the socket and free.  Accepts NULL. */
-void ktm_qmp_close(struct ktm_qmp *q);
-/*
- * Run one command, @command being its JSON object text
- * ({"execute": "...", "arguments": {...}}).  With @fd >= 0 the fd travels
- * with the command (SCM_RIGHTS; borrowed), as `getfd` needs.  Events that
- * arrive meanwhile are skipped.  Returns the "return" value as JSON text
- * (the caller frees it), or NULL with *errp: KTM_ERR_PEER carrying QEMU's
- * error description when QEMU refused, or when QEMU went away.
- */
-char *ktm_qmp_execute(struct ktm_qmp *q, const char *command, int fd,
-		      struct ktm_error **errp);
-/*
- * Hand @fd (borrowed; close it afterwards) to QEMU as @name (`getfd`) and
- * start the migration on it: `migrate` with uri "fd:NAME" for
- * KTM_ENDPOINT_CLIENT (the source), `migrate-incoming` for
- * KTM_ENDPOINT_SERVER (the destination, which must have been started with
- * `-incoming defer`).  Returns true, or false with *errp.
- */
-bool ktm_qmp_migrate_fd(struct ktm_qmp *q, enum ktm_endpoint endpoint,
-			int fd, const char *name, struct ktm_error **errp);
-/*
- * Poll `query-migrate` every 50 ms until QEMU reports "completed" (true)
- * or "failed"/"cancelled" (false, *errp carrying QEMU's error-desc when it
- * gives one), for at most @timeout_ms (0: no limit).  On success
- * @transferred and @total_ms (either may be NULL) receive QEMU's
- * ram.transferred and total-time (0 where QEMU reports none, e.g. on the
- * destination).  A destination QEMU exits when an incoming migration
- * fails: that is reported as KTM_ERR_PEER.
- */
-bool ktm_qmp_migrate_wait(struct ktm_qmp *q, unsigned int timeout_ms,
-			  uint64_t *transferred, uint64_t *total_ms,
-			  struct ktm_error **errp);
 
 #ifdef __cplusplus
 }

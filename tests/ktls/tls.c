@@ -158,7 +158,7 @@ FIXTURE_VARIANT(tls)
 	enum ktm_cipher cipher;
 };
 
-#define KTM_CIPHER(name_, K, label_, o13, o12)				\
+#define KTM_CIPHER(name_, K, label_)				\
 	FIXTURE_VARIANT_ADD(tls, 12_##name_) {				\
 		.version = TLS_1_2_VERSION, .cipher = KTM_CIPHER_##K,	\
 	};								\

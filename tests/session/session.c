@@ -108,7 +108,7 @@ FIXTURE_VARIANT(session)
 	enum ktm_cipher cipher;
 };
 
-#define KTM_CIPHER(name_, K, label_, o13, o12)				\
+#define KTM_CIPHER(name_, K, label_)				\
 	FIXTURE_VARIANT_ADD(session, 12_##name_) {			\
 		.version = KTM_TLS_1_2, .cipher = KTM_CIPHER_##K,	\
 	};								\

@@ -6,6 +6,7 @@
 
 #include "harness.h"
 #include "ktls.h"
+#include "ktm.h"
 
 #ifndef SOL_TLS
 #define SOL_TLS 282
@@ -25,7 +26,7 @@ FIXTURE_VARIANT(cipher)
 	size_t key_len, salt_len, info_len;
 };
 
-#define KTM_CIPHER(name_, K, label_, o13, o12)				\
+#define KTM_CIPHER(name_, K, label_)				\
 	FIXTURE_VARIANT_ADD(cipher, 12_##name_) {			\
 		.version = TLS_1_2_VERSION, .cipher = KTM_CIPHER_##K,	\
 		.kernel_type = TLS_CIPHER_##K,				\

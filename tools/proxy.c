@@ -1,17 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
- * The proxy: kTLS under migration code that speaks plain stream sockets.
- * One session per plain connection, each relayed in its own thread(s).
- * See "Proxy" in ktm.h for the two ends and the end-of-stream rules.
+ * The tool's proxy: kTLS under migration code that speaks plain stream
+ * sockets.  The accept loop and the socket policy (loopback only, an
+ * owner-only unix socket) live here, in the tool, not in libktm; each
+ * connection is relayed by the library (ktm_proxy_conn_*, "Relay" in
+ * ktm.h) in its own thread.  See proxy.h for the two ends.
  *
  * Threads: the thread in ktm_proxy_run() accepts and sets sessions up, one
- * at a time; each connection then has one thread, plus a second one on
- * the kernel path (one per direction).  The two kernel-path threads share
- * the session only as far as the kernel allows: the downstream thread is
- * the only one that calls ktm_session_recv(), the upstream thread the only
- * one that calls ktm_session_shutdown(); data moves by splice on the fd.
- * On the userspace path OpenSSL owns the socket and one thread does both
- * directions.
+ * at a time; each connection then has one thread (the library adds a
+ * second one on the kernel path, one per direction).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -31,7 +28,40 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#include "proxy.h"
+#include "tool.h"
+
+struct addr {
+	bool is_unix;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char host[256];		/* "" when not given (listen on every address) */
+	char port[16];
+	char text[300];		/* for messages: "unix:/p" or "host:port" */
+};
+
+/* One connection of the accept loop around the library's relay. */
+struct proxy_conn {
+	struct ktm_proxy *p;
+	struct ktm_proxy_conn *c;	/* owned */
+	bool done;			/* under p->lock: the thread may be joined */
+	pthread_t thread;
+	struct proxy_conn *next;
+};
+
+struct ktm_proxy {
+	const struct ktm_config *cfg;	/* borrowed */
+	bool source;			/* client config: plain listen, TLS connect */
+	struct addr local, remote;
+	int listen_fd;
+	char address[300];		/* the listening address as bound */
+	bool unlink_path;		/* we created local.path */
+	int wake[2];			/* self-pipe: stop, or a connection ended */
+	volatile sig_atomic_t stopping;
+	ktm_proxy_report_fn report;
+	void *opaque;
+	pthread_mutex_t lock;		/* conns, reports */
+	struct proxy_conn *conns;
+	unsigned int next_id;
+};
 
 /* ---- addresses ------------------------------------------------------------- */
 
@@ -109,36 +139,6 @@ static bool is_loopback(const struct sockaddr *sa)
 	if (sa->sa_family == AF_INET6)
 		return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
 	return false;
-}
-
-static void sockaddr_text(const struct sockaddr *sa, char *buf, size_t len)
-{
-	char ip[INET6_ADDRSTRLEN] = "?";
-
-	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
-
-		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-		snprintf(buf, len, "[%s]:%u", ip, ntohs(a->sin6_port));
-	} else if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
-
-		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-		snprintf(buf, len, "%s:%u", ip, ntohs(a->sin_port));
-	} else {
-		snprintf(buf, len, "?");
-	}
-}
-
-void ktm_proxy_peer_text(int fd, char *buf, size_t len)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl))
-		snprintf(buf, len, "fd %d", fd);
-	else
-		sockaddr_text((struct sockaddr *)&ss, buf, len);
 }
 
 static struct addrinfo *resolve(const struct addr *a, bool passive,
@@ -242,8 +242,6 @@ err_close:
 static int listen_tcp(struct ktm_proxy *p, const struct addr *a,
 		      struct ktm_error **errp)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
 	struct addrinfo *res, *ai;
 	int fd = -1, err = 0, one = 1;
 
@@ -273,8 +271,7 @@ static int listen_tcp(struct ktm_proxy *p, const struct addr *a,
 					   a->port);
 		return -1;
 	}
-	if (!getsockname(fd, (struct sockaddr *)&ss, &sl))
-		sockaddr_text((struct sockaddr *)&ss, p->address, sizeof(p->address));
+	ktm_fd_addr_text(fd, false, p->address, sizeof(p->address));
 	return fd;
 }
 
@@ -330,19 +327,28 @@ static void wake(struct ktm_proxy *p)
 	/* EAGAIN: the pipe is full, the loop wakes anyway */
 }
 
+/* The user's report, one at a time. */
+static void report_locked(const struct ktm_proxy_conn *c,
+			  const struct ktm_error *err, void *opaque)
+{
+	struct ktm_proxy *p = opaque;
+
+	if (!p->report)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->report(c, err, p->opaque);
+	pthread_mutex_unlock(&p->lock);
+}
+
 static void *conn_main(void *arg)
 {
-	struct ktm_proxy_conn *c = arg;
-	struct ktm_proxy *p = c->p;
-	sigset_t pipe_set;
+	struct proxy_conn *pc = arg;
+	struct ktm_proxy *p = pc->p;
 
-	sigemptyset(&pipe_set);
-	sigaddset(&pipe_set, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &pipe_set, NULL);
-	ktm_relay_run(c);
-	ktm_relay_conn_finish(c, p->report, p->opaque, &p->lock);
+	ktm_proxy_conn_run(pc->c);
+	ktm_proxy_conn_finish(pc->c, report_locked, p);
 	pthread_mutex_lock(&p->lock);
-	c->done = true;
+	pc->done = true;
 	pthread_mutex_unlock(&p->lock);
 	wake(p);
 	return NULL;
@@ -364,7 +370,7 @@ struct ktm_proxy *ktm_proxy_new(const struct ktm_config *cfg,
 	p->listen_fd = -1;
 	p->wake[0] = p->wake[1] = -1;
 	pthread_mutex_init(&p->lock, NULL);
-	p->source = cfg->endpoint == KTM_ENDPOINT_CLIENT;
+	p->source = ktm_config_endpoint(cfg) == KTM_ENDPOINT_CLIENT;
 	if (!parse_addr(local, true, p->source, &p->local, errp) ||
 	    !parse_addr(remote, false, !p->source, &p->remote, errp) ||
 	    !check_loopback(&p->local, errp))
@@ -411,6 +417,16 @@ void ktm_proxy_stop(struct ktm_proxy *p)
 	errno = saved;
 }
 
+/* A connection that failed before it could relay: report it, count it. */
+static void conn_failed(struct ktm_proxy *p, struct ktm_proxy_conn *c,
+			struct ktm_error *e, unsigned int *failed)
+{
+	ktm_proxy_conn_fail(c, e);
+	ktm_proxy_conn_finish(c, report_locked, p);
+	ktm_proxy_conn_free(c);
+	(*failed)++;
+}
+
 /*
  * Set up one connection: accept on the listener, make the session (source:
  * connect to the destination end; destination: handshake on the accepted
@@ -418,13 +434,16 @@ void ktm_proxy_stop(struct ktm_proxy *p)
  * or NULL when it failed (already reported; *failed counts it) or the
  * accept found nothing.
  */
-static struct ktm_proxy_conn *conn_establish(struct ktm_proxy *p,
-					     unsigned int *failed,
-					     struct ktm_error **fatal)
+static struct proxy_conn *conn_establish(struct ktm_proxy *p,
+					 unsigned int *failed,
+					 struct ktm_error **fatal)
 {
+	char peer[300], local[300];
+	struct ktm_session *s = NULL;
 	struct ktm_proxy_conn *c;
 	struct ktm_error *e = NULL;
-	int fd;
+	struct proxy_conn *pc;
+	int fd, local_fd = -1;
 
 	fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 	if (fd < 0) {
@@ -436,54 +455,51 @@ static struct ktm_proxy_conn *conn_establish(struct ktm_proxy *p,
 			      p->address, strerror(errno));
 		return NULL;
 	}
-	c = malloc(sizeof(*c));
-	if (!c) {
+	if (p->source) {
+		if (p->local.is_unix)
+			snprintf(local, sizeof(local), "%s", p->address);
+		else
+			ktm_fd_addr_text(fd, true, local, sizeof(local));
+		snprintf(peer, sizeof(peer), "%s", p->remote.text);
+	} else {
+		ktm_fd_addr_text(fd, true, peer, sizeof(peer));
+		snprintf(local, sizeof(local), "%s", p->local.text);
+	}
+	c = ktm_proxy_conn_new(++p->next_id, peer, local, NULL);
+	pc = calloc(1, sizeof(*pc));
+	if (!c || !pc) {
+		ktm_proxy_conn_free(c);
+		free(pc);
 		close(fd);
 		(*failed)++;
 		return NULL;
 	}
-	ktm_relay_conn_init(c);
-	c->p = p;
-	c->id = ++p->next_id;
 	if (p->source) {
-		c->local = fd;
-		if (p->local.is_unix)
-			snprintf(c->local_name, sizeof(c->local_name), "%s",
-				 p->address);
-		else
-			ktm_proxy_peer_text(fd, c->local_name, sizeof(c->local_name));
-		snprintf(c->peer, sizeof(c->peer), "%s", p->remote.text);
-		c->s = ktm_session_connect(p->cfg, p->remote.host,
-					   p->remote.port, &e);
+		local_fd = fd;
+		s = ktm_session_connect(p->cfg, p->remote.host, p->remote.port,
+					&e);
 	} else {
-		ktm_proxy_peer_text(fd, c->peer, sizeof(c->peer));
-		snprintf(c->local_name, sizeof(c->local_name), "%s",
-			 p->local.text);
 		/* takes fd, also on failure */
-		c->s = ktm_session_new_fd(p->cfg, fd, NULL, &e);
+		s = ktm_session_new_fd(p->cfg, fd, NULL, &e);
 		/* Only an authenticated peer gets to reach QEMU. */
-		if (c->s)
-			c->local = connect_local(&p->local, &e);
+		if (s)
+			local_fd = connect_local(&p->local, &e);
 	}
-	if (c->s)
-		c->tls = ktm_session_fd(c->s);
-	if (!c->s || c->local < 0) {
-		c->err = e;
-		c->aborted = true;
-		ktm_relay_conn_finish(c, p->report, p->opaque, &p->lock);
-		ktm_error_free(c->err);
-		pthread_mutex_destroy(&c->lock);
-		free(c);
-		(*failed)++;
+	ktm_proxy_conn_attach(c, s, local_fd);
+	if (!s || local_fd < 0) {
+		conn_failed(p, c, e, failed);
+		free(pc);
 		return NULL;
 	}
-	return c;
+	pc->p = p;
+	pc->c = c;
+	return pc;
 }
 
 /* Join the connections that ended; count the failed ones. */
 static unsigned int reap(struct ktm_proxy *p, unsigned int *failed, bool all)
 {
-	struct ktm_proxy_conn **pp = &p->conns, *c;
+	struct proxy_conn **pp = &p->conns, *c;
 	unsigned int active = 0;
 
 	for (;;) {
@@ -501,10 +517,9 @@ static unsigned int reap(struct ktm_proxy *p, unsigned int *failed, bool all)
 			continue;
 		}
 		pthread_join(c->thread, NULL);
-		if (c->err)
+		if (ktm_proxy_conn_error(c->c))
 			(*failed)++;
-		ktm_error_free(c->err);
-		pthread_mutex_destroy(&c->lock);
+		ktm_proxy_conn_free(c->c);
 		pthread_mutex_lock(&p->lock);
 		*pp = c->next;
 		pthread_mutex_unlock(&p->lock);
@@ -526,7 +541,7 @@ int ktm_proxy_run(struct ktm_proxy *p, unsigned int max_conns,
 {
 	struct ktm_error *fatal = NULL;
 	unsigned int failed = 0, accepted = 0, active;
-	struct ktm_proxy_conn *c;
+	struct proxy_conn *c;
 	int ret;
 
 	for (;;) {
@@ -556,16 +571,14 @@ int ktm_proxy_run(struct ktm_proxy *p, unsigned int max_conns,
 			continue;
 		ret = pthread_create(&c->thread, NULL, conn_main, c);
 		if (ret) {
-			ktm_error_set(&c->err, KTM_ERR_IO, ret, "cannot start a "
+			struct ktm_error *e = NULL;
+
+			ktm_error_set(&e, KTM_ERR_IO, ret, "cannot start a "
 				      "thread for the connection from %s: %s",
-				      p->source ? c->local_name : c->peer,
-				      strerror(ret));
-			c->aborted = true;
-			ktm_relay_conn_finish(c, p->report, p->opaque, &p->lock);
-			ktm_error_free(c->err);
-			pthread_mutex_destroy(&c->lock);
+				      p->source ? ktm_proxy_conn_local(c->c) :
+				      ktm_proxy_conn_peer(c->c), strerror(ret));
+			conn_failed(p, c->c, e, &failed);
 			free(c);
-			failed++;
 			continue;
 		}
 		pthread_mutex_lock(&p->lock);
@@ -582,16 +595,14 @@ int ktm_proxy_run(struct ktm_proxy *p, unsigned int max_conns,
 		if (c->done)
 			continue;
 		ktm_error_set(&e, KTM_ERR_IO, ECANCELED, "proxy stopped while "
-			      "the connection to %s was open", c->peer);
-		ktm_relay_conn_fail(c, e);
+			      "the connection to %s was open",
+			      ktm_proxy_conn_peer(c->c));
+		ktm_proxy_conn_fail(c->c, e);
 	}
 	pthread_mutex_unlock(&p->lock);
 	reap(p, &failed, true);
 	if (fatal) {
-		if (errp)
-			*errp = fatal;
-		else
-			ktm_error_free(fatal);
+		ktm_error_propagate(errp, fatal);
 		return -1;
 	}
 	return (int)failed;
@@ -611,41 +622,4 @@ void ktm_proxy_free(struct ktm_proxy *p)
 		close(p->wake[1]);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
-}
-
-/* ---- connection status ----------------------------------------------------- */
-
-unsigned int ktm_proxy_conn_id(const struct ktm_proxy_conn *conn)
-{
-	return conn->id;
-}
-
-const char *ktm_proxy_conn_peer(const struct ktm_proxy_conn *conn)
-{
-	return conn->peer;
-}
-
-const char *ktm_proxy_conn_local(const struct ktm_proxy_conn *conn)
-{
-	return conn->local_name;
-}
-
-const struct ktm_session *ktm_proxy_conn_session(const struct ktm_proxy_conn *conn)
-{
-	return conn->s;
-}
-
-uint64_t ktm_proxy_conn_bytes(const struct ktm_proxy_conn *conn,
-			      enum ktm_dir dir)
-{
-	return conn->bytes[dir == KTM_DIR_RX];
-}
-
-double ktm_proxy_conn_seconds(const struct ktm_proxy_conn *conn)
-{
-	const struct timespec *end = conn->t1.tv_sec || conn->t1.tv_nsec ?
-				     &conn->t1 : &conn->t0;
-
-	return (double)(end->tv_sec - conn->t0.tv_sec) +
-	       (double)(end->tv_nsec - conn->t0.tv_nsec) / 1e9;
 }

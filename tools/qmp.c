@@ -16,7 +16,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#include "internal.h"
+#include "qmp.h"
 
 #define QMP_DEFAULT_TIMEOUT_MS 30000
 #define QMP_MAX_LINE (1 << 20)
