@@ -293,7 +293,7 @@ static bool start_dest_channel(struct ktm_migration *m, unsigned int i,
 	pthread_mutex_lock(&m->lock);
 	m->running++;
 	pthread_mutex_unlock(&m->lock);
-	if (pthread_create(&c->thr, NULL, dest_channel, c)) {
+	if (ktm_mig_thread_start(&c->thr, dest_channel, c)) {
 		pthread_mutex_lock(&m->lock);
 		m->running--;
 		pthread_mutex_unlock(&m->lock);

@@ -603,6 +603,11 @@ static bool io_error(struct ktm_session *s, int err, const char *doing,
 			      "the connection to %s broke (%s): the peer went "
 			      "away without closing the TLS session", s->peer,
 			      strerror(err));
+	else if (err == EAGAIN || err == ETIMEDOUT)
+		/* SO_RCVTIMEO/SO_SNDTIMEO or TCP_USER_TIMEOUT ran out */
+		ktm_error_set(errp, KTM_ERR_PEER, ETIMEDOUT,
+			      "%s %s timed out: the peer moved no data within "
+			      "the I/O timeout", doing, s->peer);
 	else if (err == EBADMSG)
 		ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, err,
 			      "a TLS record from %s failed authentication "
@@ -623,6 +628,9 @@ static bool ssl_failed(struct ktm_session *s, int ret, const char *doing,
 
 	if (err == SSL_ERROR_SYSCALL && errno && !e)
 		return io_error(s, errno, doing, errp);
+	/* a blocking socket wants to retry only when its timeout ran out */
+	if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+		return io_error(s, EAGAIN, doing, errp);
 	if (reason == SSL_R_UNEXPECTED_EOF_WHILE_READING ||
 	    (err == SSL_ERROR_SYSCALL && !e)) {
 		ERR_clear_error();
