@@ -185,15 +185,18 @@ struct ktm_error *ktm_mig_chan_error(const struct ktm_migration *m,
 	const char *hint;
 	int no = ktm_error_errno(err);
 
-	if (no == ETIMEDOUT)
-		ktm_error_set(&e, KTM_ERR_PEER, no, "channel %u: %s (the I/O "
-			      "timeout is %u ms)", idx, ktm_error_message(err),
-			      m->io_ms);
+	if (strstr(ktm_error_message(err), "channel "))
+		ktm_error_set(&e, ktm_error_class(err), no, "%s",
+			      ktm_error_message(err));
+	else if (strstr(ktm_error_message(err), "the I/O timeout"))
+		ktm_error_set(&e, KTM_ERR_PEER, no, "channel %u: %s of %u ms",
+			      idx, ktm_error_message(err), m->io_ms);
 	else
 		ktm_error_set(&e, ktm_error_class(err), no, "channel %u: %s",
 			      idx, ktm_error_message(err));
 	hint = ktm_error_hint(err);
-	if (no == ETIMEDOUT && !hint)
+	if (no == ETIMEDOUT && !hint && strstr(ktm_error_message(err),
+						"the I/O timeout"))
 		hint = "the peer is frozen, overloaded or cut off; "
 		       "--io-timeout sets how long to wait";
 	if (hint)

@@ -130,6 +130,8 @@ static bool send_payload_kernel(struct ktm_chan *c, uint64_t off, size_t len,
 			ssize_t n = splice(m->img_fd, &o, c->pipe[1], NULL, len,
 					   SPLICE_F_MORE | SPLICE_F_MOVE);
 
+			if (n < 0 && errno == EINTR)
+				continue;
 			if (n <= 0)
 				return sock_error(c, n ? errno : EIO, errp);
 			len -= (size_t)n;
@@ -138,6 +140,8 @@ static bool send_payload_kernel(struct ktm_chan *c, uint64_t off, size_t len,
 						   (size_t)n, SPLICE_F_MORE |
 						   SPLICE_F_MOVE);
 
+				if (w < 0 && errno == EINTR)
+					continue;
 				if (w <= 0)
 					return sock_error(c, w ? errno : EPIPE, errp);
 				n -= w;
