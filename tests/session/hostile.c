@@ -257,6 +257,9 @@ enum relay_act {
 	R_FREEZE,	/* stop forwarding after @after bytes, keep both open */
 	R_SIGNAL,	/* send @sig to @victim after @after bytes, go on */
 	R_STALL,	/* stop for @stall_ms after @after bytes, go on */
+	R_EAT_BACK,	/* after @after bytes, drop what the destination
+			 * answers and close the source's side: a lost
+			 * VERDICT */
 };
 
 struct relay {
@@ -312,6 +315,9 @@ static bool relay_fwd(struct relay *rl, int in, int out, uint64_t *seen,
 		case R_STALL:
 			usleep(rl->stall_ms * 1000);
 			break;
+		case R_EAT_BACK:
+			*frozen = true;	/* read by relay_run: eat the answers */
+			break;
 		}
 	}
 	*seen += (uint64_t)n;
@@ -334,7 +340,7 @@ static void relay_run(struct relay *rl, int lfd, const char *dst_port)
 		struct pollfd p[2] = { { .fd = in, .events = POLLIN },
 				       { .fd = out, .events = POLLIN } };
 
-		if (frozen) {
+		if (frozen && rl->act != R_EAT_BACK) {
 			pause();	/* a partition: nothing moves */
 			continue;
 		}
@@ -343,6 +349,14 @@ static void relay_run(struct relay *rl, int lfd, const char *dst_port)
 		if (p[1].revents & (POLLIN | POLLHUP)) {
 			ssize_t n = read(out, buf, sizeof(buf));
 
+			if (n > 0 && frozen) {
+				/* the verdict goes nowhere; the source's
+				 * connection ends with a FIN */
+				close(in);
+				for (;;)
+					if (read(out, buf, sizeof(buf)) <= 0)
+						_exit(0);
+			}
 			if (n <= 0 || write(in, buf, (size_t)n) != n)
 				_exit(0);
 		}
@@ -555,6 +569,28 @@ TEST_TIMEOUT(killed_destination_leftover_is_named_at_next_start, 120)
 	env_teardown(&e);
 }
 
+/* The destination commits and answers, the answer is lost: the source
+ * says the outcome is unknown and how to check it. */
+TEST_TIMEOUT(lost_verdict_says_outcome_unknown, 120)
+{
+	struct env e;
+	struct run src, dst;
+	/* everything the source sends for the image, less the digest frame */
+	struct relay rl = { .act = R_EAT_BACK, .after = (IMG_MIB << 20) + 4096 };
+
+	ASSERT_EQ(env_setup(&e, NULL), 0);
+	through_relay(_metadata, &e, &rl, "5", &src, &dst);
+	EXPECT_EQ(run_wait(&src, 60), 1);
+	EXPECT_EQ(run_wait(&dst, 60), 0);
+	TH_LOG("source: %s", src.err);
+	EXPECT_STRSTR(src.err, "was lost");
+	EXPECT_STRSTR(src.err, "the outcome is unknown");
+	EXPECT_STRSTR(src.err, "hint: ");
+	EXPECT_TRUE(exists(e.out));
+	relay_stop(&rl);
+	env_teardown(&e);
+}
+
 /* ---- strays -------------------------------------------------------------- */
 
 static int connect_to(const char *port)
@@ -563,6 +599,20 @@ static int connect_to(const char *port)
 				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
 				 .sin_port = htons((uint16_t)atoi(port)) };
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a))) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int connect_to_port_v6(int port)
+{
+	struct sockaddr_in6 a = { .sin6_family = AF_INET6,
+				  .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+				  .sin6_port = htons((uint16_t)port) };
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 	if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a))) {
 		close(fd);
@@ -839,6 +889,54 @@ TEST_TIMEOUT(library_needs_no_sigpipe_handling, 120)
 	run_wait(&dst, 30);
 	relay_stop(&rl);
 	expect_nothing_left(_metadata, &e);
+	env_teardown(&e);
+}
+
+/* --listen 127.0.0.1:0 says the port (the tests above rely on it); a bare
+ * --listen PORT takes IPv6 and IPv4 where the host has IPv6, else IPv4. */
+TEST_TIMEOUT(bare_port_listens_dual_stack, 60)
+{
+	struct env e;
+	struct run dst;
+	struct sockaddr_in6 a6 = { .sin6_family = AF_INET6,
+				   .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	int probe = socket(AF_INET6, SOCK_STREAM, 0), fd, port = 0;
+	bool v6 = probe >= 0 && !bind(probe, (struct sockaddr *)&a6, sizeof(a6));
+	const char *want = v6 ? "waiting for the source on [::]:" :
+				"waiting for the source on 0.0.0.0:";
+	const char *args[] = { "migrate", "recv", "--listen", "0", "--image",
+			       NULL, "--creds", NULL, "--accept-timeout", "3000",
+			       NULL };
+	const char *p = NULL;
+	char ps[16];
+
+	if (probe >= 0)
+		close(probe);
+	TH_LOG("IPv6 loopback: %s", v6 ? "yes" : "no");
+	ASSERT_EQ(env_setup(&e, NULL), 0);
+	args[5] = e.out;
+	args[7] = e.dir;
+	run_start(&dst, &e, "dst", args);
+	while (!p && now_s() - dst.t0 < 10) {
+		usleep(10000);
+		run_read_err(&dst);
+		p = strstr(dst.err, want);
+	}
+	ASSERT_NE(p, NULL);
+	port = atoi(p + strlen(want));
+	ASSERT_GT(port, 0);
+	snprintf(ps, sizeof(ps), "%d", port);
+	fd = connect_to(ps);
+	EXPECT_GE(fd, 0);
+	if (fd >= 0)
+		close(fd);
+	if (v6) {
+		fd = connect_to_port_v6(port);
+		EXPECT_GE(fd, 0);
+		if (fd >= 0)
+			close(fd);
+	}
+	run_kill(&dst);
 	env_teardown(&e);
 }
 
