@@ -166,11 +166,13 @@ void ktm_mig_fail(struct ktm_migration *m, struct ktm_error *err)
 		err = NULL;
 	}
 	m->failed = true;
-	/* Wake channels blocked in a receive.  Only the receive side: the
-	 * calling thread still tells the peer why (ABORT, close_notify).  A
-	 * send blocked on a peer that stopped reading ends at the I/O
-	 * timeout (SO_SNDTIMEO). */
-	for (i = 0; i < m->nch; i++)
+	/* Wake destination channels blocked in a receive.  Only the receive
+	 * side: the calling thread still tells the peer why (ABORT,
+	 * close_notify).  Source channels never block in a receive (they
+	 * poll), and their channel 0 must stay readable for the
+	 * destination's ABORT; a send blocked on a peer that stopped
+	 * reading ends at the I/O timeout (SO_SNDTIMEO). */
+	for (i = 0; i < m->nch && !m->sending; i++)
 		if (m->ch[i].s)
 			shutdown(ktm_session_fd(m->ch[i].s), SHUT_RD);
 	pthread_cond_broadcast(&m->cond);

@@ -278,9 +278,9 @@ static bool read_hello(struct hs_slot *sl, struct ktm_error **errp)
 	return true;
 }
 
-/* Read what the peer still sends for up to @ms, then close: a close with
- * unread bytes would be a RST that can swallow our alert. */
-static void drain_close(int fd, unsigned int ms)
+/* Read what the peer still sends for up to @ms (the caller closes): a
+ * close with unread bytes would be a RST that can swallow our alert. */
+static void drain(int fd, unsigned int ms)
 {
 	double end = ktm_mig_now_s() + ms / 1000.0;
 	char buf[4096];
@@ -294,7 +294,6 @@ static void drain_close(int fd, unsigned int ms)
 		    recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
 			break;
 	}
-	close(fd);
 }
 
 static void *hs_thread(void *arg)
@@ -311,10 +310,9 @@ static void *hs_thread(void *arg)
 			sl->s = NULL;
 		}
 	}
-	if (sl->s)
-		close(sl->keep);
-	else
-		drain_close(sl->keep, 500);
+	/* sl->keep is closed by the acceptor, which may shut it down */
+	if (!sl->s)
+		drain(sl->keep, 500);
 	__atomic_store_n(&sl->done, true, __ATOMIC_RELEASE);
 	return NULL;
 }
@@ -381,6 +379,7 @@ static struct ktm_session *acc_reap(struct acceptor *a, struct hs_slot *sl)
 	struct ktm_session *s = sl->s;
 
 	pthread_join(sl->thr, NULL);
+	close(sl->keep);
 	sl->busy = false;
 	if (!s) {
 		mig_log(a->m, "refused a connection from %s: %s", sl->peer,
@@ -431,7 +430,8 @@ static struct ktm_session *acc_next(struct acceptor *a, double deadline,
 	}
 }
 
-/* Wait for every handshake thread; close what they made. */
+/* End every handshake still running (the socket shut down under it) and
+ * close what they made. */
 static void acc_end(struct acceptor *a)
 {
 	unsigned int i;
@@ -439,7 +439,9 @@ static void acc_end(struct acceptor *a)
 	for (i = 0; i < KTM_MAX_HANDSHAKES; i++) {
 		if (!a->slot[i].busy)
 			continue;
+		shutdown(a->slot[i].keep, SHUT_RDWR);
 		pthread_join(a->slot[i].thr, NULL);
+		close(a->slot[i].keep);
 		ktm_session_free(a->slot[i].s);
 		ktm_error_free(a->slot[i].err);
 		a->slot[i].busy = false;

@@ -855,6 +855,15 @@ ssize_t ktm_session_recv(struct ktm_session *s, void *buf, size_t len,
 		return -1;
 	}
 	if (n == 0) {
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+
+		/* TCP_USER_TIMEOUT or a reset ended it: say that, not EOF */
+		if (!getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) &&
+		    soerr) {
+			io_error(s, soerr, "receiving from", errp);
+			return -1;
+		}
 		ktm_error_set(errp, KTM_ERR_PEER, ECONNRESET,
 			      "%s closed the connection without TLS "
 			      "close_notify (truncated)", s->peer);
