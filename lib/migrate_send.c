@@ -468,10 +468,14 @@ static const char *send_path_name(const struct ktm_migration *m)
 static bool verdict_lost(struct ktm_migration *m, struct ktm_error *cause,
 			 struct ktm_error **errp)
 {
+	const char *why = ktm_error_message(cause);
+	char ms[32] = "";
+
+	if (strstr(why, "the I/O timeout"))
+		snprintf(ms, sizeof(ms), " of %u ms", m->io_ms);
 	ktm_error_set(errp, KTM_ERR_PEER, ktm_error_errno(cause),
-		      "the verdict of destination %s:%s was lost (%s): the "
-		      "outcome is unknown", m->host, m->port,
-		      ktm_error_message(cause));
+		      "channel 0: the verdict of destination %s:%s was lost "
+		      "(%s%s): the outcome is unknown", m->host, m->port, why, ms);
 	ktm_error_hint_set(errp, "the whole image and its digest were sent; "
 			   "the destination's own exit status and report say "
 			   "whether it committed (the image exists there only "

@@ -541,6 +541,76 @@ static void announce(const struct opts *o, int fd)
 	}
 }
 
+/* The source's part: 0 migrated, 1 failed (*errp or printed), 2 usage. */
+static int run_send(const struct opts *o, struct ktm_migration *m, int *fd,
+		    struct ktm_error **errp)
+{
+	char host[256], port[32];
+
+	if (!tool_split_hostport(o->to, host, sizeof(host), port, sizeof(port)) ||
+	    !host[0])
+		return bad_usage("--to takes HOST:PORT, not '%s'", o->to);
+	if (!ktm_migration_set_channels(m, o->channels, errp))
+		return 1;
+	ktm_migration_set_send_path(m, o->send_path);
+	ktm_migration_set_zerocopy_ro(m, o->zc_ro);
+	ktm_migration_set_key_limit(m, o->key_limit);
+	*fd = strcmp(o->image, "-") ? open(o->image, O_RDONLY | O_CLOEXEC) :
+				      spool_stdin();
+	if (*fd < 0) {
+		fprintf(stderr, "%s: cannot read image %s: %s\n", tool_prog,
+			o->image, strerror(errno));
+		return 1;
+	}
+	guard_signals(o, NULL, NULL);
+	return ktm_migration_send(m, host, port, *fd, errp) ? 0 : 1;
+}
+
+/* The destination's part, as run_send. */
+static int run_recv(const struct opts *o, struct ktm_migration *m, int *fd,
+		    struct ktm_error **errp)
+{
+	char tmpdir[] = "/tmp/ktm-recv-XXXXXX", tmp[64];
+	const char *target = o->image;
+	unsigned int i;
+	bool ok;
+
+	ktm_migration_set_accept_timeout(m, o->accept_ms);
+	ktm_migration_set_max_image_size(m, o->max_image);
+	ktm_migration_set_force(m, o->force);
+	ktm_migration_set_log(m, log_refused, NULL);
+	for (i = 0; i < o->nreq; i++)
+		if (!ktm_migration_request_pages(m, o->req[i].off,
+						 o->req[i].len, errp))
+			return 1;
+	*fd = tool_listen(o->listen, false);
+	if (*fd < 0)
+		return 1;
+	if (!strcmp(o->image, "-")) {
+		if (!mkdtemp(tmpdir)) {
+			fprintf(stderr, "%s: mkdtemp: %s\n", tool_prog,
+				strerror(errno));
+			return 1;
+		}
+		snprintf(tmp, sizeof(tmp), "%s/image", tmpdir);
+		target = tmp;
+	}
+	/* say what is in the way now, not after a source connected */
+	ok = ktm_migration_check_target(m, target, errp);
+	if (ok) {
+		guard_signals(o, target, target == tmp ? tmpdir : NULL);
+		announce(o, *fd);
+		ok = ktm_migration_recv(m, *fd, target, errp);
+	}
+	if (ok && target == tmp)
+		ok = copy_to_stdout(tmp);
+	if (target == tmp) {
+		unlink(tmp);
+		rmdir(tmpdir);
+	}
+	return ok ? 0 : 1;
+}
+
 int cmd_migrate(int argc, char **argv)
 {
 	struct opts o = { 0 };
@@ -548,18 +618,15 @@ int cmd_migrate(int argc, char **argv)
 	struct ktm_config *cfg = NULL;
 	struct ktm_migration *m = NULL;
 	struct progress prog;
-	char host[256], port[32], tmpdir[] = "/tmp/ktm-recv-XXXXXX", tmp[64];
-	const char *target;
 	double cpu0 = cpu_seconds();
 	int ret = parse(argc, argv, &o), fd = -1;
-	bool ok = false;
-	unsigned int i;
 
 	if (ret)
 		return ret < 0 ? 0 : ret;
 	/* a peer that went away is an error to report, not a signal */
 	signal(SIGPIPE, SIG_IGN);
 	prog.on = !o.quiet && !o.json && isatty(2);
+	ret = 1;
 	cfg = make_config(&o, &err);
 	if (!cfg)
 		goto out;
@@ -569,73 +636,12 @@ int cmd_migrate(int argc, char **argv)
 	prog.t0 = now_s();
 	ktm_migration_set_progress(m, show_progress, &prog);
 	ktm_migration_set_io_timeout(m, o.io_s * 1000);
-	if (o.send) {
-		if (!tool_split_hostport(o.to, host, sizeof(host), port, sizeof(port)) ||
-		    !host[0]) {
-			ret = bad_usage("--to takes HOST:PORT, not '%s'", o.to);
-			goto out;
-		}
-		if (!ktm_migration_set_channels(m, o.channels, &err))
-			goto out;
-		ktm_migration_set_send_path(m, o.send_path);
-		ktm_migration_set_zerocopy_ro(m, o.zc_ro);
-		ktm_migration_set_key_limit(m, o.key_limit);
-		fd = strcmp(o.image, "-") ? open(o.image, O_RDONLY | O_CLOEXEC) :
-					    spool_stdin();
-		if (fd < 0) {
-			fprintf(stderr, "%s: cannot read image %s: %s\n", tool_prog,
-				o.image, strerror(errno));
-			ret = 1;
-			goto out;
-		}
-		guard_signals(&o, NULL, NULL);
-		ok = ktm_migration_send(m, host, port, fd, &err);
-	} else {
-		ktm_migration_set_accept_timeout(m, o.accept_ms);
-		ktm_migration_set_max_image_size(m, o.max_image);
-		ktm_migration_set_force(m, o.force);
-		ktm_migration_set_log(m, log_refused, NULL);
-		for (i = 0; i < o.nreq; i++)
-			if (!ktm_migration_request_pages(m, o.req[i].off,
-							 o.req[i].len, &err))
-				goto out;
-		fd = tool_listen(o.listen, false);
-		if (fd < 0) {
-			ret = 1;
-			goto out;
-		}
-		target = o.image;
-		if (!strcmp(o.image, "-")) {
-			if (!mkdtemp(tmpdir)) {
-				fprintf(stderr, "%s: mkdtemp: %s\n", tool_prog,
-					strerror(errno));
-				ret = 1;
-				goto out;
-			}
-			snprintf(tmp, sizeof(tmp), "%s/image", tmpdir);
-			target = tmp;
-		}
-		/* say what is in the way now, not after a source connected */
-		if (!ktm_migration_check_target(m, target, &err))
-			goto out;
-		guard_signals(&o, target, target == tmp ? tmpdir : NULL);
-		announce(&o, fd);
-		ok = ktm_migration_recv(m, fd, target, &err);
-		if (ok && target == tmp)
-			ok = copy_to_stdout(tmp);
-		if (target == tmp) {
-			unlink(tmp);
-			rmdir(tmpdir);
-		}
-	}
+	ret = o.send ? run_send(&o, m, &fd, &err) : run_recv(&o, m, &fd, &err);
 	if (prog.on)
 		fprintf(stderr, "\n");
-	ret = ok ? 0 : 1;
 out:
-	if (!ok && !ret)
-		ret = 1;
 	if (m) {
-		report(&o, m, ok, err ? ktm_error_message(err) : NULL,
+		report(&o, m, ret == 0, err ? ktm_error_message(err) : NULL,
 		       cpu_seconds() - cpu0);
 	} else if (o.json && err) {
 		printf("{\"role\": \"%s\", \"ok\": false, \"error\": ",
