@@ -71,6 +71,7 @@ struct ktm_migration {
 	unsigned int running;
 	struct ktm_error *err;		/* the first failure */
 	bool failed;
+	bool peer_aborted;		/* the peer said why (ABORT): no drain */
 
 	/* the report */
 	uint64_t done, page_bytes, zero_bytes, wire_bytes;

@@ -94,6 +94,7 @@ static void source_aborted(struct ktm_chan *c, const struct ktm_frame *f,
 	char peer[64];
 
 	peer_of(ktm_session_fd(c->s), peer, sizeof(peer));
+	c->m->peer_aborted = true;
 	ktm_error_set(errp, KTM_ERR_PEER, f->aux && f->aux < 4096 ?
 		      (int)f->aux : EIO, "source %s stopped the migration: %s",
 		      peer, text[0] ? text : "no reason given");
@@ -800,10 +801,12 @@ static void dest_fail_end(struct ktm_migration *m, const struct ktm_error *err)
 {
 	unsigned int i;
 
-	if (m->ch[0].s && err)
+	/* a source that said why waits for our close: no drain */
+	if (m->ch[0].s && err && !m->peer_aborted)
 		ktm_mig_send_abort(m->ch[0].s, err);
 	for (i = 0; i < m->nch; i++) {
-		ktm_mig_close_gently(m->ch[i].s, i ? 200 : 1000);
+		ktm_mig_close_gently(m->ch[i].s, m->peer_aborted ? 0 :
+				     i ? 200 : 1000);
 		m->ch[i].s = NULL;
 	}
 }

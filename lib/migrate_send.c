@@ -245,6 +245,7 @@ static bool peer_aborted(struct ktm_migration *m, struct ktm_session *s,
 
 	if (!ktm_mig_recv_text(s, f, text, sizeof(text), errp))
 		return false;
+	m->peer_aborted = true;
 	ktm_error_set(errp, KTM_ERR_PEER, f->aux && f->aux < 4096 ? (int)f->aux :
 		      EIO, "destination %s:%s stopped the migration: %s",
 		      m->host, m->port, text[0] ? text : "no reason given");
@@ -555,9 +556,10 @@ static void source_fail_end(struct ktm_migration *m, struct ktm_error **errp)
 			}
 		}
 	}
-	if (errp && *errp)
+	/* the destination that said why waits for our close: no drain */
+	if (errp && *errp && !m->peer_aborted)
 		ktm_mig_send_abort(s, *errp);
-	ktm_mig_close_gently(s, 1000);
+	ktm_mig_close_gently(s, m->peer_aborted ? 0 : 1000);
 	m->ch[0].s = NULL;
 }
 
