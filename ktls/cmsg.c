@@ -102,7 +102,8 @@ int ktm_ktls_keyupdate_send(int fd, bool request_update)
 	uint8_t ku[KTM_KTLS_KEYUPDATE_LEN] = { 24, 0, 0, 1, request_update };
 	ssize_t n;
 
-	n = ktm_ktls_send_record(fd, KTM_KTLS_REC_HANDSHAKE, ku, sizeof(ku), 0);
+	n = ktm_ktls_send_record(fd, KTM_KTLS_REC_HANDSHAKE, ku, sizeof(ku),
+				 MSG_NOSIGNAL);
 	if (n < 0)
 		return (int)n;
 	return n == sizeof(ku) ? 0 : -EIO;

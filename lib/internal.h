@@ -81,6 +81,10 @@ struct ssl_st;
 void ktm_tls_handshake_error(struct ssl_st *ssl, const struct ktm_config *cfg,
 			     const char *peer, const char *first_bytes,
 			     struct ktm_error **errp);
+/* bio.c: put @ssl on a socket BIO for @fd (not owned) whose writes use
+ * MSG_NOSIGNAL, so a dead peer is EPIPE, never SIGPIPE.  false on
+ * allocation failure. */
+bool ktm_bio_attach(struct ssl_st *ssl, int fd);
 /* Append OpenSSL's last queued reason as ": reason" into @buf (or nothing)
  * and clear the queue. */
 const char *ktm_ossl_reason(char *buf, size_t len);

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,8 @@
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/stat.h>
 #include <openssl/evp.h>
 
@@ -43,6 +46,7 @@ struct ktm_migration *ktm_migration_new(const struct ktm_config *cfg,
 	m->cfg = cfg;
 	m->nch = 1;
 	m->accept_ms = 30000;
+	m->io_ms = 30000;
 	m->img_fd = -1;
 	m->path_name = "none";
 	pthread_mutex_init(&m->lock, NULL);
@@ -101,6 +105,29 @@ void ktm_migration_set_accept_timeout(struct ktm_migration *m, unsigned int ms)
 		m->accept_ms = ms;
 }
 
+void ktm_migration_set_io_timeout(struct ktm_migration *m, unsigned int ms)
+{
+	if (ms)
+		m->io_ms = ms;
+}
+
+void ktm_migration_set_max_image_size(struct ktm_migration *m, uint64_t bytes)
+{
+	m->max_image = bytes;
+}
+
+void ktm_migration_set_force(struct ktm_migration *m, bool on)
+{
+	m->force = on;
+}
+
+void ktm_migration_set_log(struct ktm_migration *m, ktm_log_fn fn,
+			   void *opaque)
+{
+	m->log = fn;
+	m->log_opaque = opaque;
+}
+
 bool ktm_migration_request_pages(struct ktm_migration *m, uint64_t offset,
 				 uint64_t len, struct ktm_error **errp)
 {
@@ -139,13 +166,131 @@ void ktm_mig_fail(struct ktm_migration *m, struct ktm_error *err)
 		err = NULL;
 	}
 	m->failed = true;
-	/* unblock channels stuck in recv or send */
-	for (i = 0; i < m->nch; i++)
+	/* Wake destination channels blocked in a receive.  Only the receive
+	 * side: the calling thread still tells the peer why (ABORT,
+	 * close_notify).  Source channels never block in a receive (they
+	 * poll), and their channel 0 must stay readable for the
+	 * destination's ABORT; a send blocked on a peer that stopped
+	 * reading ends at the I/O timeout (SO_SNDTIMEO). */
+	for (i = 0; i < m->nch && !m->sending; i++)
 		if (m->ch[i].s)
-			shutdown(ktm_session_fd(m->ch[i].s), SHUT_RDWR);
+			shutdown(ktm_session_fd(m->ch[i].s), SHUT_RD);
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 	ktm_error_free(err);
+}
+
+struct ktm_error *ktm_mig_chan_error(const struct ktm_migration *m,
+				     unsigned int idx, struct ktm_error *err)
+{
+	struct ktm_error *e = NULL;
+	const char *hint;
+	int no = ktm_error_errno(err);
+
+	if (strstr(ktm_error_message(err), "channel "))
+		ktm_error_set(&e, ktm_error_class(err), no, "%s",
+			      ktm_error_message(err));
+	else if (strstr(ktm_error_message(err), "the I/O timeout"))
+		ktm_error_set(&e, KTM_ERR_PEER, no, "channel %u: %s of %u ms",
+			      idx, ktm_error_message(err), m->io_ms);
+	else
+		ktm_error_set(&e, ktm_error_class(err), no, "channel %u: %s",
+			      idx, ktm_error_message(err));
+	hint = ktm_error_hint(err);
+	if (no == ETIMEDOUT && !hint && strstr(ktm_error_message(err),
+						"the I/O timeout"))
+		hint = "the peer is frozen, overloaded or cut off; "
+		       "--io-timeout sets how long to wait";
+	if (hint)
+		ktm_error_hint_set(&e, "%s", hint);
+	ktm_error_free(err);
+	return e;
+}
+
+void ktm_mig_fail_chan(struct ktm_migration *m, unsigned int idx,
+		       struct ktm_error *err)
+{
+	ktm_mig_fail(m, ktm_mig_chan_error(m, idx, err));
+}
+
+void ktm_mig_tune_socket(const struct ktm_migration *m, int fd)
+{
+	struct timeval tv = { .tv_sec = m->io_ms / 1000,
+			      .tv_usec = (m->io_ms % 1000) * 1000 };
+	int on = 1, uto = (int)m->io_ms;
+	int idle = m->io_ms >= 3000 ? (int)(m->io_ms / 3000) : 1;
+	int cnt = 3;
+
+	/* Not a TCP socket (a unix pair in a test): the options that do not
+	 * apply fail, the timeouts still hold. */
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto));
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
+void ktm_mig_send_abort(struct ktm_session *s, const struct ktm_error *err)
+{
+	const char *msg = ktm_error_message(err);
+	size_t len = strlen(msg);
+	struct ktm_frame f = { .type = KTM_F_ABORT,
+			       .aux = (uint64_t)(ktm_error_errno(err) ?
+						 ktm_error_errno(err) : EIO) };
+
+	if (!s)
+		return;
+	f.len = (uint32_t)(len < 400 ? len : 400);
+	ktm_mig_send_frame(s, &f, msg, NULL);
+}
+
+bool ktm_mig_recv_text(struct ktm_session *s, const struct ktm_frame *f,
+		       char *text, size_t len, struct ktm_error **errp)
+{
+	uint8_t skip[256];
+	uint32_t left = f->len, take = left < len - 1 ? left : (uint32_t)len - 1;
+
+	if (!ktm_mig_recv_exact(s, text, take, errp))
+		return false;
+	text[take] = '\0';
+	for (left -= take; left; ) {
+		uint32_t n = left < sizeof(skip) ? left : sizeof(skip);
+
+		if (!ktm_mig_recv_exact(s, skip, n, errp))
+			return false;
+		left -= n;
+	}
+	for (take = 0; text[take]; take++)
+		if ((unsigned char)text[take] < 0x20)
+			text[take] = ' ';	/* one line, whatever was sent */
+	return true;
+}
+
+void ktm_mig_close_gently(struct ktm_session *s, unsigned int ms)
+{
+	double end = ktm_mig_now_s() + ms / 1000.0;
+	char buf[4096];
+	int fd;
+
+	if (!s)
+		return;
+	fd = ktm_session_fd(s);
+	/* No FIN (SHUT_WR) here: ktm_mig_fail may have shut the receive side
+	 * already, and data arriving in FIN_WAIT after that is answered
+	 * with a RST (RFC 1122).  close_notify tells the peer we are done;
+	 * once it closes, our close() sends a FIN, not a RST. */
+	ktm_session_shutdown(s, NULL);
+	for (;;) {
+		double left = end - ktm_mig_now_s();
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+
+		if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) <= 0 ||
+		    recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
+			break;
+	}
+	ktm_session_free(s);
 }
 
 bool ktm_mig_failed(struct ktm_migration *m)
@@ -156,6 +301,25 @@ bool ktm_mig_failed(struct ktm_migration *m)
 	f = m->failed;
 	pthread_mutex_unlock(&m->lock);
 	return f;
+}
+
+/*
+ * sendfile() and splice() into a socket whose peer is gone raise SIGPIPE
+ * (they take no MSG_NOSIGNAL), and a library must not depend on its
+ * caller's disposition of it: channel threads start with SIGPIPE blocked,
+ * so the call fails with EPIPE, and a pending SIGPIPE dies with the thread.
+ */
+int ktm_mig_thread_start(pthread_t *thr, void *(*fn)(void *), void *arg)
+{
+	sigset_t pipe_set, old;
+	int ret;
+
+	sigemptyset(&pipe_set);
+	sigaddset(&pipe_set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+	ret = pthread_create(thr, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return ret;
 }
 
 void ktm_mig_add(struct ktm_migration *m, uint64_t *counter, uint64_t v)

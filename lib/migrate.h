@@ -49,6 +49,11 @@ struct ktm_migration {
 	ktm_progress_fn progress;
 	void *progress_opaque;
 	unsigned int accept_ms;
+	unsigned int io_ms;		/* --io-timeout */
+	uint64_t max_image;		/* 0: the target's free space */
+	bool force;
+	ktm_log_fn log;
+	void *log_opaque;
 	struct { uint64_t off, len; } req[KTM_MAX_REQS];
 	unsigned int nreq;
 
@@ -66,6 +71,7 @@ struct ktm_migration {
 	unsigned int running;
 	struct ktm_error *err;		/* the first failure */
 	bool failed;
+	bool peer_aborted;		/* the peer said why (ABORT): no drain */
 
 	/* the report */
 	uint64_t done, page_bytes, zero_bytes, wire_bytes;
@@ -84,8 +90,29 @@ double ktm_mig_now_s(void);
 /* Record the first failure (takes @err) and wake every channel. */
 void ktm_mig_fail(struct ktm_migration *m, struct ktm_error *err);
 bool ktm_mig_failed(struct ktm_migration *m);
+/* pthread_create with SIGPIPE blocked in the new thread. */
+int ktm_mig_thread_start(pthread_t *thr, void *(*fn)(void *), void *arg);
 /* *counter += v under the lock. */
 void ktm_mig_add(struct ktm_migration *m, uint64_t *counter, uint64_t v);
+/* Like ktm_mig_fail, with "channel N: " in front of the message. */
+void ktm_mig_fail_chan(struct ktm_migration *m, unsigned int idx,
+		       struct ktm_error *err);
+/* @err (taken) again with "channel @idx: " in front; a timeout names
+ * the I/O timeout. */
+struct ktm_error *ktm_mig_chan_error(const struct ktm_migration *m,
+				     unsigned int idx, struct ktm_error *err);
+/* The I/O timeout, TCP_USER_TIMEOUT and keepalive on a channel's socket. */
+void ktm_mig_tune_socket(const struct ktm_migration *m, int fd);
+/* ABORT with @err's errno and message (best effort). */
+void ktm_mig_send_abort(struct ktm_session *s, const struct ktm_error *err);
+/* Read an ABORT's text after its header into @text (NUL-terminated,
+ * truncated to @len - 1 bytes). */
+bool ktm_mig_recv_text(struct ktm_session *s, const struct ktm_frame *f,
+		       char *text, size_t len, struct ktm_error **errp);
+/* End a connection without a reset: close_notify, then read and drop
+ * what the peer still sends until it closes or @ms pass, so an alert or
+ * ABORT we sent is not swallowed by a RST.  Frees @s. */
+void ktm_mig_close_gently(struct ktm_session *s, unsigned int ms);
 bool ktm_mig_recv_exact(struct ktm_session *s, void *buf, size_t len,
 			struct ktm_error **errp);
 bool ktm_mig_send_frame(struct ktm_session *s, const struct ktm_frame *f,

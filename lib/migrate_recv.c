@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,9 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/evp.h>
 
 #include "ktls.h"
@@ -80,6 +84,20 @@ static struct ktm_session *wait_resume(struct ktm_chan *c,
 			      "channel %u did not reconnect within %u ms",
 			      c->idx, m->accept_ms);
 	return s;
+}
+
+static void peer_of(int fd, char *buf, size_t len);
+
+static void source_aborted(struct ktm_chan *c, const struct ktm_frame *f,
+			   const char *text, struct ktm_error **errp)
+{
+	char peer[64];
+
+	peer_of(ktm_session_fd(c->s), peer, sizeof(peer));
+	c->m->peer_aborted = true;
+	ktm_error_set(errp, KTM_ERR_PEER, f->aux && f->aux < 4096 ?
+		      (int)f->aux : EIO, "source %s stopped the migration: %s",
+		      peer, text[0] ? text : "no reason given");
 }
 
 static void *dest_channel(void *arg)
@@ -151,8 +169,10 @@ static void *dest_channel(void *arg)
 				goto err;
 			break;
 		case KTM_F_ABORT:
-			ktm_error_set(&err, KTM_ERR_PEER, (int)f.aux,
-				      "the source aborted the migration");
+			if (!ktm_mig_recv_text(c->s, &f, (char *)text,
+					       sizeof(text), &err))
+				goto err;
+			source_aborted(c, &f, (char *)text, &err);
 			goto err;
 		default:
 			goto bad;
@@ -172,56 +192,274 @@ bad_or_err:
 bad:
 	malformed(&err, "unexpected frame", c->idx, &f);
 err:
-	ktm_mig_fail(m, err);
+	ktm_mig_fail_chan(m, c->idx, err);
 out:
 	ktm_mig_channel_exit(m);
 	return NULL;
 }
 
-/* Accept one session with a deadline and read its HELLO. */
-static struct ktm_session *accept_channel(struct ktm_migration *m, int lfd,
-					  unsigned int ms, struct ktm_hello *h,
-					  uint8_t *flags, struct ktm_error **errp)
+static bool channels_running(struct ktm_migration *m)
 {
-	struct pollfd p = { .fd = lfd, .events = POLLIN };
-	uint8_t body[KTM_HELLO_LEN];
-	struct ktm_session *s;
-	struct ktm_frame f;
-	int ret = poll(&p, 1, (int)ms);
+	bool r;
 
-	if (ret <= 0) {
-		if (ret == 0)
-			ktm_error_set(errp, KTM_ERR_PEER, ETIMEDOUT,
-				      "no migration connection arrived within %u ms",
-				      ms);
-		else
-			ktm_error_set(errp, KTM_ERR_IO, errno, "poll: %s",
-				      strerror(errno));
-		return NULL;
-	}
-	s = ktm_session_accept(m->cfg, lfd, errp);
-	if (!s)
-		return NULL;
-	if (!ktm_mig_recv_frame(s, &f, "source", errp))
-		goto err_free;
-	if (f.type != KTM_F_HELLO || f.len != KTM_HELLO_LEN) {
-		malformed(errp, "no HELLO", 0, &f);
-		goto err_free;
-	}
-	if (!ktm_mig_recv_exact(s, body, sizeof(body), errp))
-		goto err_free;
-	ret = ktm_hello_decode(body, h);
+	pthread_mutex_lock(&m->lock);
+	r = m->running && !m->failed;
+	pthread_mutex_unlock(&m->lock);
+	return r;
+}
+
+/* ---- accepting: strays never reach the migration ----------------------------- */
+
+/*
+ * Every connection gets its own handshake thread, at most
+ * KTM_MAX_HANDSHAKES at a time, each bounded by the handshake timeout and
+ * then the I/O timeout for its HELLO: a port scan, a health check, a
+ * non-TLS peer, an unauthorized certificate or a flood of half-open
+ * connections costs a slot for a bounded time, is logged with its address
+ * and reason, and never touches the migration in progress.  Only the
+ * accepting thread looks at a finished slot.
+ */
+#define KTM_MAX_HANDSHAKES 16
+
+struct hs_slot {
+	struct ktm_migration *m;
+	pthread_t thr;
+	int fd, keep;		/* keep: a dup for closing without a RST */
+	bool busy;
+	volatile bool done;
+	char peer[64];
+	struct ktm_session *s;
+	struct ktm_hello h;
+	uint8_t flags;
+	struct ktm_error *err;
+};
+
+struct acceptor {
+	struct ktm_migration *m;
+	int lfd;
+	struct hs_slot slot[KTM_MAX_HANDSHAKES];
+};
+
+static void mig_log(struct ktm_migration *m, const char *fmt, ...)
+	KTM_PRINTF(2, 3);
+static void mig_log(struct ktm_migration *m, const char *fmt, ...)
+{
+	char msg[768];
+	va_list ap;
+
+	if (!m->log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	m->log(msg, m->log_opaque);
+}
+
+/* After the handshake: the HELLO frame and block, within the I/O timeout. */
+static bool read_hello(struct hs_slot *sl, struct ktm_error **errp)
+{
+	uint8_t body[KTM_HELLO_LEN];
+	struct ktm_frame f;
+	int ret;
+
+	if (!ktm_mig_recv_frame(sl->s, &f, "source", errp))
+		return false;
+	if (f.type != KTM_F_HELLO || f.len != KTM_HELLO_LEN)
+		return malformed(errp, "no HELLO", 0, &f);
+	if (!ktm_mig_recv_exact(sl->s, body, sizeof(body), errp))
+		return false;
+	ret = ktm_hello_decode(body, &sl->h);
 	if (ret) {
 		ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, -ret,
-			      "the source's HELLO is not stream version %d with "
-			      "sane sizes", KTM_STREAM_VERSION);
-		goto err_free;
+			      "the HELLO is not stream version %d with sane sizes",
+			      KTM_STREAM_VERSION);
+		return false;
 	}
-	*flags = f.flags;
-	return s;
-err_free:
-	ktm_session_free(s);
+	sl->flags = f.flags;
+	return true;
+}
+
+/* Read what the peer still sends for up to @ms (the caller closes): a
+ * close with unread bytes would be a RST that can swallow our alert. */
+static void drain(int fd, unsigned int ms)
+{
+	double end = ktm_mig_now_s() + ms / 1000.0;
+	char buf[4096];
+
+	shutdown(fd, SHUT_WR);
+	for (;;) {
+		double left = end - ktm_mig_now_s();
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+
+		if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) <= 0 ||
+		    recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
+			break;
+	}
+}
+
+static void *hs_thread(void *arg)
+{
+	struct hs_slot *sl = arg;
+	struct ktm_migration *m = sl->m;
+
+	sl->s = ktm_session_new_fd(m->cfg, sl->fd, NULL, &sl->err);
+	if (sl->s) {
+		ktm_mig_tune_socket(m, ktm_session_fd(sl->s));
+		if (!read_hello(sl, &sl->err)) {
+			ktm_mig_send_abort(sl->s, sl->err);
+			ktm_session_free(sl->s);
+			sl->s = NULL;
+		}
+	}
+	/* sl->keep is closed by the acceptor, which may shut it down */
+	if (!sl->s)
+		drain(sl->keep, 500);
+	__atomic_store_n(&sl->done, true, __ATOMIC_RELEASE);
 	return NULL;
+}
+
+static void peer_of(int fd, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char ip[INET6_ADDRSTRLEN] = "?";
+	unsigned int port = 0;
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+		if (ss.ss_family == AF_INET6) {
+			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+
+			inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+			port = ntohs(a->sin6_port);
+		} else if (ss.ss_family == AF_INET) {
+			struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+
+			inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+			port = ntohs(a->sin_port);
+		}
+	}
+	snprintf(buf, len, strchr(ip, ':') ? "[%s]:%u" : "%s:%u", ip, port);
+}
+
+/* One pending connection into a free slot, or refused when all are busy. */
+static void acc_take(struct acceptor *a)
+{
+	struct hs_slot *sl = NULL;
+	char peer[64];
+	unsigned int i;
+	int fd = accept4(a->lfd, NULL, NULL, SOCK_CLOEXEC);
+
+	if (fd < 0)
+		return;		/* gone already, or EMFILE: poll again */
+	peer_of(fd, peer, sizeof(peer));
+	for (i = 0; i < KTM_MAX_HANDSHAKES && !sl; i++)
+		if (!a->slot[i].busy)
+			sl = &a->slot[i];
+	if (sl) {
+		memset(sl, 0, sizeof(*sl));
+		sl->m = a->m;
+		sl->fd = fd;
+		sl->keep = dup(fd);
+		snprintf(sl->peer, sizeof(sl->peer), "%s", peer);
+		if (sl->keep >= 0 &&
+		    ktm_mig_thread_start(&sl->thr, hs_thread, sl) == 0) {
+			sl->busy = true;
+			return;
+		}
+		if (sl->keep >= 0)
+			close(sl->keep);
+	}
+	mig_log(a->m, "refused a connection from %s: %d handshakes are in "
+		"progress already", peer, KTM_MAX_HANDSHAKES);
+	close(fd);
+}
+
+/* A finished slot: its session with a HELLO, or NULL (logged). */
+static struct ktm_session *acc_reap(struct acceptor *a, struct hs_slot *sl)
+{
+	struct ktm_session *s = sl->s;
+
+	pthread_join(sl->thr, NULL);
+	close(sl->keep);
+	sl->busy = false;
+	if (!s) {
+		mig_log(a->m, "refused a connection from %s: %s", sl->peer,
+			sl->err ? ktm_error_message(sl->err) : "no reason");
+		ktm_error_free(sl->err);
+		sl->err = NULL;
+	}
+	return s;
+}
+
+/*
+ * The next connection that finished its handshake and HELLO, until
+ * @deadline (monotonic seconds; 0: none) or, when @live is set, until the
+ * migration's channels stop running.  NULL with *errp only at the
+ * deadline; NULL without an error when the channels stopped.
+ */
+static struct ktm_session *acc_next(struct acceptor *a, double deadline,
+				    bool live, struct hs_slot *out,
+				    struct ktm_error **errp)
+{
+	for (;;) {
+		struct pollfd p = { .fd = a->lfd, .events = POLLIN };
+		unsigned int i;
+
+		for (i = 0; i < KTM_MAX_HANDSHAKES; i++) {
+			struct hs_slot *sl = &a->slot[i];
+
+			if (sl->busy &&
+			    __atomic_load_n(&sl->done, __ATOMIC_ACQUIRE) &&
+			    acc_reap(a, sl)) {
+				*out = *sl;
+				return sl->s;
+			}
+		}
+		if (live && !channels_running(a->m))
+			return NULL;
+		if (deadline && ktm_mig_now_s() >= deadline) {
+			ktm_error_set(errp, KTM_ERR_PEER, ETIMEDOUT,
+				      "no migration connection arrived within "
+				      "%u ms", a->m->accept_ms);
+			return NULL;
+		}
+		if (live && a->m->progress)
+			a->m->progress(a->m->done, a->m->size,
+				       a->m->progress_opaque);
+		if (poll(&p, 1, 50) == 1)
+			acc_take(a);
+	}
+}
+
+/* End every handshake still running (the socket shut down under it) and
+ * close what they made. */
+static void acc_end(struct acceptor *a)
+{
+	unsigned int i;
+
+	for (i = 0; i < KTM_MAX_HANDSHAKES; i++) {
+		if (!a->slot[i].busy)
+			continue;
+		shutdown(a->slot[i].keep, SHUT_RDWR);
+		pthread_join(a->slot[i].thr, NULL);
+		close(a->slot[i].keep);
+		ktm_session_free(a->slot[i].s);
+		ktm_error_free(a->slot[i].err);
+		a->slot[i].busy = false;
+	}
+}
+
+/* Refuse @s (logged, the source told why over ABORT) and close it. */
+static void refuse(struct ktm_migration *m, const struct hs_slot *sl,
+		   int err, const char *why)
+{
+	struct ktm_error *e = NULL;
+
+	ktm_error_set(&e, KTM_ERR_PEER, err, "%s", why);
+	mig_log(m, "refused a connection from %s: %s", sl->peer, why);
+	ktm_mig_send_abort(sl->s, e);
+	ktm_error_free(e);
+	ktm_mig_close_gently(sl->s, 500);
 }
 
 static bool hello_ack(struct ktm_session *s, struct ktm_error **errp)
@@ -231,39 +469,138 @@ static bool hello_ack(struct ktm_session *s, struct ktm_error **errp)
 	return ktm_mig_send_frame(s, &f, NULL, errp);
 }
 
+/* ---- the target file ------------------------------------------------------ */
+
+/* The directory part of @path into @dir ("." for a bare name). */
+static void dir_of(const char *path, char *dir, size_t len)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash)
+		snprintf(dir, len, ".");
+	else if (slash == path)
+		snprintf(dir, len, "/");
+	else
+		snprintf(dir, len, "%.*s", (int)(slash - path), path);
+}
+
+bool ktm_migration_check_target(struct ktm_migration *m, const char *path,
+				struct ktm_error **errp)
+{
+	char dir[4096], partial[4200];
+	struct stat st;
+
+	dir_of(path, dir, sizeof(dir));
+	snprintf(partial, sizeof(partial), "%s.ktm-partial", path);
+	if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, errno ? errno : ENOTDIR,
+			      "cannot write the image %s: directory %s does not "
+			      "exist", path, dir);
+		return false;
+	}
+	if (access(dir, W_OK | X_OK)) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, errno, "cannot write the "
+			      "image %s: directory %s is not writable (%s)", path,
+			      dir, strerror(errno));
+		return false;
+	}
+	if (lstat(partial, &st) == 0) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, EEXIST, "a leftover %s from "
+			      "an earlier migration is in the way", partial);
+		ktm_error_hint_set(errp, "nothing else uses it once that run "
+				   "has ended; remove it with: rm -- '%s'", partial);
+		return false;
+	}
+	if (!m->force && lstat(path, &st) == 0) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, EEXIST, "the image %s exists "
+			      "already and would be replaced", path);
+		ktm_error_hint_set(errp, "--force replaces it when the new image "
+				   "is committed (not before)");
+		return false;
+	}
+	return true;
+}
+
+static bool no_space(struct ktm_error **errp, const char *path, uint64_t need,
+		     uint64_t have)
+{
+	char dir[4096];
+
+	dir_of(path, dir, sizeof(dir));
+	ktm_error_set(errp, KTM_ERR_IO, ENOSPC, "not enough space on the "
+		      "filesystem of %s for %s: need %llu bytes, have %llu", dir,
+		      path, (unsigned long long)need, (unsigned long long)have);
+	ktm_error_hint_set(errp, "free space there or receive into another "
+			   "filesystem");
+	return false;
+}
+
+/* The image size against --max-image-size or the free space. */
+static bool size_fits(struct ktm_migration *m, const char *path, uint64_t size,
+		      struct ktm_error **errp)
+{
+	char dir[4096];
+	struct statvfs vfs;
+	uint64_t have;
+
+	if (!size || size % KTM_PAGE_SIZE || size > (UINT64_MAX >> 1)) {
+		ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EBADMSG,
+			      "malformed migration stream: image size %llu",
+			      (unsigned long long)size);
+		return false;
+	}
+	if (m->max_image && size > m->max_image) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, EFBIG, "the image (%llu "
+			      "bytes) is larger than the limit for %s "
+			      "(--max-image-size %llu)", (unsigned long long)size,
+			      path, (unsigned long long)m->max_image);
+		return false;
+	}
+	dir_of(path, dir, sizeof(dir));
+	if (m->max_image || statvfs(dir, &vfs))
+		return true;	/* posix_fallocate still says ENOSPC */
+	have = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	return size <= have || no_space(errp, path, size, have);
+}
+
 static bool dest_open(struct ktm_migration *m, const char *path,
 		      const struct ktm_hello *h, char *partial, size_t plen,
 		      struct ktm_error **errp)
 {
+	struct statvfs vfs;
+	int ret;
+
 	snprintf(partial, plen, "%s.ktm-partial", path);
+	if (!size_fits(m, path, h->image_size, errp))
+		goto err_not_ours;
 	m->size = h->image_size;
 	m->nch = h->nchannels;
 	m->nchunks = ktm_chunk_count(m->size);
 	memcpy(m->stream_id, h->stream_id, sizeof(m->stream_id));
-	if (m->nch > KTM_MAX_CHANNELS) {
-		ktm_error_set(errp, KTM_ERR_PEER, EINVAL,
-			      "the source wants %u channels (at most %d)", m->nch,
-			      KTM_MAX_CHANNELS);
-		return false;
-	}
 	/* one extra slot at the end holds the source's image digest */
 	m->chunk_digest = calloc(m->nchunks + 1, KTM_DIGEST_LEN);
-	m->img_fd = open(partial, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (!m->chunk_digest || m->img_fd < 0) {
-		/* not ours: whatever is there stays */
-		if (m->img_fd < 0)
-			partial[0] = '\0';
-		ktm_error_set(errp, KTM_ERR_IO, errno ? errno : ENOMEM,
-			      "cannot create %s.ktm-partial: %s", path,
-			      strerror(errno));
-		ktm_error_hint_set(errp, "a leftover from an earlier failed "
-				   "migration can be removed");
-		return false;
+	if (!m->chunk_digest) {
+		ktm_error_set(errp, KTM_ERR_INTERNAL, ENOMEM,
+			      "out of memory for %llu chunk digests",
+			      (unsigned long long)m->nchunks);
+		goto err_not_ours;
 	}
-	if (ftruncate(m->img_fd, (off_t)m->size)) {
-		ktm_error_set(errp, KTM_ERR_IO, errno,
-			      "cannot size %s to %llu bytes: %s", partial,
-			      (unsigned long long)m->size, strerror(errno));
+	m->img_fd = open(partial, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (m->img_fd < 0) {
+		ktm_error_set(errp, KTM_ERR_IO, errno, "cannot create %s: %s",
+			      partial, strerror(errno));
+		goto err_not_ours;
+	}
+	/* Reserve every block now: a full filesystem is a named error
+	 * here, never a SIGBUS on a page of the mapping later. */
+	ret = posix_fallocate(m->img_fd, 0, (off_t)m->size);
+	if (ret == ENOSPC || ret == EDQUOT)
+		return no_space(errp, path, m->size, statvfs(partial, &vfs) ? 0 :
+				(uint64_t)vfs.f_bavail * vfs.f_frsize);
+	if (ret) {
+		ktm_error_set(errp, KTM_ERR_IO, ret, "cannot reserve %llu bytes "
+			      "for %s: %s", (unsigned long long)m->size, partial,
+			      strerror(ret));
 		return false;
 	}
 	/* Populate up front: one batch of page allocations instead of a
@@ -277,6 +614,9 @@ static bool dest_open(struct ktm_migration *m, const char *path,
 		return false;
 	}
 	return true;
+err_not_ours:
+	partial[0] = '\0';	/* not created: whatever is there stays */
+	return false;
 }
 
 static bool start_dest_channel(struct ktm_migration *m, unsigned int i,
@@ -293,7 +633,7 @@ static bool start_dest_channel(struct ktm_migration *m, unsigned int i,
 	pthread_mutex_lock(&m->lock);
 	m->running++;
 	pthread_mutex_unlock(&m->lock);
-	if (pthread_create(&c->thr, NULL, dest_channel, c)) {
+	if (ktm_mig_thread_start(&c->thr, dest_channel, c)) {
 		pthread_mutex_lock(&m->lock);
 		m->running--;
 		pthread_mutex_unlock(&m->lock);
@@ -305,74 +645,104 @@ static bool start_dest_channel(struct ktm_migration *m, unsigned int i,
 	return true;
 }
 
-static bool channels_running(struct ktm_migration *m)
+/* A connection that arrived during the migration: a new channel, a
+ * channel's reconnection, or a stray (refused, logged). */
+static bool admit(struct ktm_migration *m, struct hs_slot *sl,
+		  unsigned int *started, struct ktm_error **errp)
 {
-	bool r;
+	struct ktm_chan *c = &m->ch[sl->h.channel];
 
-	pthread_mutex_lock(&m->lock);
-	r = m->running && !m->failed;
-	pthread_mutex_unlock(&m->lock);
-	return r;
+	if (memcmp(sl->h.stream_id, m->stream_id, 16) ||
+	    sl->h.nchannels != m->nch) {
+		refuse(m, sl, EBUSY, "this destination is receiving another "
+		       "migration");
+		return true;
+	}
+	if (!(sl->flags & KTM_FF_RESUME) && c->started) {
+		refuse(m, sl, EPROTO, "channel already connected");
+		return true;
+	}
+	if (!hello_ack(sl->s, NULL)) {
+		ktm_session_free(sl->s);
+		return true;
+	}
+	if (sl->flags & KTM_FF_RESUME) {
+		pthread_mutex_lock(&m->lock);
+		ktm_session_free(c->resumed);
+		c->resumed = sl->s;
+		pthread_cond_broadcast(&m->cond);
+		pthread_mutex_unlock(&m->lock);
+		return true;
+	}
+	if (!start_dest_channel(m, sl->h.channel, sl->s, errp))
+		return false;
+	(*started)++;
+	return true;
 }
 
 /* In the calling thread: more channels, then reconnections, until every
- * channel thread has finished. */
-static bool accept_more(struct ktm_migration *m, int lfd,
+ * channel thread has finished.  Channel 0 runs until the image end, which
+ * the source sends only after every channel finished: so while it runs,
+ * keep accepting. */
+static bool accept_more(struct ktm_migration *m, struct acceptor *a,
 			struct ktm_error **errp)
 {
+	double t0 = ktm_mig_now_s();
 	unsigned int started = 1;
 
-	/* Channel 0 runs until the image end, which the source sends only
-	 * after every channel finished: so while it runs, keep accepting. */
-	while (channels_running(m)) {
-		struct ktm_session *s;
-		struct ktm_hello h;
-		uint8_t flags = 0;
-		struct pollfd p = { .fd = lfd, .events = POLLIN };
-		int ret = poll(&p, 1, 100);
+	for (;;) {
+		double deadline = started < m->nch ? t0 + m->accept_ms / 1000.0 : 0;
+		struct hs_slot sl;
+		struct ktm_error *err = NULL;
 
-		if (ret == 0 && started == m->nch) {
-			if (m->progress)
-				m->progress(m->done, m->size, m->progress_opaque);
-			continue;
-		}
-		if (ret == 0)
-			continue;	/* accept_channel applies the deadline */
-		s = accept_channel(m, lfd, m->accept_ms, &h, &flags, errp);
-		if (!s)
-			return false;
-		if (memcmp(h.stream_id, m->stream_id, 16) || h.nchannels != m->nch) {
-			ktm_error_set(errp, KTM_ERR_PEER, EPROTO,
-				      "a connection of another migration arrived "
-				      "(stream id or channel count differ)");
-			ktm_session_free(s);
+		if (!acc_next(a, deadline, true, &sl, &err)) {
+			if (!err)
+				return true;
+			ktm_error_free(err);
+			ktm_error_set(errp, KTM_ERR_PEER, ETIMEDOUT,
+				      "%u of %u channels connected within %u ms",
+				      started, m->nch, m->accept_ms);
 			return false;
 		}
-		if (!hello_ack(s, errp)) {
-			ktm_session_free(s);
+		if (!admit(m, &sl, &started, errp))
 			return false;
-		}
-		if (flags & KTM_FF_RESUME) {
-			struct ktm_chan *c = &m->ch[h.channel];
-
-			pthread_mutex_lock(&m->lock);
-			ktm_session_free(c->resumed);
-			c->resumed = s;
-			pthread_cond_broadcast(&m->cond);
-			pthread_mutex_unlock(&m->lock);
-			continue;
-		}
-		if (m->ch[h.channel].started) {
-			ktm_error_set(errp, KTM_ERR_PEER, EPROTO,
-				      "channel %u connected twice", h.channel);
-			ktm_session_free(s);
-			return false;
-		}
-		if (!start_dest_channel(m, h.channel, s, errp))
-			return false;
-		started++;
 	}
-	return true;
+}
+
+/* Channel 0 of a new migration, with the strays before it refused. */
+static struct ktm_session *accept_first(struct ktm_migration *m,
+					struct acceptor *a, struct ktm_hello *h,
+					struct ktm_error **errp)
+{
+	double deadline = ktm_mig_now_s() + m->accept_ms / 1000.0;
+	struct hs_slot sl;
+
+	for (;;) {
+		if (!acc_next(a, deadline, false, &sl, errp))
+			return NULL;
+		if (sl.h.channel == 0 && !(sl.flags & KTM_FF_RESUME)) {
+			*h = sl.h;
+			return sl.s;
+		}
+		refuse(m, &sl, EPROTO, "not the first channel of a new "
+		       "migration");
+	}
+}
+
+/* The image goes in place: over an existing one only when forced. */
+static int commit_rename(const struct ktm_migration *m, const char *partial,
+			 const char *path)
+{
+	if (m->force)
+		return rename(partial, path);
+	if (renameat2(AT_FDCWD, partial, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -1;
+	/* a filesystem without RENAME_NOREPLACE */
+	if (link(partial, path))
+		return -1;
+	return unlink(partial);
 }
 
 static bool dest_commit(struct ktm_migration *m, const char *partial,
@@ -405,13 +775,15 @@ static bool dest_commit(struct ktm_migration *m, const char *partial,
 		return false;
 	}
 	if (msync(m->map, m->size, MS_SYNC) || fsync(m->img_fd) ||
-	    rename(partial, path)) {
-		ktm_error_set(errp, KTM_ERR_IO, errno,
+	    commit_rename(m, partial, path)) {
+		int e = errno;
+
+		ktm_error_set(errp, KTM_ERR_IO, e,
 			      "cannot commit the image to %s: %s", path,
-			      strerror(errno));
+			      strerror(e));
 		snprintf(text, sizeof(text), "cannot commit the image: %s",
-			 strerror(errno));
-		f.aux = EIO;
+			 strerror(e));
+		f.aux = (uint64_t)e;
 		f.len = (uint32_t)strlen(text);
 		ktm_mig_send_frame(m->ch[0].s, &f, text, NULL);
 		return false;
@@ -423,73 +795,103 @@ static bool dest_commit(struct ktm_migration *m, const char *partial,
 	return true;
 }
 
-bool ktm_migration_recv(struct ktm_migration *m, int listen_fd,
-			const char *path, struct ktm_error **errp)
+/* After a failure: tell the source why on channel 0 (ABORT), then close
+ * every channel without a reset. */
+static void dest_fail_end(struct ktm_migration *m, const struct ktm_error *err)
 {
-	char partial[4096];
-	struct ktm_session *s;
-	struct ktm_hello h;
-	double t0;
-	uint8_t flags = 0;
 	unsigned int i;
-	bool ok = false;
 
-	partial[0] = '\0';
-	s = accept_channel(m, listen_fd, m->accept_ms, &h, &flags, errp);
-	if (!s)
-		return false;
-	t0 = ktm_mig_now_s();	/* the time of the migration, not of waiting for it */
-	if (h.channel != 0 || (flags & KTM_FF_RESUME)) {
-		ktm_error_set(errp, KTM_ERR_PEER, EPROTO,
-			      "the first connection is channel %u, not 0",
-			      h.channel);
-		ktm_session_free(s);
+	/* a source that said why waits for our close: no drain */
+	if (m->ch[0].s && err && !m->peer_aborted)
+		ktm_mig_send_abort(m->ch[0].s, err);
+	for (i = 0; i < m->nch; i++) {
+		ktm_mig_close_gently(m->ch[i].s, m->peer_aborted ? 0 :
+				     i ? 200 : 1000);
+		m->ch[i].s = NULL;
+	}
+}
+
+/* Hand the first failure to the caller, or drop it. */
+static void take_error(struct ktm_migration *m, struct ktm_error **errp)
+{
+	ktm_error_propagate(errp, m->err);
+	m->err = NULL;
+}
+
+/* The migration after channel 0's HELLO: open, acknowledge, run, commit. */
+static bool dest_run(struct ktm_migration *m, struct acceptor *a,
+		     struct ktm_session *s, const struct ktm_hello *h,
+		     const char *path, char *partial, size_t plen)
+{
+	struct ktm_error *err = NULL;
+	unsigned int i;
+
+	if (!dest_open(m, path, h, partial, plen, &err)) {
+		/* refused before any page moved: the source hears why */
+		ktm_mig_send_abort(s, err);
+		ktm_mig_close_gently(s, 1000);
+		ktm_mig_fail(m, err);
 		return false;
 	}
-	if (!dest_open(m, path, &h, partial, sizeof(partial), errp) ||
-	    !hello_ack(s, errp)) {
-		ktm_session_free(s);
-		goto out_remove;
-	}
+	if (!hello_ack(s, &err))
+		goto err_free;
 	for (i = 0; i < m->nreq; i++) {
 		struct ktm_frame f = { .type = KTM_F_PAGE_REQ,
 				       .offset = m->req[i].off,
 				       .aux = m->req[i].len };
 
-		if (!ktm_mig_send_frame(s, &f, NULL, errp)) {
-			ktm_session_free(s);
-			goto out_remove;
-		}
+		if (!ktm_mig_send_frame(s, &f, NULL, &err))
+			goto err_free;
 	}
-	if (!start_dest_channel(m, 0, s, errp)) {
-		ktm_session_free(s);
-		goto out_remove;
-	}
-	if (!accept_more(m, listen_fd, errp)) {
-		struct ktm_error *err = NULL;
-
-		ktm_error_set(&err, KTM_ERR_INTERNAL, ECANCELED, "cancelled");
+	if (!start_dest_channel(m, 0, s, &err))
+		goto err_free;
+	if (!accept_more(m, a, &err))
 		ktm_mig_fail(m, err);
-		ktm_mig_wait_channels(m);
-		goto out_release;
-	}
 	ktm_mig_wait_channels(m);
 	if (m->err) {
-		ktm_error_propagate(errp, m->err);
-		m->err = NULL;
-		goto out_release;
+		dest_fail_end(m, m->err);
+		return false;
 	}
-	ok = dest_commit(m, partial, path, errp);
-out_release:
+	if (!dest_commit(m, partial, path, &err)) {
+		ktm_mig_fail(m, err);
+		return false;
+	}
+	return true;
+err_free:
+	ktm_session_free(s);
+	ktm_mig_fail(m, ktm_mig_chan_error(m, 0, err));
+	return false;
+}
+
+bool ktm_migration_recv(struct ktm_migration *m, int listen_fd,
+			const char *path, struct ktm_error **errp)
+{
+	struct acceptor a = { .m = m, .lfd = listen_fd };
+	char partial[4200];
+	struct ktm_session *s;
+	struct ktm_hello h;
+	double t0 = ktm_mig_now_s();
+	unsigned int i;
+	bool ok = false;
+
+	partial[0] = '\0';
+	if (!ktm_migration_check_target(m, path, errp))
+		return false;
+	s = accept_first(m, &a, &h, errp);
+	if (!s)
+		goto out_acceptor;
+	t0 = ktm_mig_now_s();	/* the time of the migration, not of waiting for it */
+	ok = dest_run(m, &a, s, &h, path, partial, sizeof(partial));
+	if (!ok)
+		take_error(m, errp);
 	m->path_name = m->path[0] == KTM_PATH_USERSPACE ? "userspace" : "kernel";
-	for (i = 0; i < m->nch; i++) {
+	for (i = 0; i < m->nch && i < KTM_MAX_CHANNELS; i++) {
 		if (m->ch[i].s)
 			ktm_mig_session_totals(m, m->ch[i].s, KTM_DIR_RX);
 		ktm_session_free(m->ch[i].resumed);
 		m->ch[i].resumed = NULL;
 		ktm_mig_chan_release(&m->ch[i]);
 	}
-out_remove:
 	if (m->map)
 		munmap(m->map, m->size);
 	m->map = NULL;
@@ -498,7 +900,8 @@ out_remove:
 	m->img_fd = -1;
 	if (!ok && partial[0])
 		unlink(partial);
+out_acceptor:
+	acc_end(&a);
 	ktm_mig_finish(m, t0, ok);
 	return ok;
 }
-

@@ -66,11 +66,18 @@ static bool stage(struct ktm_chan *c, const void *p, size_t len,
 	return true;
 }
 
+/* The channel index is added by ktm_mig_fail_chan. */
 static bool sock_error(struct ktm_chan *c, int err, struct ktm_error **errp)
 {
+	if (err == EAGAIN || err == ETIMEDOUT) {
+		ktm_error_set(errp, KTM_ERR_PEER, ETIMEDOUT,
+			      "sending pages to %s:%s timed out: the destination "
+			      "took no data within the I/O timeout", c->m->host,
+			      c->m->port);
+		return false;
+	}
 	ktm_error_set(errp, err == EPIPE || err == ECONNRESET ? KTM_ERR_PEER :
-		      KTM_ERR_IO, err,
-		      "sending pages on channel %u to %s:%s failed: %s", c->idx,
+		      KTM_ERR_IO, err, "sending pages to %s:%s failed: %s",
 		      c->m->host, c->m->port, strerror(err));
 	return false;
 }
@@ -123,6 +130,8 @@ static bool send_payload_kernel(struct ktm_chan *c, uint64_t off, size_t len,
 			ssize_t n = splice(m->img_fd, &o, c->pipe[1], NULL, len,
 					   SPLICE_F_MORE | SPLICE_F_MOVE);
 
+			if (n < 0 && errno == EINTR)
+				continue;
 			if (n <= 0)
 				return sock_error(c, n ? errno : EIO, errp);
 			len -= (size_t)n;
@@ -131,6 +140,8 @@ static bool send_payload_kernel(struct ktm_chan *c, uint64_t off, size_t len,
 						   (size_t)n, SPLICE_F_MORE |
 						   SPLICE_F_MOVE);
 
+				if (w < 0 && errno == EINTR)
+					continue;
 				if (w <= 0)
 					return sock_error(c, w ? errno : EPIPE, errp);
 				n -= w;
@@ -242,6 +253,21 @@ static bool zerocopy_on(struct ktm_chan *c, struct ktm_error **errp)
 	return false;
 }
 
+/* The destination's ABORT (header in @f): its sentence becomes ours. */
+static bool peer_aborted(struct ktm_migration *m, struct ktm_session *s,
+			 const struct ktm_frame *f, struct ktm_error **errp)
+{
+	char text[512];
+
+	if (!ktm_mig_recv_text(s, f, text, sizeof(text), errp))
+		return false;
+	m->peer_aborted = true;
+	ktm_error_set(errp, KTM_ERR_PEER, f->aux && f->aux < 4096 ? (int)f->aux :
+		      EIO, "destination %s:%s stopped the migration: %s",
+		      m->host, m->port, text[0] ? text : "no reason given");
+	return false;
+}
+
 /* Before a chunk: stay under the key-usage limit, by KeyUpdate where the
  * session can, else on a fresh connection. */
 static bool respect_key_limit(struct ktm_chan *c, struct ktm_error **errp)
@@ -276,6 +302,7 @@ static bool respect_key_limit(struct ktm_chan *c, struct ktm_error **errp)
 	c->s = s;
 	m->reconnects++;
 	pthread_mutex_unlock(&m->lock);
+	ktm_mig_tune_socket(m, ktm_session_fd(s));
 	if (m->zc_ro && kernel_path(c) && !zerocopy_on(c, errp))
 		return false;
 	return send_hello(c, KTM_FF_RESUME, errp);
@@ -306,9 +333,11 @@ static bool send_hello(struct ktm_chan *c, uint8_t flags,
 		return false;
 	if (f.type == KTM_F_HELLO_ACK)
 		return true;
+	if (f.type == KTM_F_ABORT)
+		return peer_aborted(m, c->s, &f, errp);
 	ktm_error_set(errp, KTM_ERR_PEER, EPROTO,
-		      "destination %s:%s refused channel %u (frame type %u)",
-		      m->host, m->port, c->idx, f.type);
+		      "destination %s:%s refused the channel (frame type %u)",
+		      m->host, m->port, f.type);
 	return false;
 }
 
@@ -332,9 +361,7 @@ static bool serve_return_path(struct ktm_chan *c, struct ktm_error **errp)
 			if (!send_range(c, f.offset, f.aux, KTM_FF_REQUESTED, errp))
 				return false;
 		} else if (f.type == KTM_F_ABORT) {
-			ktm_error_set(errp, KTM_ERR_PEER, (int)f.aux,
-				      "destination aborted the migration");
-			return false;
+			return peer_aborted(c->m, c->s, &f, errp);
 		} else if (f.type != KTM_F_PROGRESS) {
 			ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EBADMSG,
 				      "unexpected frame type %u from the "
@@ -376,7 +403,7 @@ static void *source_channel(void *arg)
 		goto err;
 	goto out;
 err:
-	ktm_mig_fail(m, err);
+	ktm_mig_fail_chan(m, c->idx, err);
 out:
 	ktm_mig_channel_exit(m);
 	return NULL;
@@ -413,6 +440,22 @@ static bool chan_prepare(struct ktm_chan *c, struct ktm_error **errp)
 	return !c->m->zc_ro || zerocopy_on(c, errp);
 }
 
+/* One channel up: connected, tuned, HELLO answered; false with *errp
+ * naming the channel. */
+static bool source_connect(struct ktm_chan *c, struct ktm_error **errp)
+{
+	struct ktm_migration *m = c->m;
+	struct ktm_error *err = NULL;
+
+	c->s = ktm_session_connect(m->cfg, m->host, m->port, &err);
+	if (c->s)
+		ktm_mig_tune_socket(m, ktm_session_fd(c->s));
+	if (c->s && chan_prepare(c, &err) && send_hello(c, 0, &err))
+		return true;
+	ktm_error_propagate(errp, ktm_mig_chan_error(m, c->idx, err));
+	return false;
+}
+
 static const char *send_path_name(const struct ktm_migration *m)
 {
 	if (m->path[0] == KTM_PATH_USERSPACE)
@@ -431,42 +474,103 @@ static const char *send_path_name(const struct ktm_migration *m)
 	return "?";
 }
 
+/* The verdict did not arrive: the destination may or may not have
+ * committed.  Say so, and how to find out. */
+static bool verdict_lost(struct ktm_migration *m, struct ktm_error *cause,
+			 struct ktm_error **errp)
+{
+	const char *why = ktm_error_message(cause);
+	char ms[32] = "";
+
+	if (strstr(why, "the I/O timeout"))
+		snprintf(ms, sizeof(ms), " of %u ms", m->io_ms);
+	ktm_error_set(errp, KTM_ERR_PEER, ktm_error_errno(cause),
+		      "channel 0: the verdict of destination %s:%s was lost "
+		      "(%s%s): the outcome is unknown", m->host, m->port, why, ms);
+	ktm_error_hint_set(errp, "the whole image and its digest were sent; "
+			   "the destination's own exit status and report say "
+			   "whether it committed (the image exists there only "
+			   "if the digest matched)");
+	ktm_error_free(cause);
+	return false;
+}
+
 /* Channel 0 after all channels: the digest, then the verdict. */
 static bool source_finish(struct ktm_migration *m, struct ktm_error **errp)
 {
 	struct ktm_session *s = m->ch[0].s;
-	uint8_t digest[KTM_DIGEST_LEN], text[512];
+	uint8_t digest[KTM_DIGEST_LEN];
+	char text[512];
 	struct ktm_frame f = { .type = KTM_F_IMAGE_END, .len = KTM_DIGEST_LEN,
 			       .aux = m->size };
+	struct ktm_error *err = NULL;
 
 	ktm_mig_image_digest(m, digest);
 	if (!ktm_mig_send_frame(s, &f, digest, errp))
 		return false;
 	for (;;) {
-		if (!ktm_mig_recv_frame(s, &f, "destination", errp))
-			return false;
+		if (!ktm_mig_recv_frame(s, &f, "destination", &err))
+			return verdict_lost(m, err, errp);
 		if (f.type == KTM_F_PROGRESS)
 			continue;
-		if ((f.type != KTM_F_VERDICT && f.type != KTM_F_ABORT) ||
-		    f.len >= sizeof(text)) {
+		if (f.type == KTM_F_ABORT)
+			return peer_aborted(m, s, &f, errp);
+		if (f.type != KTM_F_VERDICT || f.len >= sizeof(text)) {
 			ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EBADMSG,
 				      "unexpected frame type %u from the "
 				      "destination while waiting for its verdict",
 				      f.type);
 			return false;
 		}
-		if (f.len && !ktm_mig_recv_exact(s, text, f.len, errp))
-			return false;
-		text[f.len] = '\0';
-		if (f.type == KTM_F_VERDICT && f.aux == 0)
+		if (!ktm_mig_recv_text(s, &f, text, sizeof(text), &err))
+			return verdict_lost(m, err, errp);
+		if (f.aux == 0)
 			break;
-		ktm_error_set(errp, KTM_ERR_PEER, f.aux ? (int)f.aux : EIO,
+		ktm_error_set(errp, KTM_ERR_PEER, f.aux < 4096 ? (int)f.aux : EIO,
 			      "destination %s:%s rejected the image: %s",
 			      m->host, m->port, text);
 		return false;
 	}
 	m->digest_ok = true;
 	return ktm_session_shutdown(s, errp);
+}
+
+/*
+ * After a failure: when a connection broke, the destination may have
+ * said why on channel 0 before it closed (ABORT): look for it briefly.
+ * Then tell the destination our reason and close without a reset.
+ */
+static void source_fail_end(struct ktm_migration *m, struct ktm_error **errp)
+{
+	struct ktm_session *s = m->ch[0].s;
+	struct ktm_error *why = NULL;
+	struct ktm_frame f;
+	struct timeval tv = { .tv_sec = 1 };
+	int i;
+
+	if (!s)
+		return;
+	if (errp && *errp && ktm_error_class(*errp) == KTM_ERR_PEER &&
+	    !strstr(ktm_error_message(*errp), "stopped the migration")) {
+		setsockopt(ktm_session_fd(s), SOL_SOCKET, SO_RCVTIMEO, &tv,
+			   sizeof(tv));
+		for (i = 0; i < 64; i++) {
+			if (!ktm_mig_recv_frame(s, &f, "destination", NULL) ||
+			    (f.type != KTM_F_PROGRESS && f.type != KTM_F_ABORT))
+				break;
+			if (f.type == KTM_F_ABORT) {
+				peer_aborted(m, s, &f, &why);
+				ktm_error_free(*errp);
+				*errp = why;
+				break;
+			}
+		}
+	}
+	/* the destination that said why waits for our close: no drain */
+	if (errp && *errp && !m->peer_aborted)
+		ktm_mig_send_abort(s, *errp);
+	ktm_mig_close_gently(s, m->peer_aborted ? 0 : 1000);
+	m->ch[0].s = NULL;
 }
 
 bool ktm_migration_send(struct ktm_migration *m, const char *host,
@@ -512,15 +616,14 @@ bool ktm_migration_send(struct ktm_migration *m, const char *host,
 		c->idx = i;
 		c->next_chunk = i;
 		c->pipe[0] = c->pipe[1] = -1;
-		c->s = ktm_session_connect(m->cfg, host, port, errp);
-		if (!c->s || !chan_prepare(c, errp) || !send_hello(c, 0, errp))
-			goto out_release;
+		if (!source_connect(c, &err))
+			goto out_fail;
 		ktm_mig_note_session(m, i, c->s);
 	}
 	m->path_name = send_path_name(m);
 	m->running = m->nch;
 	for (i = 0; i < m->nch; i++) {
-		if (pthread_create(&m->ch[i].thr, NULL, source_channel, &m->ch[i])) {
+		if (ktm_mig_thread_start(&m->ch[i].thr, source_channel, &m->ch[i])) {
 			m->running -= m->nch - i;
 			ktm_error_set(&err, KTM_ERR_INTERNAL, EAGAIN,
 				      "cannot start channel %u", i);
@@ -531,17 +634,15 @@ bool ktm_migration_send(struct ktm_migration *m, const char *host,
 	}
 	ktm_mig_wait_channels(m);
 	if (m->err) {
-		ktm_error_propagate(errp, m->err);
+		err = m->err;
 		m->err = NULL;
-		/* tell the destination why, if it can still hear us */
-		if (m->ch[0].s) {
-			struct ktm_frame f = { .type = KTM_F_ABORT, .aux = EIO };
-
-			ktm_mig_send_frame(m->ch[0].s, &f, NULL, NULL);
-		}
-		goto out_release;
+		goto out_fail;
 	}
 	ok = source_finish(m, errp);
+	goto out_release;
+out_fail:
+	source_fail_end(m, &err);
+	ktm_error_propagate(errp, err);
 out_release:
 	for (i = 0; i < m->nch; i++) {
 		if (m->ch[i].s)

@@ -595,6 +595,11 @@ static bool io_error(struct ktm_session *s, int err, const char *doing,
 			      "the connection to %s broke (%s): the peer went "
 			      "away without closing the TLS session", s->peer,
 			      strerror(err));
+	else if (err == EAGAIN || err == ETIMEDOUT)
+		/* SO_RCVTIMEO/SO_SNDTIMEO or TCP_USER_TIMEOUT ran out */
+		ktm_error_set(errp, KTM_ERR_PEER, ETIMEDOUT,
+			      "%s %s timed out: the peer moved no data within "
+			      "the I/O timeout", doing, s->peer);
 	else if (err == EBADMSG)
 		ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, err,
 			      "a TLS record from %s failed authentication "
@@ -615,6 +620,9 @@ static bool ssl_failed(struct ktm_session *s, int ret, const char *doing,
 
 	if (err == SSL_ERROR_SYSCALL && errno && !e)
 		return io_error(s, errno, doing, errp);
+	/* a blocking socket wants to retry only when its timeout ran out */
+	if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+		return io_error(s, EAGAIN, doing, errp);
 	if (reason == SSL_R_UNEXPECTED_EOF_WHILE_READING ||
 	    (err == SSL_ERROR_SYSCALL && !e)) {
 		ERR_clear_error();
@@ -839,6 +847,15 @@ ssize_t ktm_session_recv(struct ktm_session *s, void *buf, size_t len,
 		return -1;
 	}
 	if (n == 0) {
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+
+		/* TCP_USER_TIMEOUT or a reset ended it: say that, not EOF */
+		if (!getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) &&
+		    soerr) {
+			io_error(s, soerr, "receiving from", errp);
+			return -1;
+		}
 		ktm_error_set(errp, KTM_ERR_PEER, ECONNRESET,
 			      "%s closed the connection without TLS "
 			      "close_notify (truncated)", s->peer);

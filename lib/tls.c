@@ -262,9 +262,8 @@ SSL *ktm_tls_ssl_new(SSL_CTX *ctx, int fd, struct ktm_hs *hs,
 		return NULL;
 	}
 	SSL_set_app_data(ssl, hs);
-	/* SSL_set_fd's socket BIO does not own the fd: SSL_free() neither
-	 * closes it nor sends anything. */
-	if (!SSL_set_fd(ssl, fd))
+	/* Our socket BIO (bio.c): MSG_NOSIGNAL, and it does not own the fd. */
+	if (!ktm_bio_attach(ssl, fd))
 		goto err_free_ssl;
 	if (cfg->endpoint == KTM_ENDPOINT_CLIENT) {
 		SSL_set_connect_state(ssl);

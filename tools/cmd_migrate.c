@@ -8,6 +8,9 @@
 #include <getopt.h>
 #include <stdarg.h>
 #include <netdb.h>
+#include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -42,6 +45,10 @@ TOOL_TLS_HELP
 "  --vm NAME           the object name given to the hook (default: image name)\n"
 "  --json              print the report as JSON on standard output\n"
 "  --quiet             no progress line\n"
+"  --io-timeout S      the longest wait for the peer once the channels are up\n"
+"                      (default 30): a frozen, cut or silent peer fails both\n"
+"                      sides within S seconds (plus TCP keepalive and\n"
+"                      TCP_USER_TIMEOUT for a partition)\n"
 "  -h, --help          show this text\n"
 "\n"
 "Source (send) options:\n"
@@ -57,19 +64,36 @@ TOOL_TLS_HELP
 "\n"
 "Destination (recv) options:\n"
 "  --listen [ADDR:]PORT  where to accept the source's channels\n"
-"  --accept-timeout MS   how long to wait for each connection (default 30000)\n"
+"  --accept-timeout MS   how long to wait for each connection (default 30000);\n"
+"                      other connections meanwhile (port scans, non-TLS\n"
+"                      peers, unauthorized certificates, another migration)\n"
+"                      are refused and logged, the migration goes on\n"
+"  --max-image-size N  refuse larger images (suffix K, M, G, T; default: the\n"
+"                      free space of FILE's filesystem); the image is\n"
+"                      reserved with posix_fallocate before any page moves\n"
+"  --force             replace an existing FILE, at commit (rename over it);\n"
+"                      without it an existing FILE is refused at start.  The\n"
+"                      committed FILE has mode 0600\n"
 "  --request-pages OFFSET:LEN  ask for these bytes first, as postcopy does\n"
 "                      (repeatable, page aligned)\n"
 "\n"
 "An image of '-' reads standard input into memory first (send), or writes the\n"
 "verified image to standard output at the end (recv).\n"
 "\n"
-"Exit status: 0 migrated and verified, 1 failed (the error says why), 2 usage.\n",
+"A leftover FILE.ktm-partial (from a killed run) is refused at start with the\n"
+"command that removes it; SIGINT or SIGTERM removes this run's partial file.\n"
+"With --listen ADDR:0 the bound port is printed.  A bare --listen PORT\n"
+"accepts IPv6 and IPv4 where the host has IPv6.\n"
+"\n"
+"Exit status: 0 migrated and verified, 1 failed (the error says why), 2 usage,\n"
+"128+N killed by signal N (SIGINT 130, SIGTERM 143) after cleaning up.\n",
 		tool_prog, tool_prog);
 }
 
 struct opts {
-	bool send, json, quiet, zc_ro;
+	bool send, json, quiet, zc_ro, force;
+	unsigned int io_s;
+	unsigned long long max_image;
 	const char *to, *listen, *image, *hook, *vm;
 	struct tool_tls tls;
 	unsigned int channels, accept_ms;
@@ -80,6 +104,63 @@ struct opts {
 };
 
 #define bad_usage(...) tool_usage_error("migrate", __VA_ARGS__)
+
+/* Long options of the fault handling, beside parse()'s own. */
+enum { O_GUARD_IO = 400, O_GUARD_MAX, O_GUARD_FORCE };
+
+/* A byte count with an optional K, M, G or T (powers of 1024). */
+static bool parse_bytes(const char *arg, unsigned long long *out)
+{
+	static const char units[] = "KMGT";
+	char *end = NULL;
+	unsigned long long v;
+	const char *u;
+	int shift;
+
+	errno = 0;
+	v = strtoull(arg, &end, 10);
+	if (errno || end == arg || !v)
+		return false;
+	if (!*end) {
+		*out = v;
+		return true;
+	}
+	u = strchr(units, *end);
+	if (!u || !*u || end[1])
+		return false;
+	shift = 10 * (int)(u - units + 1);
+	if (v > (~0ull >> shift))
+		return false;	/* would overflow */
+	*out = v << shift;
+	return true;
+}
+
+/* The options of the fault handling (--io-timeout, --max-image-size,
+ * --force). */
+static int parse_guard(struct opts *o, int c, const char *arg)
+{
+	char *end = NULL;
+	unsigned long v;
+
+	switch (c) {
+	case O_GUARD_IO:
+		errno = 0;
+		v = strtoul(arg, &end, 10);
+		if (errno || *end || !v || v > 86400)
+			return bad_usage("--io-timeout takes seconds (1 to 86400), "
+					 "not '%s'", arg);
+		o->io_s = (unsigned int)v;
+		return 0;
+	case O_GUARD_MAX:
+		if (!parse_bytes(arg, &o->max_image))
+			return bad_usage("--max-image-size takes bytes with an "
+					 "optional K, M, G or T, not '%s'", arg);
+		return 0;
+	default:
+		o->force = true;
+		return 0;
+	}
+}
 
 static int parse(int argc, char **argv, struct opts *o)
 {
@@ -99,6 +180,9 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "key-limit", required_argument, NULL, O_KEYLIMIT },
 		{ "accept-timeout", required_argument, NULL, O_ACCEPT },
 		{ "request-pages", required_argument, NULL, O_REQ },
+		{ "io-timeout", required_argument, NULL, O_GUARD_IO },
+		{ "max-image-size", required_argument, NULL, O_GUARD_MAX },
+		{ "force", no_argument, NULL, O_GUARD_FORCE },
 		{ "help", no_argument, NULL, 'h' },
 		TOOL_TLS_OPTIONS,
 		{ 0 }
@@ -167,6 +251,13 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'h':
 			usage(stdout);
 			return -1;
+		case O_GUARD_IO:
+		case O_GUARD_MAX:
+		case O_GUARD_FORCE:
+			ret = parse_guard(o, c, optarg);
+			if (ret)
+				return ret;
+			break;
 		default:
 			ret = tool_tls_option(&o->tls, c, optarg, "migrate");
 			if (ret == 1)
@@ -362,6 +453,164 @@ static bool copy_to_stdout(const char *path)
 	return ok;
 }
 
+/*
+ * SIGINT and SIGTERM: remove this run's partial file, say so, exit
+ * 128+N.  The start check refused a leftover partial file, so one that
+ * exists now is this run's.  The handler's state is set once before it
+ * is installed and only read after (async-signal-safe: unlink, write).
+ */
+static char sig_partial[4200], sig_dir[64];
+static char sig_msg[2][4400];
+
+static void on_stop_signal(int sig)
+{
+	const char *msg = sig_msg[sig == SIGTERM];
+
+	if (sig_partial[0])
+		unlink(sig_partial);
+	if (sig_dir[0])
+		rmdir(sig_dir);
+	if (write(2, msg, strlen(msg)) < 0)
+		_exit(128 + sig);
+	_exit(128 + sig);
+}
+
+static void guard_signals(const struct opts *o, const char *target,
+			  const char *tmpdir)
+{
+	struct sigaction sa = { .sa_handler = on_stop_signal };
+	static const char *names[2] = { "SIGINT", "SIGTERM" };
+	int i;
+
+	if (target) {
+		snprintf(sig_partial, sizeof(sig_partial), "%s.ktm-partial", target);
+		if (tmpdir)
+			snprintf(sig_dir, sizeof(sig_dir), "%s", tmpdir);
+	}
+	for (i = 0; i < 2; i++) {
+		if (target)
+			snprintf(sig_msg[i], sizeof(sig_msg[i]), "%s: interrupted "
+				 "by %s: the migration is not complete; %s was "
+				 "removed and nothing was committed\n", tool_prog,
+				 names[i], sig_partial);
+		else
+			snprintf(sig_msg[i], sizeof(sig_msg[i]), "%s: interrupted "
+				 "by %s: the migration to %s is not complete and "
+				 "the destination commits nothing\n", tool_prog,
+				 names[i], o->to);
+	}
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
+
+static void log_refused(const char *msg, void *opaque)
+{
+	(void)opaque;
+	fprintf(stderr, "%s: %s\n", tool_prog, msg);
+}
+
+/* "waiting for the source on ADDR:PORT", always when port 0 was asked
+ * for (the caller needs the port), else unless --quiet. */
+static void announce(const struct opts *o, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char ip[INET6_ADDRSTRLEN] = "?";
+	unsigned int port = 0;
+	size_t n = strlen(o->listen);
+	bool zero = o->listen[n - 1] == '0' &&
+		    (n == 1 || o->listen[n - 2] == ':');
+
+	if ((o->quiet && !zero) || getsockname(fd, (struct sockaddr *)&ss, &sl))
+		return;
+	if (ss.ss_family == AF_INET6) {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+
+		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+		port = ntohs(a->sin6_port);
+		fprintf(stderr, "%s: waiting for the source on [%s]:%u\n",
+			tool_prog, ip, port);
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+
+		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+		port = ntohs(a->sin_port);
+		fprintf(stderr, "%s: waiting for the source on %s:%u\n",
+			tool_prog, ip, port);
+	}
+}
+
+/* The source's part: 0 migrated, 1 failed (*errp or printed), 2 usage. */
+static int run_send(const struct opts *o, struct ktm_migration *m, int *fd,
+		    struct ktm_error **errp)
+{
+	char host[256], port[32];
+
+	if (!tool_split_hostport(o->to, host, sizeof(host), port, sizeof(port)) ||
+	    !host[0])
+		return bad_usage("--to takes HOST:PORT, not '%s'", o->to);
+	if (!ktm_migration_set_channels(m, o->channels, errp))
+		return 1;
+	ktm_migration_set_send_path(m, o->send_path);
+	ktm_migration_set_zerocopy_ro(m, o->zc_ro);
+	ktm_migration_set_key_limit(m, o->key_limit);
+	*fd = strcmp(o->image, "-") ? open(o->image, O_RDONLY | O_CLOEXEC) :
+				      spool_stdin();
+	if (*fd < 0) {
+		fprintf(stderr, "%s: cannot read image %s: %s\n", tool_prog,
+			o->image, strerror(errno));
+		return 1;
+	}
+	guard_signals(o, NULL, NULL);
+	return ktm_migration_send(m, host, port, *fd, errp) ? 0 : 1;
+}
+
+/* The destination's part, as run_send. */
+static int run_recv(const struct opts *o, struct ktm_migration *m, int *fd,
+		    struct ktm_error **errp)
+{
+	char tmpdir[] = "/tmp/ktm-recv-XXXXXX", tmp[64];
+	const char *target = o->image;
+	unsigned int i;
+	bool ok;
+
+	ktm_migration_set_accept_timeout(m, o->accept_ms);
+	ktm_migration_set_max_image_size(m, o->max_image);
+	ktm_migration_set_force(m, o->force);
+	ktm_migration_set_log(m, log_refused, NULL);
+	for (i = 0; i < o->nreq; i++)
+		if (!ktm_migration_request_pages(m, o->req[i].off,
+						 o->req[i].len, errp))
+			return 1;
+	*fd = tool_listen(o->listen, false);
+	if (*fd < 0)
+		return 1;
+	if (!strcmp(o->image, "-")) {
+		if (!mkdtemp(tmpdir)) {
+			fprintf(stderr, "%s: mkdtemp: %s\n", tool_prog,
+				strerror(errno));
+			return 1;
+		}
+		snprintf(tmp, sizeof(tmp), "%s/image", tmpdir);
+		target = tmp;
+	}
+	/* say what is in the way now, not after a source connected */
+	ok = ktm_migration_check_target(m, target, errp);
+	if (ok) {
+		guard_signals(o, target, target == tmp ? tmpdir : NULL);
+		announce(o, *fd);
+		ok = ktm_migration_recv(m, *fd, target, errp);
+	}
+	if (ok && target == tmp)
+		ok = copy_to_stdout(tmp);
+	if (target == tmp) {
+		unlink(tmp);
+		rmdir(tmpdir);
+	}
+	return ok ? 0 : 1;
+}
+
 int cmd_migrate(int argc, char **argv)
 {
 	struct opts o = { 0 };
@@ -369,16 +618,15 @@ int cmd_migrate(int argc, char **argv)
 	struct ktm_config *cfg = NULL;
 	struct ktm_migration *m = NULL;
 	struct progress prog;
-	char host[256], port[32], tmpdir[] = "/tmp/ktm-recv-XXXXXX", tmp[64];
-	const char *target;
 	double cpu0 = cpu_seconds();
 	int ret = parse(argc, argv, &o), fd = -1;
-	bool ok = false;
-	unsigned int i;
 
 	if (ret)
 		return ret < 0 ? 0 : ret;
+	/* a peer that went away is an error to report, not a signal */
+	signal(SIGPIPE, SIG_IGN);
 	prog.on = !o.quiet && !o.json && isatty(2);
+	ret = 1;
 	cfg = make_config(&o, &err);
 	if (!cfg)
 		goto out;
@@ -387,67 +635,13 @@ int cmd_migrate(int argc, char **argv)
 		goto out;
 	prog.t0 = now_s();
 	ktm_migration_set_progress(m, show_progress, &prog);
-	if (o.send) {
-		if (!tool_split_hostport(o.to, host, sizeof(host), port, sizeof(port)) ||
-		    !host[0]) {
-			ret = bad_usage("--to takes HOST:PORT, not '%s'", o.to);
-			goto out;
-		}
-		if (!ktm_migration_set_channels(m, o.channels, &err))
-			goto out;
-		ktm_migration_set_send_path(m, o.send_path);
-		ktm_migration_set_zerocopy_ro(m, o.zc_ro);
-		ktm_migration_set_key_limit(m, o.key_limit);
-		fd = strcmp(o.image, "-") ? open(o.image, O_RDONLY | O_CLOEXEC) :
-					    spool_stdin();
-		if (fd < 0) {
-			fprintf(stderr, "%s: cannot read image %s: %s\n", tool_prog,
-				o.image, strerror(errno));
-			ret = 1;
-			goto out;
-		}
-		ok = ktm_migration_send(m, host, port, fd, &err);
-	} else {
-		ktm_migration_set_accept_timeout(m, o.accept_ms);
-		for (i = 0; i < o.nreq; i++)
-			if (!ktm_migration_request_pages(m, o.req[i].off,
-							 o.req[i].len, &err))
-				goto out;
-		fd = tool_listen(o.listen, false);
-		if (fd < 0) {
-			ret = 1;
-			goto out;
-		}
-		target = o.image;
-		if (!strcmp(o.image, "-")) {
-			if (!mkdtemp(tmpdir)) {
-				fprintf(stderr, "%s: mkdtemp: %s\n", tool_prog,
-					strerror(errno));
-				ret = 1;
-				goto out;
-			}
-			snprintf(tmp, sizeof(tmp), "%s/image", tmpdir);
-			target = tmp;
-		}
-		if (!o.quiet)
-			fprintf(stderr, "%s: waiting for the source on %s\n",
-				tool_prog, o.listen);
-		ok = ktm_migration_recv(m, fd, target, &err);
-		if (ok && target == tmp)
-			ok = copy_to_stdout(tmp);
-		if (target == tmp) {
-			unlink(tmp);
-			rmdir(tmpdir);
-		}
-	}
+	ktm_migration_set_io_timeout(m, o.io_s * 1000);
+	ret = o.send ? run_send(&o, m, &fd, &err) : run_recv(&o, m, &fd, &err);
 	if (prog.on)
 		fprintf(stderr, "\n");
-	ret = ok ? 0 : 1;
 out:
-	if (!ok && !ret)
-		ret = 1;
 	if (m) {
-		report(&o, m, ok, err ? ktm_error_message(err) : NULL,
+		report(&o, m, ret == 0, err ? ktm_error_message(err) : NULL,
 		       cpu_seconds() - cpu0);
 	} else if (o.json && err) {
 		printf("{\"role\": \"%s\", \"ok\": false, \"error\": ",

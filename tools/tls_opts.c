@@ -187,13 +187,33 @@ int tool_listen(const char *spec, bool announce)
 			tool_prog, spec);
 		return -1;
 	}
+	/* a bare PORT: IPv6 with v4-mapped addresses where the host has
+	 * IPv6 (dual stack), else IPv4 */
+	if (!host[0])
+		hints.ai_family = AF_INET6;
 	ret = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+	if (ret && !host[0]) {
+		hints.ai_family = AF_UNSPEC;
+		ret = getaddrinfo(NULL, port, &hints, &res);
+	}
 	if (ret) {
 		fprintf(stderr, "%s: cannot listen on %s: %s\n", tool_prog, spec,
 			gai_strerror(ret));
 		return -1;
 	}
 	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 && !host[0] && res->ai_family == AF_INET6) {
+		/* no IPv6 in this kernel: IPv4 only */
+		freeaddrinfo(res);
+		hints.ai_family = AF_INET;
+		if (getaddrinfo(NULL, port, &hints, &res)) {
+			fprintf(stderr, "%s: cannot listen on %s\n", tool_prog, spec);
+			return -1;
+		}
+		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	}
+	if (fd >= 0 && !host[0] && res->ai_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &(int){ 0 }, sizeof(int));
 	if (fd < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
 	    bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 16) ||

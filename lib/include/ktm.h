@@ -432,6 +432,36 @@ void ktm_migration_set_accept_timeout(struct ktm_migration *m,
  * the return path, as postcopy does); up to 8 ranges, page aligned. */
 bool ktm_migration_request_pages(struct ktm_migration *m, uint64_t offset,
 				 uint64_t len, struct ktm_error **errp);
+/* Both sides: the longest wait for the peer once the channels are up
+ * (default 30 s): a poll, a blocked send or receive (SO_SNDTIMEO,
+ * SO_RCVTIMEO), unacknowledged data (TCP_USER_TIMEOUT) and a silent
+ * connection (TCP keepalive) all end in an error naming the peer and the
+ * timeout.  0 keeps the default. */
+void ktm_migration_set_io_timeout(struct ktm_migration *m, unsigned int ms);
+/* Destination: the largest image accepted.  0 (default): the free space
+ * of the target's filesystem.  Either way the image is reserved with
+ * posix_fallocate() before the source is told to start. */
+void ktm_migration_set_max_image_size(struct ktm_migration *m,
+				      uint64_t bytes);
+/* Destination: replace an existing PATH (at commit, by rename over it;
+ * until then the old file stays).  Off by default: an existing PATH is
+ * refused before any connection is accepted. */
+void ktm_migration_set_force(struct ktm_migration *m, bool on);
+/* Destination: called from the accepting thread with one phrase for each
+ * connection that was refused while the migration went on (a port scan,
+ * a non-TLS peer, an unauthorized certificate, another migration). */
+typedef void (*ktm_log_fn)(const char *msg, void *opaque);
+void ktm_migration_set_log(struct ktm_migration *m, ktm_log_fn fn,
+			   void *opaque);
+/*
+ * Destination: whether the image can be written to @path: its directory
+ * exists and is writable, no PATH.ktm-partial is left from an earlier run
+ * (the hint says how to remove it), and PATH does not exist unless
+ * forced.  ktm_migration_recv() runs it before accepting; a caller may run
+ * it earlier to say so at start.  false with *errp (KTM_ERR_CONFIG).
+ */
+bool ktm_migration_check_target(struct ktm_migration *m, const char *path,
+				struct ktm_error **errp);
 
 /*
  * Source: connect @n channels to @host:@port and send the image in

@@ -529,25 +529,27 @@ TEST_TIMEOUT(requested_pages_arrive_first, 120)
 
 TEST_TIMEOUT(existing_partial_file_is_refused_not_overwritten, 60)
 {
-	struct send_result sr;
 	char partial[128];
 	struct mig g;
+	struct stat st;
 	int fd;
 
 	ASSERT_EQ(mig_setup(&g, KTM_KTLS_PREFER), 0);
 	snprintf(partial, sizeof(partial), "%s.ktm-partial", g.out);
 	fd = open(partial, O_CREAT | O_WRONLY, 0600);
 	ASSERT_GE(fd, 0);
+	ASSERT_EQ(write(fd, "old", 3), 3);
 	close(fd);
+	/* refused at start, before any connection is accepted */
 	start_dest(&g, 0, 0);
-	run_source(&g, g.port, 1, KTM_SEND_AUTO, 0, &sr);
-	EXPECT_FALSE(sr.ok);
-	ASSERT_TRUE(wait_dest(&g, 60));
+	ASSERT_TRUE(wait_dest(&g, 5));
 	EXPECT_FALSE(g.res->ok);
-	EXPECT_EQ(g.res->cls, KTM_ERR_IO);
-	EXPECT_STRSTR(g.res->msg, "cannot create ");
-	EXPECT_STRSTR(g.res->msg, "File exists");
+	EXPECT_EQ(g.res->cls, KTM_ERR_CONFIG);
+	EXPECT_STRSTR(g.res->msg, "a leftover ");
+	EXPECT_STRSTR(g.res->msg, ".ktm-partial from an earlier migration is in the way");
 	EXPECT_FALSE(exists(g.out));
+	ASSERT_EQ(stat(partial, &st), 0);
+	EXPECT_EQ(st.st_size, 3);
 	unlink(partial);
 	mig_teardown(&g);
 }
