@@ -9,8 +9,9 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-# jq and perl (JSON::PP) drive QEMU's QMP in tests/qemu
-pkgs=(gcc make pkg-config libssl-dev openssl liburing-dev libnl-3-dev
+# jq and perl (JSON::PP) drive QEMU's QMP in tests/qemu; libxxhash-dev
+# gives the migration's default image digest (XXH3-128)
+pkgs=(gcc make pkg-config libssl-dev openssl liburing-dev libxxhash-dev libnl-3-dev
       libnl-genl-3-dev libnl-route-3-dev qemu-system-x86 busybox-static cpio
       kmod xz-utils zstd jq perl)
 
