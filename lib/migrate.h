@@ -25,6 +25,7 @@
 #define KTM_RECV_BUF (256u << 10)	/* destination: one read, one write */
 #define KTM_CHUNK_PAGES (KTM_CHUNK_SIZE / KTM_PAGE_SIZE)
 #define KTM_URING_DEPTH 4		/* io_uring: chunks in flight */
+#define KTM_MAX_EXTENTS 65536		/* data extents mapped up front */
 
 /* One streaming hash of the image digest's algorithm. */
 struct ktm_hash {
@@ -107,6 +108,10 @@ struct ktm_migration {
 	uint8_t stream_id[16];
 	uint16_t features;		/* negotiated (HELLO_ACK) */
 	uint16_t digest;		/* in use, KTM_DIG_* */
+	/* source: where the image has data (SEEK_DATA/SEEK_HOLE), in
+	 * order; none known = all data */
+	struct ktm_extent { uint64_t off, end; } *data;
+	size_t ndata;
 	/* destination: page requests (channel 0's thread only) */
 	struct ktm_chunk_state *chunks;
 	unsigned int nreq_sent, req_next;

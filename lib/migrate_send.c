@@ -60,39 +60,81 @@ static void scan_data(struct ktm_chan *c, uint64_t base, uint64_t d, uint64_t h)
 }
 
 /*
- * The runs of [base, base+len) (inside one chunk).  Holes of a sparse
- * image are zero without reading them (SEEK_DATA/SEEK_HOLE, which also
- * keeps a shmem hole from being allocated by the read); data is scanned
- * a page at a time.  A file system without SEEK_DATA reads as all data.
+ * The image's data extents, once, before any chunk: holes of a sparse
+ * image are zero without reading them (which on shmem would also
+ * allocate them).  Asked per chunk, SEEK_HOLE walks the page cache to the
+ * next hole, which for an image without holes is its end: once per image
+ * it is one walk.  A file system without SEEK_DATA, or more extents than
+ * we keep, reads as data (scanned).
  */
-static void scan_range(struct ktm_chan *c, uint64_t base, uint64_t len)
+static void map_extents(struct ktm_migration *m)
 {
-	int fd = c->m->img_fd;
-	uint64_t p = base, end = base + len;
-	double t = ktm_mig_now_s();
+	uint64_t p = 0;
 
-	c->nruns = 0;
-	while (p < end) {
-		off_t d = lseek(fd, (off_t)p, SEEK_DATA), h;
+	m->data = calloc(KTM_MAX_EXTENTS, sizeof(*m->data));
+	m->ndata = 0;
+	while (m->data && p < m->size) {
+		off_t d = lseek(m->img_fd, (off_t)p, SEEK_DATA), h;
 
 		if (d < 0 && errno == ENXIO)
-			d = (off_t)end;			/* a hole to the end */
-		if (d < 0) {
-			scan_data(c, base, p, end);	/* cannot tell */
-			break;
-		}
-		if ((uint64_t)d > end)
-			d = (off_t)end;
-		if ((uint64_t)d > p)
-			add_run(c, p - base, (uint64_t)d - p, true);
-		if ((uint64_t)d == end)
-			break;
-		h = lseek(fd, d, SEEK_HOLE);
-		if (h < 0 || (uint64_t)h > end)
-			h = (off_t)end;
-		scan_data(c, base, (uint64_t)d, (uint64_t)h);
+			break;				/* a hole to the end */
+		if (d < 0 || m->ndata == KTM_MAX_EXTENTS - 1)
+			d = (off_t)p, h = (off_t)m->size;	/* cannot tell */
+		else
+			h = lseek(m->img_fd, d, SEEK_HOLE);
+		h = (off_t)(((uint64_t)h + KTM_PAGE_SIZE - 1) &
+			    ~(uint64_t)(KTM_PAGE_SIZE - 1));
+		if (h < 0 || (uint64_t)h > m->size)
+			h = (off_t)m->size;
+		m->data[m->ndata].off = (uint64_t)d & ~(uint64_t)(KTM_PAGE_SIZE - 1);
+		m->data[m->ndata++].end = (uint64_t)h;
 		p = (uint64_t)h;
 	}
+}
+
+/* The first extent that ends after @off (binary search). */
+static size_t first_extent(const struct ktm_migration *m, uint64_t off)
+{
+	size_t lo = 0, hi = m->ndata;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (m->data[mid].end <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* The runs of [base, base+len) (inside one chunk). */
+static void scan_range(struct ktm_chan *c, uint64_t base, uint64_t len)
+{
+	const struct ktm_migration *m = c->m;
+	uint64_t p = base, end = base + len;
+	double t = ktm_mig_now_s();
+	size_t i;
+
+	c->nruns = 0;
+	if (!m->data) {
+		scan_data(c, base, base, end);
+		ktm_mig_lap(c, KTM_PHASE_SCAN, &t);
+		return;
+	}
+	for (i = first_extent(m, base); p < end && i < m->ndata; i++) {
+		uint64_t d = m->data[i].off < p ? p : m->data[i].off;
+		uint64_t h = m->data[i].end > end ? end : m->data[i].end;
+
+		if (d >= end)
+			break;
+		if (d > p)
+			add_run(c, p - base, d - p, true);
+		scan_data(c, base, d, h);
+		p = h;
+	}
+	if (p < end)
+		add_run(c, p - base, end - p, true);
 	ktm_mig_lap(c, KTM_PHASE_SCAN, &t);
 }
 
@@ -735,6 +777,12 @@ bool ktm_migration_send(struct ktm_migration *m, const char *host,
 		goto out_free;
 	}
 	madvise(m->map, m->size, MADV_SEQUENTIAL);
+	map_extents(m);
+	/* page tables for the data in one call per extent, not a fault per
+	 * 64 KiB; holes stay unread (a kernel before 5.14 just faults) */
+	for (i = 0; m->data && i < m->ndata; i++)
+		madvise(m->map + m->data[i].off, m->data[i].end - m->data[i].off,
+			MADV_POPULATE_READ);
 	RAND_bytes(m->stream_id, sizeof(m->stream_id));
 
 	for (i = 0; i < m->nch; i++) {
@@ -786,6 +834,8 @@ out_free:
 	if (m->map)
 		munmap(m->map, m->size);
 	m->map = NULL;
+	free(m->data);
+	m->data = NULL;
 	ktm_mig_finish(m, t0, ok);
 	return ok;
 }
