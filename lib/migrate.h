@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <liburing.h>
 #include <openssl/evp.h>
@@ -24,7 +25,7 @@
 #define KTM_PROGRESS_EVERY (64ull << 20)
 #define KTM_RECV_BUF (256u << 10)	/* destination: one read, one write */
 #define KTM_CHUNK_PAGES (KTM_CHUNK_SIZE / KTM_PAGE_SIZE)
-#define KTM_URING_DEPTH 4		/* io_uring: chunks in flight */
+#define KTM_URING_SLOTS 2		/* io_uring: one in flight, one made */
 #define KTM_MAX_EXTENTS 65536		/* data extents mapped up front */
 
 /* One streaming hash of the image digest's algorithm. */
@@ -42,6 +43,7 @@ struct ktm_run {
 
 /* io_uring path: one chunk's frames as one sendmsg in flight. */
 struct ktm_uring_slot {
+	struct msghdr msg;		/* read by the kernel until completion */
 	struct iovec iov[2 * KTM_CHUNK_PAGES];
 	uint8_t hdr[KTM_CHUNK_PAGES][KTM_FRAME_LEN];
 	size_t bytes;

@@ -168,6 +168,29 @@ static bool stage(struct ktm_chan *c, const void *p, size_t len,
 	return true;
 }
 
+/*
+ * A page run on the userspace path: full records straight from the
+ * image, no copy into the stage.  The stage is topped up to a record
+ * boundary first and flushed, the whole records in the middle go to
+ * OpenSSL from the mapping, the tail is staged: every record stays full.
+ */
+static bool stage_pages(struct ktm_chan *c, uint64_t off, size_t len,
+			struct ktm_error **errp)
+{
+	const uint8_t *p = c->m->map + off;
+	size_t top = (KTM_KTLS_MAX_RECORD - c->staged % KTM_KTLS_MAX_RECORD) %
+		     KTM_KTLS_MAX_RECORD, direct;
+
+	if (len < top + 2 * KTM_KTLS_MAX_RECORD)
+		return stage(c, p, len, errp);
+	if (!stage(c, p, top, errp) || !stage_flush(c, errp))
+		return false;
+	direct = (len - top) / KTM_KTLS_MAX_RECORD * KTM_KTLS_MAX_RECORD;
+	if (!ktm_session_send(c->s, p + top, direct, errp))
+		return false;
+	return stage(c, p + top + direct, len - top - direct, errp);
+}
+
 static bool sock_error(struct ktm_chan *c, int err, struct ktm_error **errp)
 {
 	ktm_error_set(errp, err == EPIPE || err == ECONNRESET ? KTM_ERR_PEER :
@@ -264,58 +287,88 @@ static bool kernel_path(const struct ktm_chan *c)
 	return ktm_session_path(c->s, KTM_DIR_TX) != KTM_PATH_USERSPACE;
 }
 
-/* ---- the io_uring path: a chunk per sendmsg, several in flight ------------- */
+/* ---- the io_uring path: a chunk per sendmsg, sent while the next is made ---- */
 
-static bool uring_reap(struct ktm_chan *c, bool wait, struct ktm_error **errp)
+static bool uring_submit(struct ktm_chan *c, struct ktm_uring_slot *sl,
+			 struct ktm_error **errp)
 {
-	struct io_uring_cqe *cqes[KTM_URING_DEPTH], *cqe;
-	unsigned int i, n;
-	bool ok = true;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
 
-	if (wait && c->inflight) {
-		int ret = io_uring_wait_cqe(&c->ring, &cqe);
-
-		if (ret)
-			return sock_error(c, -ret, errp);
-	}
-	n = io_uring_peek_batch_cqe(&c->ring, cqes, KTM_URING_DEPTH);
-	for (i = 0; i < n; i++) {
-		struct ktm_uring_slot *sl = &c->slots[cqes[i]->user_data];
-		int res = cqes[i]->res;
-
-		/* MSG_WAITALL: anything short is a failure of the socket */
-		if (ok && (res < 0 || (size_t)res != sl->bytes))
-			ok = sock_error(c, res < 0 ? -res : EPIPE, errp);
-	}
-	io_uring_cq_advance(&c->ring, n);
-	c->inflight -= n;
-	return ok;
+	if (!sqe)
+		return sock_error(c, EBUSY, errp);
+	io_uring_prep_sendmsg(sqe, ktm_session_fd(c->s), &sl->msg,
+			      MSG_NOSIGNAL | MSG_MORE);
+	io_uring_sqe_set_data(sqe, sl);
+	if (io_uring_submit(&c->ring) != 1)
+		return sock_error(c, EIO, errp);
+	c->inflight = 1;
+	return true;
 }
 
+/* Skip @n sent bytes of the slot's iovecs. */
+static void uring_advance(struct ktm_uring_slot *sl, size_t n)
+{
+	struct msghdr *msg = &sl->msg;
+
+	while (n && msg->msg_iovlen) {
+		struct iovec *v = msg->msg_iov;
+		size_t take = n < v->iov_len ? n : v->iov_len;
+
+		v->iov_base = (uint8_t *)v->iov_base + take;
+		v->iov_len -= take;
+		n -= take;
+		if (!v->iov_len) {
+			msg->msg_iov++;
+			msg->msg_iovlen--;
+		}
+	}
+}
+
+/*
+ * Wait for the chunk in flight; a short send goes again for the rest.
+ * One sendmsg per socket at a time: two in flight could overtake each
+ * other after a short send (kernel TLS refuses MSG_WAITALL, which would
+ * make a short send fail a link instead).
+ */
 static bool uring_drain(struct ktm_chan *c, struct ktm_error **errp)
 {
-	bool ok = true;
+	while (c->ring_ok && c->inflight) {
+		struct io_uring_cqe *cqe;
+		struct ktm_uring_slot *sl;
+		int ret = io_uring_wait_cqe(&c->ring, &cqe), res;
 
-	while (c->ring_ok && c->inflight)
-		if (!uring_reap(c, true, ok ? errp : NULL))
-			ok = false;
-	return ok;
+		if (ret == -EINTR)
+			continue;
+		if (ret)
+			return sock_error(c, -ret, errp);
+		sl = io_uring_cqe_get_data(cqe);
+		res = cqe->res;
+		io_uring_cqe_seen(&c->ring, cqe);
+		c->inflight = 0;
+		if (res == -EINTR || res == -EAGAIN)
+			res = 0;
+		else if (res <= 0)
+			return sock_error(c, res ? -res : EPIPE, errp);
+		sl->bytes -= (size_t)res;
+		if (!sl->bytes)
+			break;
+		uring_advance(sl, (size_t)res);
+		if (!uring_submit(c, sl, errp))
+			return false;
+	}
+	return true;
 }
 
-/* One chunk's frames, header and pages alike, as one sendmsg.  Sends on
- * one socket must not overtake each other: IOSQE_IO_DRAIN starts each
- * after the ones before it completed, while this thread scans, hashes
- * and queues the next chunks. */
+/* One chunk's frames, header and pages alike, as one sendmsg, submitted
+ * after the one before it completed; the caller hashes this chunk and
+ * scans the next while the kernel sends it. */
 static bool uring_send_runs(struct ktm_chan *c, uint64_t base,
 			    struct ktm_error **errp)
 {
 	struct ktm_uring_slot *sl;
-	struct io_uring_sqe *sqe;
-	struct msghdr msg = { 0 };
 	unsigned int i, n = 0;
 
-	if (c->inflight == KTM_URING_DEPTH && !uring_reap(c, true, errp))
-		return false;
+	/* the other slot may still be in flight: this one is free */
 	sl = &c->slots[c->slot_next];
 	sl->bytes = 0;
 	for (i = 0; i < c->nruns; i++) {
@@ -334,21 +387,11 @@ static bool uring_send_runs(struct ktm_chan *c, uint64_t base,
 						       r->len };
 		sl->bytes += KTM_FRAME_LEN + f.len;
 	}
-	msg.msg_iov = sl->iov;
-	msg.msg_iovlen = n;
-	sqe = io_uring_get_sqe(&c->ring);
-	if (!sqe)
-		return sock_error(c, EBUSY, errp);
-	/* the msghdr is copied at submission; the iovecs stay in the slot */
-	io_uring_prep_sendmsg(sqe, ktm_session_fd(c->s), &msg,
-			      MSG_NOSIGNAL | MSG_WAITALL | MSG_MORE);
-	io_uring_sqe_set_flags(sqe, IOSQE_IO_DRAIN);
-	io_uring_sqe_set_data64(sqe, c->slot_next);
-	if (io_uring_submit(&c->ring) != 1)
-		return sock_error(c, EIO, errp);
-	c->slot_next = (c->slot_next + 1) % KTM_URING_DEPTH;
-	c->inflight++;
-	return uring_reap(c, false, errp);
+	sl->msg = (struct msghdr){ .msg_iov = sl->iov, .msg_iovlen = n };
+	if (!uring_drain(c, errp) || !uring_submit(c, sl, errp))
+		return false;
+	c->slot_next ^= 1;
+	return true;
 }
 
 /* ---- frames ------------------------------------------------------------------- */
@@ -364,7 +407,7 @@ static bool send_run(struct ktm_chan *c, const struct ktm_frame *f,
 	c->wire += KTM_FRAME_LEN + (uint64_t)f->len;
 	if (!kernel_path(c))
 		return stage(c, hdr, sizeof(hdr), errp) &&
-		       (!f->len || stage(c, c->m->map + img_off, f->len, errp));
+		       (!f->len || stage_pages(c, img_off, f->len, errp));
 	if (!raw_send(c, hdr, sizeof(hdr), f->len ? MSG_MORE : more, errp))
 		return false;
 	return !f->len || send_payload_kernel(c, img_off, f->len, more, errp);
@@ -484,7 +527,7 @@ static bool respect_key_limit(struct ktm_chan *c, struct ktm_error **errp)
 			 ktm_default_key_limit(ktm_session_cipher(c->s));
 	/* this chunk, and on io_uring the ones still in flight */
 	uint64_t need = (KTM_CHUNK_SIZE / KTM_KTLS_MAX_RECORD + 4) *
-			(c->ring_ok ? KTM_URING_DEPTH + 1 : 1);
+			(c->ring_ok ? KTM_URING_SLOTS : 1);
 	struct ktm_frame f = { .type = KTM_F_RECONNECT };
 	struct ktm_session *s;
 
@@ -670,9 +713,9 @@ static bool chan_prepare(struct ktm_chan *c, struct ktm_error **errp)
 		return false;
 	}
 	if (c->m->send_path == KTM_SEND_IO_URING) {
-		int ret = io_uring_queue_init(KTM_URING_DEPTH, &c->ring, 0);
+		int ret = io_uring_queue_init(KTM_URING_SLOTS, &c->ring, 0);
 
-		c->slots = calloc(KTM_URING_DEPTH, sizeof(*c->slots));
+		c->slots = calloc(KTM_URING_SLOTS, sizeof(*c->slots));
 		if (!c->slots)
 			ret = -ENOMEM;
 		if (ret) {
