@@ -127,6 +127,7 @@ deps:
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)bench/run.sh --build $(O)
+	$(Q)bench/migrate.sh --build $(O)
 
 bench-vm: deps
 	$(Q)$(MAKE) --no-print-directory all

@@ -20,7 +20,8 @@
 # medians (min-max) of MB/s and CPU s/GiB per end, migrate as a fraction
 # of the bound, the issue-13 limits (source <= sender + 0.25, destination
 # <= receiver + fill + 0.25) and where the time went per GiB (the
-# migration's phase timers), into bench/results/migrate-<host>-<date>.md.
+# migration's phase timers), into
+# bench/results/migrate-<host>-<date>-<digest>.md.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -111,11 +112,12 @@ PY
 done
 
 load=$(cut -d' ' -f1-3 /proc/loadavg)
-out=$top/bench/results/migrate-$(hostname)-$(date -u +%Y-%m-%d-%H%M).md
-python3 - "$work/rows" "$size" "$runs" "$(uname -r)" "$("$tool" probe | head -1)" "$load" "$(nproc)" > "$out" <<'PY'
+out=$top/bench/results/migrate-$(hostname)-$(date -u +%Y-%m-%d-%H%M)-$digest.md
+[ ! -e "$out" ] || out=${out%.md}-$$.md
+python3 - "$work/rows" "$size" "$runs" "$(uname -r)" "$("$tool" probe | head -1)" "$load" "$(nproc)" "$digest" > "$out" <<'PY'
 import statistics as st, sys
 lines = [l.split() for l in open(sys.argv[1]).read().split("\n") if l]
-size, runs, kernel, probe, load, ncpu = sys.argv[2:8]
+size, runs, kernel, probe, load, ncpu, digest = sys.argv[2:9]
 fill = [(float(l[1]), float(l[2])) for l in lines if l[0] == "fill"]
 stream = [(float(l[1]), float(l[2]), float(l[3]), l[4]) for l in lines if l[0] == "stream"]
 mig = [l[1:] for l in lines if l[0] == "mig"]
@@ -167,7 +169,7 @@ if one:
     print("| source | " + " | ".join(f"{ph[k]:.3f}" for k in keys if k.startswith("s.")) + " |")
     print("| destination | " + " | ".join(f"{ph[k]:.3f}" for k in keys if k.startswith("d.")) + " |")
     print("\nThe digest's cost is the `hash` column (XXH3-128 by default; `--digest sha256` for SHA-256).")
-print(f"\nReproduce: `bench/migrate.sh --size {size} --runs {runs}`.")
+print(f"\nReproduce: `bench/migrate.sh --size {size} --runs {runs} --digest {digest}`.")
 PY
 cat "$out"
 echo "wrote $out" >&2
