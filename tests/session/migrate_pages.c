@@ -449,6 +449,58 @@ TEST_F_TIMEOUT(digest, image_digest_is_the_spec_digest_of_the_bytes, 60)
 	EXPECT_TRUE(file_is(e->out, e->data, e->size));
 }
 
+/* ---- a sparse image ---------------------------------------------------------- */
+
+/* 64 MiB with data only in its first and last MiB: the holes go as ZERO
+ * runs without being read, and the destination does not allocate them. */
+TEST_TIMEOUT(sparse_image_holes_are_neither_sent_nor_allocated, 60)
+{
+	struct ktm_error *err = NULL;
+	struct ktm_migration *m;
+	uint64_t size = 64u << 20, mib = 1u << 20, zero = 0, i;
+	static const uint8_t zpage[4096];
+	struct env e;
+	struct stat st;
+	uint8_t *full;
+	int fd;
+
+	ASSERT_EQ(env_setup(&e, 2 * mib), 0);
+	fd = open(e.img, O_RDWR | O_TRUNC);
+	ASSERT_GE(fd, 0);
+	ASSERT_EQ(pwrite(fd, e.data, mib, 0), (ssize_t)mib);
+	ASSERT_EQ(pwrite(fd, e.data + mib, mib, (off_t)(size - mib)), (ssize_t)mib);
+	close(fd);
+	full = calloc(1, size);
+	ASSERT_TRUE(full != NULL);
+	memcpy(full, e.data, mib);
+	memcpy(full + size - mib, e.data + mib, mib);
+	for (i = 0; i < size; i += 4096)
+		zero += !memcmp(full + i, zpage, 4096) ? 4096 : 0;
+	EXPECT_GE(zero, size - 2 * mib);
+	start_dest(&e, 0, 0);
+	m = ktm_migration_new(e.ccfg, NULL);
+	fd = open(e.img, O_RDONLY);
+	EXPECT_TRUE(ktm_migration_send(m, "localhost", e.port, fd, &err));
+	if (err)
+		TH_LOG("source: %s", ktm_error_message(err));
+	EXPECT_EQ(ktm_migration_zero_bytes(m), zero);
+	EXPECT_EQ(ktm_migration_page_bytes(m), size - zero);
+	close(fd);
+	ktm_migration_free(m);
+	ktm_error_free(err);
+	ASSERT_TRUE(wait_child(&e, 30));
+	EXPECT_TRUE(e.res->ok);
+	EXPECT_TRUE(file_is(e.out, full, size));
+	ASSERT_EQ(stat(e.out, &st), 0);
+	/* 2 MiB of data, not 64: the holes stayed holes, at the
+	 * destination and (on shmem, where a read allocates) the source */
+	EXPECT_LE(st.st_blocks * 512, 4 * mib);
+	ASSERT_EQ(stat(e.img, &st), 0);
+	EXPECT_LE(st.st_blocks * 512, 4 * mib);
+	free(full);
+	env_teardown(&e);
+}
+
 /* ---- crafted sources against the library's destination -------------------------- */
 
 FIXTURE(crafted)
