@@ -12,7 +12,7 @@ V ?= 0
 VERSION := 0.1.0
 SOVERSION := 0
 
-PKGS := openssl liburing libnl-3.0 libnl-genl-3.0 libnl-route-3.0
+PKGS := openssl liburing libxxhash libnl-3.0 libnl-genl-3.0 libnl-route-3.0
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 
@@ -135,6 +135,7 @@ deps:
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)bench/run.sh --build $(O)
+	$(Q)bench/migrate.sh --build $(O)
 
 bench-vm: deps
 	$(Q)$(MAKE) --no-print-directory all

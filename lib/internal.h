@@ -91,6 +91,12 @@ const char *ktm_ossl_reason(char *buf, size_t len);
 /* "DNS:a, IP:10.0.0.7" into @buf. */
 void ktm_x509_sans(struct x509_st *cert, char *buf, size_t len);
 
+/* ---- session.c ---- */
+
+/* Whether a recv on @s would not block (data buffered in userspace TLS or
+ * on the socket, or the peer closed); never blocks. */
+bool ktm_session_readable(const struct ktm_session *s);
+
 /* ---- hooks.c ---- */
 
 /* What the check hook is told about a session, filled by session.c (so

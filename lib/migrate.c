@@ -99,6 +99,28 @@ void ktm_migration_set_progress(struct ktm_migration *m, ktm_progress_fn fn,
 	m->progress_opaque = opaque;
 }
 
+void ktm_migration_set_digest(struct ktm_migration *m, enum ktm_digest d)
+{
+	m->digest_alg = (uint16_t)d;
+}
+
+const char *ktm_digest_name(enum ktm_digest d)
+{
+	return d == KTM_DIGEST_XXH3_128 ? "xxh3" :
+	       d == KTM_DIGEST_SHA256 ? "sha256" : NULL;
+}
+
+const char *ktm_phase_name(enum ktm_phase p)
+{
+	static const char *const names[KTM_PHASE_COUNT] = {
+		[KTM_PHASE_SCAN] = "scan", [KTM_PHASE_SEND] = "send",
+		[KTM_PHASE_RECV] = "recv", [KTM_PHASE_WRITE] = "write",
+		[KTM_PHASE_HASH] = "hash", [KTM_PHASE_FINISH] = "finish",
+	};
+
+	return (unsigned int)p < KTM_PHASE_COUNT ? names[p] : NULL;
+}
+
 void ktm_migration_set_accept_timeout(struct ktm_migration *m, unsigned int ms)
 {
 	if (ms)
@@ -165,7 +187,7 @@ void ktm_mig_fail(struct ktm_migration *m, struct ktm_error *err)
 		m->err = err;
 		err = NULL;
 	}
-	m->failed = true;
+	__atomic_store_n(&m->failed, true, __ATOMIC_RELEASE);
 	/* Wake destination channels blocked in a receive.  Only the receive
 	 * side: the calling thread still tells the peer why (ABORT,
 	 * close_notify).  Source channels never block in a receive (they
@@ -293,14 +315,10 @@ void ktm_mig_close_gently(struct ktm_session *s, unsigned int ms)
 	ktm_session_free(s);
 }
 
+/* Lock-free: asked before every frame. */
 bool ktm_mig_failed(struct ktm_migration *m)
 {
-	bool f;
-
-	pthread_mutex_lock(&m->lock);
-	f = m->failed;
-	pthread_mutex_unlock(&m->lock);
-	return f;
+	return __atomic_load_n(&m->failed, __ATOMIC_ACQUIRE);
 }
 
 /*
@@ -322,11 +340,117 @@ int ktm_mig_thread_start(pthread_t *thr, void *(*fn)(void *), void *arg)
 	return ret;
 }
 
-void ktm_mig_add(struct ktm_migration *m, uint64_t *counter, uint64_t v)
+uint64_t ktm_mig_done(struct ktm_migration *m)
 {
-	pthread_mutex_lock(&m->lock);
-	*counter += v;
-	pthread_mutex_unlock(&m->lock);
+	uint64_t done = 0;
+	unsigned int i;
+
+	for (i = 0; i < KTM_MAX_CHANNELS; i++)
+		done += __atomic_load_n(&m->ch[i].done, __ATOMIC_RELAXED);
+	return done;
+}
+
+void ktm_mig_fold(struct ktm_migration *m)
+{
+	unsigned int i, p;
+
+	m->done = m->page_bytes = m->zero_bytes = m->wire_bytes = 0;
+	memset(m->phase + 0, 0, sizeof(m->phase));
+	for (i = 0; i < KTM_MAX_CHANNELS; i++) {
+		struct ktm_chan *c = &m->ch[i];
+
+		m->done += c->done;
+		m->page_bytes += c->pages;
+		m->zero_bytes += c->zeros;
+		m->wire_bytes += c->wire;
+		for (p = 0; p < KTM_PHASE_COUNT; p++)
+			m->phase[p] += c->phase[p];
+	}
+}
+
+void ktm_mig_lap(struct ktm_chan *c, enum ktm_phase p, double *t)
+{
+	double now = ktm_mig_now_s();
+
+	c->phase[p] += now - *t;
+	*t = now;
+}
+
+bool ktm_mig_malformed(struct ktm_error **errp, const char *peer_role,
+		       unsigned int ch, const char *why,
+		       const struct ktm_frame *f)
+{
+	ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EBADMSG,
+		      "malformed migration stream from the %s on channel %u: "
+		      "%s (frame type %u, offset %llu)", peer_role, ch, why,
+		      f->type, (unsigned long long)f->offset);
+	return false;
+}
+
+/* ---- the image digest ------------------------------------------------------ */
+
+const uint8_t ktm_zero_page[KTM_PAGE_SIZE];
+
+bool ktm_hash_init(struct ktm_hash *h, uint16_t alg, struct ktm_error **errp)
+{
+	h->alg = alg;
+	if (alg == KTM_DIG_XXH3_128)
+		h->xxh = XXH3_createState();
+	else
+		h->md = EVP_MD_CTX_new();
+	if (!h->xxh && !h->md) {
+		ktm_error_set(errp, KTM_ERR_INTERNAL, ENOMEM,
+			      "out of memory for a digest state");
+		return false;
+	}
+	ktm_hash_reset(h);
+	return true;
+}
+
+void ktm_hash_reset(struct ktm_hash *h)
+{
+	if (h->xxh)
+		XXH3_128bits_reset(h->xxh);
+	else if (h->md)
+		EVP_DigestInit_ex(h->md, EVP_sha256(), NULL);
+}
+
+void ktm_hash_update(struct ktm_hash *h, const void *p, size_t len)
+{
+	if (h->xxh)
+		XXH3_128bits_update(h->xxh, p, len);
+	else if (h->md)
+		EVP_DigestUpdate(h->md, p, len);
+}
+
+/* Zero runs are hashed as the zeros they stand for, without reading
+ * (or allocating) the image's pages. */
+void ktm_hash_zeros(struct ktm_hash *h, uint64_t len)
+{
+	for (; len; len -= KTM_PAGE_SIZE)
+		ktm_hash_update(h, ktm_zero_page, KTM_PAGE_SIZE);
+}
+
+void ktm_hash_final(struct ktm_hash *h, uint8_t out[KTM_DIGEST_LEN])
+{
+	memset(out, 0, KTM_DIGEST_LEN);
+	if (h->xxh) {
+		XXH128_canonical_t c;
+
+		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h->xxh));
+		memcpy(out, c.digest, sizeof(c.digest));
+	} else if (h->md) {
+		EVP_DigestFinal_ex(h->md, out, NULL);
+	}
+}
+
+void ktm_hash_exit(struct ktm_hash *h)
+{
+	if (h->xxh)
+		XXH3_freeState(h->xxh);
+	EVP_MD_CTX_free(h->md);
+	h->xxh = NULL;
+	h->md = NULL;
 }
 
 bool ktm_mig_recv_exact(struct ktm_session *s, void *buf, size_t len,
@@ -377,19 +501,21 @@ bool ktm_mig_recv_frame(struct ktm_session *s, struct ktm_frame *f,
 	return true;
 }
 
-void ktm_mig_hash_chunk(struct ktm_migration *m, uint64_t k)
-{
-	EVP_Digest(m->map + k * KTM_CHUNK_SIZE, ktm_chunk_len(m->size, k),
-		   m->chunk_digest[k], NULL, EVP_sha256(), NULL);
-}
-
+/* The digest of the chunk digests in offset order (lib/STREAM.md). */
 void ktm_mig_image_digest(struct ktm_migration *m, uint8_t out[KTM_DIGEST_LEN])
 {
-	uint64_t i;
+	unsigned int i, n = ktm_digest_len(m->digest);
+	struct ktm_hash h = { 0 };
+	uint64_t k;
 
-	EVP_Digest(m->chunk_digest, m->nchunks * KTM_DIGEST_LEN, out, NULL,
-		   EVP_sha256(), NULL);
-	for (i = 0; i < KTM_DIGEST_LEN; i++)
+	memset(out, 0, KTM_DIGEST_LEN);
+	if (!ktm_hash_init(&h, m->digest, NULL))
+		return;
+	for (k = 0; k < m->nchunks; k++)
+		ktm_hash_update(&h, m->chunk_digest[k], n);
+	ktm_hash_final(&h, out);
+	ktm_hash_exit(&h);
+	for (i = 0; i < n; i++)
 		sprintf(m->digest_hex + 2 * i, "%02x", out[i]);
 }
 
@@ -431,7 +557,7 @@ void ktm_mig_wait_channels(struct ktm_migration *m)
 		}
 		pthread_cond_timedwait(&m->cond, &m->lock, &ts);
 		if (m->progress) {
-			uint64_t done = m->done;
+			uint64_t done = ktm_mig_done(m);
 
 			pthread_mutex_unlock(&m->lock);
 			m->progress(done, m->size, m->progress_opaque);
@@ -446,8 +572,13 @@ void ktm_mig_wait_channels(struct ktm_migration *m)
 
 void ktm_mig_finish(struct ktm_migration *m, double t0, bool ok)
 {
+	unsigned int i;
+
 	free(m->chunk_digest);
 	m->chunk_digest = NULL;
+	for (i = 0; i < KTM_MAX_CHANNELS; i++)
+		ktm_hash_exit(&m->ch[i].hash);
+	ktm_mig_fold(m);
 	m->seconds = ktm_mig_now_s() - t0;
 	if (m->progress && ok)
 		m->progress(m->size, m->size, m->progress_opaque);
@@ -465,6 +596,10 @@ void ktm_mig_chan_release(struct ktm_chan *c)
 {
 	free(c->stage);
 	c->stage = NULL;
+	free(c->slots);
+	c->slots = NULL;
+	free(c->rbuf);
+	c->rbuf = NULL;
 	if (c->ring_ok)
 		io_uring_queue_exit(&c->ring);
 	c->ring_ok = false;
@@ -552,6 +687,17 @@ const char *ktm_migration_digest(const struct ktm_migration *m)
 bool ktm_migration_digest_ok(const struct ktm_migration *m)
 {
 	return m->digest_ok;
+}
+
+enum ktm_digest ktm_migration_digest_type(const struct ktm_migration *m)
+{
+	return (enum ktm_digest)m->digest;
+}
+
+double ktm_migration_phase_seconds(const struct ktm_migration *m,
+				   enum ktm_phase p)
+{
+	return (unsigned int)p < KTM_PHASE_COUNT ? m->phase[p] : 0;
 }
 
 unsigned int ktm_migration_requests_served(const struct ktm_migration *m)

@@ -25,36 +25,339 @@
 #include "ktls.h"
 #include "migrate.h"
 
-/* ---- destination ------------------------------------------------------------- */
+/* ---- destination: one frame at a time, no sockets ---------------------------- */
 
-static bool malformed(struct ktm_error **errp, const char *what, unsigned int ch,
-		      const struct ktm_frame *f)
+static enum ktm_dest_step bad(struct ktm_chan *c, const char *why,
+			      const struct ktm_frame *f, struct ktm_error **errp)
 {
-	ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EBADMSG,
-		      "malformed migration stream on channel %u: %s (frame "
-		      "type %u, offset %llu)", ch, what, f->type,
-		      (unsigned long long)f->offset);
-	return false;
+	ktm_mig_malformed(errp, "source", c->idx, why, f);
+	return KTM_DEST_ERROR;
 }
 
-/* A run of the channel's current chunk arrived (in order). */
-static bool cover(struct ktm_chan *c, const struct ktm_frame *f, uint64_t len,
-		  struct ktm_error **errp)
+static bool write_image(struct ktm_migration *m, const void *p, size_t len,
+			uint64_t off, struct ktm_error **errp)
+{
+	const uint8_t *b = p;
+
+	while (len) {
+		ssize_t n = pwrite(m->img_fd, b, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int e = n ? errno : ENOSPC;
+
+			ktm_error_set(errp, KTM_ERR_IO, e, "cannot write the "
+				      "image at offset %llu: %s",
+				      (unsigned long long)off, strerror(e));
+			return false;
+		}
+		b += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return true;
+}
+
+/* A PAGES payload from @rx into the image at @off (or nowhere when
+ * !@keep), through the channel's buffer; hashed when @hash. */
+static bool take_payload(struct ktm_chan *c, const struct ktm_rx *rx,
+			 uint64_t off, uint64_t len, bool keep, bool hash,
+			 struct ktm_error **errp)
+{
+	double t = ktm_mig_now_s();
+
+	while (len) {
+		size_t n = len < KTM_RECV_BUF ? (size_t)len : KTM_RECV_BUF;
+
+		if (!rx->read(rx->opaque, c->rbuf, n, errp))
+			return false;
+		ktm_mig_lap(c, KTM_PHASE_RECV, &t);
+		if (keep && !write_image(c->m, c->rbuf, n, off, errp))
+			return false;
+		ktm_mig_lap(c, KTM_PHASE_WRITE, &t);
+		if (hash) {
+			ktm_hash_update(&c->hash, c->rbuf, n);
+			ktm_mig_lap(c, KTM_PHASE_HASH, &t);
+		}
+		off += n;
+		len -= n;
+	}
+	return true;
+}
+
+/* Zeros over whatever requested pages wrote there. */
+static bool write_zeros(struct ktm_migration *m, uint64_t off, uint64_t len,
+			struct ktm_error **errp)
+{
+	for (; len; off += KTM_PAGE_SIZE, len -= KTM_PAGE_SIZE)
+		if (!write_image(m, ktm_zero_page, KTM_PAGE_SIZE, off, errp))
+			return false;
+	return true;
+}
+
+/* The channel starts on chunk @k: from here no requested pages may land
+ * in it, so wait for any that are being written. */
+static bool open_chunk(struct ktm_chan *c, uint64_t k, struct ktm_error **errp)
+{
+	struct ktm_migration *m = c->m;
+	struct ktm_chunk_state *st = &m->chunks[k];
+
+	pthread_mutex_lock(&m->lock);
+	while (st->busy && !m->failed)
+		pthread_cond_wait(&m->cond, &m->lock);
+	st->opened = true;
+	c->chunk_dirty = st->dirty;
+	pthread_mutex_unlock(&m->lock);
+	ktm_hash_reset(&c->hash);
+	if (ktm_mig_failed(m)) {
+		ktm_error_set(errp, KTM_ERR_INTERNAL, ECANCELED, "cancelled");
+		return false;
+	}
+	return true;
+}
+
+/* A run of the channel's current chunk, in order: into the image and
+ * into the chunk's digest. */
+static enum ktm_dest_step dest_run(struct ktm_chan *c, const struct ktm_frame *f,
+				   const struct ktm_rx *rx,
+				   struct ktm_error **errp)
 {
 	struct ktm_migration *m = c->m;
 	uint64_t k = c->next_chunk, clen = ktm_chunk_len(m->size, k);
+	bool pages = f->type == KTM_F_PAGES;
+	uint64_t len = pages ? f->len : f->aux;
+	double t;
 
-	if (k >= m->nchunks || f->offset != k * KTM_CHUNK_SIZE + c->covered ||
-	    c->covered + len > clen)
-		return malformed(errp, "pages out of order", c->idx, f);
+	if (k >= m->nchunks ||
+	    f->offset != k * KTM_CHUNK_SIZE + c->covered ||
+	    len > clen - c->covered)
+		return bad(c, "pages out of order", f, errp);
+	if (!c->covered && !open_chunk(c, k, errp))
+		return KTM_DEST_ERROR;
+	if (pages) {
+		if (!take_payload(c, rx, f->offset, len, true, true, errp))
+			return KTM_DEST_ERROR;
+		c->pages += len;
+	} else {
+		/* the partial file is new: its pages are zero, unless
+		 * requested pages were written into this chunk */
+		if (c->chunk_dirty && !write_zeros(m, f->offset, len, errp))
+			return KTM_DEST_ERROR;
+		t = ktm_mig_now_s();
+		ktm_hash_zeros(&c->hash, len);
+		ktm_mig_lap(c, KTM_PHASE_HASH, &t);
+		c->zeros += len;
+	}
 	c->covered += len;
 	if (c->covered == clen) {
-		ktm_mig_hash_chunk(m, k);
+		ktm_hash_final(&c->hash, m->chunk_digest[k]);
 		c->next_chunk += m->nch;
 		c->covered = 0;
 	}
-	ktm_mig_add(m, &m->done, len);
+	__atomic_store_n(&c->done, c->done + len, __ATOMIC_RELAXED);
+	return KTM_DEST_MORE;
+}
+
+static bool requests_served(const struct ktm_migration *m)
+{
+	return m->req_next == m->nreq_sent;
+}
+
+/*
+ * Pages sent ahead of their turn (PAGE_REQ, channel 0).  They must be the
+ * next bytes of the oldest open request, inside one chunk.  They are
+ * written only into a chunk its channel has not started: that channel
+ * then receives the chunk whole and hashes what it received, so the
+ * digest covers every byte in the image.  Later ones are read and
+ * dropped (the chunk's own pages are there, and hashed).
+ */
+static enum ktm_dest_step dest_requested(struct ktm_chan *c,
+					 const struct ktm_frame *f,
+					 const struct ktm_rx *rx,
+					 struct ktm_error **errp)
+{
+	struct ktm_migration *m = c->m;
+	bool pages = f->type == KTM_F_PAGES, write, dirty, ok;
+	uint64_t len = pages ? f->len : f->aux, k = f->offset / KTM_CHUNK_SIZE;
+	struct ktm_chunk_state *st = &m->chunks[k];
+
+	if (c->idx)
+		return bad(c, "requested pages on a channel other than 0", f, errp);
+	if (requests_served(m) ||
+	    f->offset != m->req[m->req_next].off + m->req_done ||
+	    len > m->req[m->req_next].len - m->req_done)
+		return bad(c, "requested pages the destination did not ask for",
+			   f, errp);
+	if ((f->offset + len - 1) / KTM_CHUNK_SIZE != k)
+		return bad(c, "a requested run across a chunk boundary", f, errp);
+	pthread_mutex_lock(&m->lock);
+	write = !st->opened;
+	dirty = st->dirty;
+	if (write) {
+		st->busy++;
+		st->dirty = true;
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (pages)
+		ok = take_payload(c, rx, f->offset, len, write, false, errp);
+	else
+		ok = !write || !dirty || write_zeros(m, f->offset, len, errp);
+	if (write) {
+		pthread_mutex_lock(&m->lock);
+		st->busy--;
+		pthread_cond_broadcast(&m->cond);
+		pthread_mutex_unlock(&m->lock);
+	}
+	if (!ok)
+		return KTM_DEST_ERROR;
+	m->req_done += len;
+	if (m->req_done == m->req[m->req_next].len) {
+		m->req_next++;
+		m->req_done = 0;
+		m->served++;
+	}
+	return m->image_end && requests_served(m) ? KTM_DEST_DONE : KTM_DEST_MORE;
+}
+
+static enum ktm_dest_step dest_image_end(struct ktm_chan *c,
+					 const struct ktm_frame *f,
+					 const struct ktm_rx *rx,
+					 struct ktm_error **errp)
+{
+	struct ktm_migration *m = c->m;
+
+	if (c->idx || !c->ended || m->image_end)
+		return bad(c, "an image end out of place", f, errp);
+	if (!rx->read(rx->opaque, m->want, f->len, errp))
+		return KTM_DEST_ERROR;
+	m->image_end = true;
+	/* page requests still open: their pages follow */
+	return requests_served(m) ? KTM_DEST_DONE : KTM_DEST_MORE;
+}
+
+static void peer_of(int fd, char *buf, size_t len);
+
+static enum ktm_dest_step dest_abort(struct ktm_chan *c,
+				     const struct ktm_frame *f,
+				     const struct ktm_rx *rx,
+				     struct ktm_error **errp)
+{
+	char text[KTM_TEXT_MAX + 1], peer[64] = "";
+	uint32_t i;
+
+	if (!rx->read(rx->opaque, text, f->len, errp))
+		return KTM_DEST_ERROR;
+	text[f->len] = '\0';
+	for (i = 0; i < f->len; i++)
+		if ((unsigned char)text[i] < 0x20)
+			text[i] = ' ';	/* one line, whatever was sent */
+	if (c->s)
+		peer_of(ktm_session_fd(c->s), peer, sizeof(peer));
+	c->m->peer_aborted = true;
+	ktm_error_set(errp, KTM_ERR_PEER, f->aux && f->aux < 4096 ?
+		      (int)f->aux : EIO, "source %s stopped the migration on "
+		      "channel %u: %s", peer[0] ? peer : "(unknown)", c->idx,
+		      f->len ? text : "no reason given");
+	return KTM_DEST_ERROR;
+}
+
+enum ktm_dest_step ktm_dest_frame(struct ktm_chan *c, const struct ktm_frame *f,
+				  const struct ktm_rx *rx,
+				  struct ktm_error **errp)
+{
+	struct ktm_migration *m = c->m;
+	const char *why = ktm_frame_problem(f, m->features, m->size, m->digest);
+
+	c->wire += KTM_FRAME_LEN + (uint64_t)f->len;
+	if (why)
+		return bad(c, why, f, errp);
+	switch (f->type) {
+	case KTM_F_PAGES:
+	case KTM_F_ZERO:
+		if (f->flags & KTM_FF_REQUESTED)
+			return dest_requested(c, f, rx, errp);
+		return dest_run(c, f, rx, errp);
+	case KTM_F_CHANNEL_END:
+		if (c->ended || c->next_chunk < m->nchunks || c->covered)
+			return bad(c, "a channel end before its last chunk", f, errp);
+		c->ended = true;
+		return c->idx ? KTM_DEST_DONE : KTM_DEST_MORE;
+	case KTM_F_IMAGE_END:
+		return dest_image_end(c, f, rx, errp);
+	case KTM_F_RECONNECT:
+		if (c->ended || f->offset != c->next_chunk || c->covered)
+			return bad(c, "a reconnection in the middle of a chunk",
+				   f, errp);
+		return KTM_DEST_RECONNECT;
+	case KTM_F_ABORT:
+		return dest_abort(c, f, rx, errp);
+	}
+	return bad(c, "a frame type the source does not send", f, errp);
+}
+
+bool ktm_dest_prepare(struct ktm_migration *m, const struct ktm_hello *h,
+		      struct ktm_error **errp)
+{
+	unsigned int i;
+
+	m->size = h->image_size;
+	m->nch = h->nchannels;
+	m->nchunks = ktm_chunk_count(m->size);
+	m->digest = h->digest;
+	/* page requests only when this side has some to make */
+	m->features = h->features & (m->nreq ? KTM_FEAT_ALL : KTM_FEAT_ZERO_PAGES);
+	memcpy(m->stream_id, h->stream_id, sizeof(m->stream_id));
+	if (m->nch > KTM_MAX_CHANNELS) {
+		ktm_error_set(errp, KTM_ERR_PEER, EINVAL,
+			      "the source wants %u channels (at most %d)", m->nch,
+			      KTM_MAX_CHANNELS);
+		return false;
+	}
+	if (m->digest_alg && h->digest != m->digest_alg) {
+		ktm_error_set(errp, KTM_ERR_PEER, EPROTO,
+			      "the source checks the image with %s, this "
+			      "destination requires %s",
+			      ktm_digest_name((enum ktm_digest)h->digest),
+			      ktm_digest_name((enum ktm_digest)m->digest_alg));
+		ktm_error_hint_set(errp, "give both ends the same --digest");
+		return false;
+	}
+	m->chunk_digest = calloc(m->nchunks, KTM_DIGEST_LEN);
+	m->chunks = calloc(m->nchunks, sizeof(*m->chunks));
+	for (i = 0; m->chunk_digest && m->chunks && i < m->nch; i++) {
+		m->ch[i].rbuf = malloc(KTM_RECV_BUF);
+		if (!m->ch[i].rbuf || !ktm_hash_init(&m->ch[i].hash, m->digest, NULL))
+			break;
+	}
+	if (i < m->nch) {
+		ktm_error_set(errp, KTM_ERR_INTERNAL, ENOMEM, "out of memory "
+			      "for an image of %llu bytes",
+			      (unsigned long long)m->size);
+		return false;
+	}
 	return true;
+}
+
+void ktm_dest_release(struct ktm_migration *m)
+{
+	unsigned int i;
+
+	free(m->chunks);
+	m->chunks = NULL;
+	for (i = 0; i < KTM_MAX_CHANNELS; i++) {
+		free(m->ch[i].rbuf);
+		m->ch[i].rbuf = NULL;
+		ktm_hash_exit(&m->ch[i].hash);
+	}
+}
+
+/* ---- destination: the channel threads ------------------------------------- */
+
+static bool session_read(void *opaque, void *buf, size_t len,
+			 struct ktm_error **errp)
+{
+	return ktm_mig_recv_exact(opaque, buf, len, errp);
 }
 
 /* Wait for the acceptor to hand this channel its next connection. */
@@ -86,18 +389,21 @@ static struct ktm_session *wait_resume(struct ktm_chan *c,
 	return s;
 }
 
-static void peer_of(int fd, char *buf, size_t len);
-
-static void source_aborted(struct ktm_chan *c, const struct ktm_frame *f,
-			   const char *text, struct ktm_error **errp)
+/* RECONNECT: read up to the old session's close_notify, then wait for
+ * the new connection. */
+static bool dest_reconnect(struct ktm_chan *c, const struct ktm_frame *f,
+			   struct ktm_error **errp)
 {
-	char peer[64];
+	uint8_t byte;
+	ssize_t n = ktm_session_recv(c->s, &byte, 1, errp);
 
-	peer_of(ktm_session_fd(c->s), peer, sizeof(peer));
-	c->m->peer_aborted = true;
-	ktm_error_set(errp, KTM_ERR_PEER, f->aux && f->aux < 4096 ?
-		      (int)f->aux : EIO, "source %s stopped the migration: %s",
-		      peer, text[0] ? text : "no reason given");
+	if (n > 0)
+		return ktm_mig_malformed(errp, "source", c->idx,
+					 "data after a reconnection", f);
+	if (n < 0)
+		return false;
+	ktm_mig_session_totals(c->m, c->s, KTM_DIR_RX);
+	return wait_resume(c, errp) != NULL;
 }
 
 static void *dest_channel(void *arg)
@@ -106,91 +412,32 @@ static void *dest_channel(void *arg)
 	struct ktm_migration *m = c->m;
 	struct ktm_error *err = NULL;
 	uint64_t next_progress = KTM_PROGRESS_EVERY;
-	uint8_t text[512];
 	struct ktm_frame f;
 
 	for (;;) {
+		struct ktm_rx rx = { session_read, c->s };
+		enum ktm_dest_step step;
+
 		if (ktm_mig_failed(m))
 			goto out;
 		if (!ktm_mig_recv_frame(c->s, &f, "source", &err))
 			goto err;
-		ktm_mig_add(m, &m->wire_bytes, KTM_FRAME_LEN + (uint64_t)f.len);
-		switch (f.type) {
-		case KTM_F_PAGES:
-			if (!ktm_run_valid(f.offset, f.len, m->size))
-				goto bad;
-			if (!ktm_mig_recv_exact(c->s, m->map + f.offset, f.len, &err))
-				goto err;
-			if (f.flags & KTM_FF_REQUESTED) {
-				pthread_mutex_lock(&m->lock);
-				m->served++;
-				pthread_mutex_unlock(&m->lock);
-				break;
-			}
-			ktm_mig_add(m, &m->page_bytes, f.len);
-			if (!cover(c, &f, f.len, &err))
-				goto err;
-			break;
-		case KTM_F_ZERO:
-			if (!ktm_run_valid(f.offset, f.aux, m->size) || f.len)
-				goto bad;
-			if (f.flags & KTM_FF_REQUESTED)
-				break;
-			/* the partial file is new: its pages are zero */
-			ktm_mig_add(m, &m->zero_bytes, f.aux);
-			if (!cover(c, &f, f.aux, &err))
-				goto err;
-			break;
-		case KTM_F_CHANNEL_END:
-			if (c->next_chunk < m->nchunks || c->covered)
-				goto bad;
-			c->ended = true;
-			if (c->idx)
-				goto out;
-			break;
-		case KTM_F_IMAGE_END: {
-			uint8_t *want = (uint8_t *)m->chunk_digest +
-					m->nchunks * KTM_DIGEST_LEN;
-
-			if (c->idx || f.len != KTM_DIGEST_LEN || f.aux != m->size)
-				goto bad;
-			if (!ktm_mig_recv_exact(c->s, want, KTM_DIGEST_LEN, &err))
-				goto err;
-			goto out;
-		}
-		case KTM_F_RECONNECT:
-			/* the source moves this channel to a new connection:
-			 * read up to its close_notify, then wait */
-			if (f.offset != c->next_chunk ||
-			    ktm_session_recv(c->s, text, sizeof(text), &err) != 0)
-				goto bad_or_err;
-			ktm_mig_session_totals(m, c->s, KTM_DIR_RX);
-			if (!wait_resume(c, &err))
-				goto err;
-			break;
-		case KTM_F_ABORT:
-			if (!ktm_mig_recv_text(c->s, &f, (char *)text,
-					       sizeof(text), &err))
-				goto err;
-			source_aborted(c, &f, (char *)text, &err);
+		step = ktm_dest_frame(c, &f, &rx, &err);
+		if (step == KTM_DEST_ERROR)
 			goto err;
-		default:
-			goto bad;
-		}
-		if (c->idx == 0 && m->done >= next_progress) {
+		if (step == KTM_DEST_DONE)
+			goto out;
+		if (step == KTM_DEST_RECONNECT && !dest_reconnect(c, &f, &err))
+			goto err;
+		if (c->idx == 0 && ktm_mig_done(m) >= next_progress) {
 			struct ktm_frame p = { .type = KTM_F_PROGRESS,
-					       .aux = m->done };
+					       .aux = ktm_mig_done(m) };
 
 			next_progress += KTM_PROGRESS_EVERY;
 			if (!ktm_mig_send_frame(c->s, &p, NULL, &err))
 				goto err;
 		}
 	}
-bad_or_err:
-	if (err)
-		goto err;
-bad:
-	malformed(&err, "unexpected frame", c->idx, &f);
 err:
 	ktm_mig_fail_chan(m, c->idx, err);
 out:
@@ -264,8 +511,9 @@ static bool read_hello(struct hs_slot *sl, struct ktm_error **errp)
 
 	if (!ktm_mig_recv_frame(sl->s, &f, "source", errp))
 		return false;
-	if (f.type != KTM_F_HELLO || f.len != KTM_HELLO_LEN)
-		return malformed(errp, "no HELLO", 0, &f);
+	if (f.type != KTM_F_HELLO || f.len != KTM_HELLO_LEN ||
+	    ktm_frame_problem(&f, KTM_FEAT_ALL, 0, 0))
+		return ktm_mig_malformed(errp, "source", 0, "no HELLO", &f);
 	if (!ktm_mig_recv_exact(sl->s, body, sizeof(body), errp))
 		return false;
 	ret = ktm_hello_decode(body, &sl->h);
@@ -424,7 +672,7 @@ static struct ktm_session *acc_next(struct acceptor *a, double deadline,
 			return NULL;
 		}
 		if (live && a->m->progress)
-			a->m->progress(a->m->done, a->m->size,
+			a->m->progress(ktm_mig_done(a->m), a->m->size,
 				       a->m->progress_opaque);
 		if (poll(&p, 1, 50) == 1)
 			acc_take(a);
@@ -462,9 +710,11 @@ static void refuse(struct ktm_migration *m, const struct hs_slot *sl,
 	ktm_mig_close_gently(sl->s, 500);
 }
 
-static bool hello_ack(struct ktm_session *s, struct ktm_error **errp)
+/* HELLO_ACK carries the features this destination accepts. */
+static bool hello_ack(struct ktm_migration *m, struct ktm_session *s,
+		      struct ktm_error **errp)
 {
-	struct ktm_frame f = { .type = KTM_F_HELLO_ACK };
+	struct ktm_frame f = { .type = KTM_F_HELLO_ACK, .aux = m->features };
 
 	return ktm_mig_send_frame(s, &f, NULL, errp);
 }
@@ -571,20 +821,9 @@ static bool dest_open(struct ktm_migration *m, const char *path,
 	int ret;
 
 	snprintf(partial, plen, "%s.ktm-partial", path);
-	if (!size_fits(m, path, h->image_size, errp))
+	if (!size_fits(m, path, h->image_size, errp) ||
+	    !ktm_dest_prepare(m, h, errp))
 		goto err_not_ours;
-	m->size = h->image_size;
-	m->nch = h->nchannels;
-	m->nchunks = ktm_chunk_count(m->size);
-	memcpy(m->stream_id, h->stream_id, sizeof(m->stream_id));
-	/* one extra slot at the end holds the source's image digest */
-	m->chunk_digest = calloc(m->nchunks + 1, KTM_DIGEST_LEN);
-	if (!m->chunk_digest) {
-		ktm_error_set(errp, KTM_ERR_INTERNAL, ENOMEM,
-			      "out of memory for %llu chunk digests",
-			      (unsigned long long)m->nchunks);
-		goto err_not_ours;
-	}
 	m->img_fd = open(partial, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (m->img_fd < 0) {
 		ktm_error_set(errp, KTM_ERR_IO, errno, "cannot create %s: %s",
@@ -603,16 +842,10 @@ static bool dest_open(struct ktm_migration *m, const char *path,
 			      strerror(ret));
 		return false;
 	}
-	/* Populate up front: one batch of page allocations instead of a
-	 * fault per page while the data streams in. */
-	m->map = mmap(NULL, m->size, PROT_READ | PROT_WRITE,
-		      MAP_SHARED | MAP_POPULATE, m->img_fd, 0);
-	if (m->map == MAP_FAILED) {
-		m->map = NULL;
-		ktm_error_set(errp, KTM_ERR_IO, errno, "cannot map %s: %s",
-			      partial, strerror(errno));
-		return false;
-	}
+	/* No mapping: pages arrive in a small buffer and go in with
+	 * pwrite, which fills new page-cache pages without zeroing them
+	 * first (a first write through a mapping faults, zeroes, then
+	 * copies) and without touching the zero runs. */
 	return true;
 err_not_ours:
 	partial[0] = '\0';	/* not created: whatever is there stays */
@@ -662,7 +895,7 @@ static bool admit(struct ktm_migration *m, struct hs_slot *sl,
 		refuse(m, sl, EPROTO, "channel already connected");
 		return true;
 	}
-	if (!hello_ack(sl->s, NULL)) {
+	if (!hello_ack(m, sl->s, NULL)) {
 		ktm_session_free(sl->s);
 		return true;
 	}
@@ -749,21 +982,22 @@ static bool dest_commit(struct ktm_migration *m, const char *partial,
 			const char *path, struct ktm_error **errp)
 {
 	uint8_t digest[KTM_DIGEST_LEN];
-	const uint8_t *want = (uint8_t *)m->chunk_digest +
-			      m->nchunks * KTM_DIGEST_LEN;
+	double t = ktm_mig_now_s();
 	char text[160];
 	struct ktm_frame f = { .type = KTM_F_VERDICT };
 	unsigned int i;
+	bool ok;
 
 	for (i = 0; i < m->nch; i++) {
-		if (!m->ch[i].ended) {
+		if (!m->ch[i].ended || !m->image_end) {
 			ktm_error_set(errp, KTM_ERR_PEER, EPROTO,
 				      "channel %u ended without its end marker", i);
 			return false;
 		}
 	}
 	ktm_mig_image_digest(m, digest);
-	if (memcmp(digest, want, KTM_DIGEST_LEN)) {
+	ktm_mig_lap(&m->ch[0], KTM_PHASE_HASH, &t);
+	if (memcmp(digest, m->want, KTM_DIGEST_LEN)) {
 		snprintf(text, sizeof(text), "image digest mismatch: the "
 			 "destination computed %.16s…", m->digest_hex);
 		f.aux = EBADMSG;
@@ -774,8 +1008,7 @@ static bool dest_commit(struct ktm_migration *m, const char *partial,
 			      "digest (%s); nothing was committed", m->digest_hex);
 		return false;
 	}
-	if (msync(m->map, m->size, MS_SYNC) || fsync(m->img_fd) ||
-	    commit_rename(m, partial, path)) {
+	if (fsync(m->img_fd) || commit_rename(m, partial, path)) {
 		int e = errno;
 
 		ktm_error_set(errp, KTM_ERR_IO, e,
@@ -789,10 +1022,11 @@ static bool dest_commit(struct ktm_migration *m, const char *partial,
 		return false;
 	}
 	m->digest_ok = true;
-	if (!ktm_mig_send_frame(m->ch[0].s, &f, NULL, errp))
-		return false;
-	ktm_session_shutdown(m->ch[0].s, NULL);
-	return true;
+	ok = ktm_mig_send_frame(m->ch[0].s, &f, NULL, errp);
+	if (ok)
+		ktm_session_shutdown(m->ch[0].s, NULL);
+	ktm_mig_lap(&m->ch[0], KTM_PHASE_FINISH, &t);
+	return ok;
 }
 
 /* After a failure: tell the source why on channel 0 (ABORT), then close
@@ -819,9 +1053,9 @@ static void take_error(struct ktm_migration *m, struct ktm_error **errp)
 }
 
 /* The migration after channel 0's HELLO: open, acknowledge, run, commit. */
-static bool dest_run(struct ktm_migration *m, struct acceptor *a,
-		     struct ktm_session *s, const struct ktm_hello *h,
-		     const char *path, char *partial, size_t plen)
+static bool dest_migrate(struct ktm_migration *m, struct acceptor *a,
+			 struct ktm_session *s, const struct ktm_hello *h,
+			 const char *path, char *partial, size_t plen)
 {
 	struct ktm_error *err = NULL;
 	unsigned int i;
@@ -833,15 +1067,17 @@ static bool dest_run(struct ktm_migration *m, struct acceptor *a,
 		ktm_mig_fail(m, err);
 		return false;
 	}
-	if (!hello_ack(s, &err))
+	if (!hello_ack(m, s, &err))
 		goto err_free;
-	for (i = 0; i < m->nreq; i++) {
+	/* page requests go first, when the source takes them */
+	for (i = 0; i < m->nreq && (m->features & KTM_FEAT_PAGE_REQ); i++) {
 		struct ktm_frame f = { .type = KTM_F_PAGE_REQ,
 				       .offset = m->req[i].off,
 				       .aux = m->req[i].len };
 
 		if (!ktm_mig_send_frame(s, &f, NULL, &err))
 			goto err_free;
+		m->nreq_sent = i + 1;
 	}
 	if (!start_dest_channel(m, 0, s, &err))
 		goto err_free;
@@ -881,7 +1117,7 @@ bool ktm_migration_recv(struct ktm_migration *m, int listen_fd,
 	if (!s)
 		goto out_acceptor;
 	t0 = ktm_mig_now_s();	/* the time of the migration, not of waiting for it */
-	ok = dest_run(m, &a, s, &h, path, partial, sizeof(partial));
+	ok = dest_migrate(m, &a, s, &h, path, partial, sizeof(partial));
 	if (!ok)
 		take_error(m, errp);
 	m->path_name = m->path[0] == KTM_PATH_USERSPACE ? "userspace" : "kernel";
@@ -892,9 +1128,7 @@ bool ktm_migration_recv(struct ktm_migration *m, int listen_fd,
 		m->ch[i].resumed = NULL;
 		ktm_mig_chan_release(&m->ch[i]);
 	}
-	if (m->map)
-		munmap(m->map, m->size);
-	m->map = NULL;
+	ktm_dest_release(m);
 	if (m->img_fd >= 0)
 		close(m->img_fd);
 	m->img_fd = -1;

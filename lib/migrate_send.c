@@ -25,6 +25,8 @@
 
 /* ---- source ------------------------------------------------------------------ */
 
+/* Word at a time with an early exit: a page with data costs its first
+ * non-zero word. */
 static bool page_is_zero(const uint8_t *p)
 {
 	const uint64_t *w = (const uint64_t *)p;
@@ -34,6 +36,106 @@ static bool page_is_zero(const uint8_t *p)
 		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3])
 			return false;
 	return true;
+}
+
+static void add_run(struct ktm_chan *c, uint64_t off, uint64_t len, bool zero)
+{
+	struct ktm_run *r = &c->runs[c->nruns - (c->nruns > 0)];
+
+	if (c->nruns && r->zero == zero) {
+		r->len += (uint32_t)len;
+		return;
+	}
+	r = &c->runs[c->nruns++];
+	r->off = (uint32_t)off;
+	r->len = (uint32_t)len;
+	r->zero = zero;
+}
+
+/* Pages of [d, h) into runs, relative to @base. */
+static void scan_data(struct ktm_chan *c, uint64_t base, uint64_t d, uint64_t h)
+{
+	for (; d < h; d += KTM_PAGE_SIZE)
+		add_run(c, d - base, KTM_PAGE_SIZE, page_is_zero(c->m->map + d));
+}
+
+/*
+ * The image's data extents, once, before any chunk: holes of a sparse
+ * image are zero without reading them (which on shmem would also
+ * allocate them).  Asked per chunk, SEEK_HOLE walks the page cache to the
+ * next hole, which for an image without holes is its end: once per image
+ * it is one walk.  A file system without SEEK_DATA, or more extents than
+ * we keep, reads as data (scanned).
+ */
+static void map_extents(struct ktm_migration *m)
+{
+	uint64_t p = 0;
+
+	m->data = calloc(KTM_MAX_EXTENTS, sizeof(*m->data));
+	m->ndata = 0;
+	while (m->data && p < m->size) {
+		off_t d = lseek(m->img_fd, (off_t)p, SEEK_DATA), h;
+
+		if (d < 0 && errno == ENXIO)
+			break;				/* a hole to the end */
+		if (d < 0 || m->ndata == KTM_MAX_EXTENTS - 1)
+			d = (off_t)p, h = (off_t)m->size;	/* cannot tell */
+		else
+			h = lseek(m->img_fd, d, SEEK_HOLE);
+		h = (off_t)(((uint64_t)h + KTM_PAGE_SIZE - 1) &
+			    ~(uint64_t)(KTM_PAGE_SIZE - 1));
+		if (h < 0 || (uint64_t)h > m->size)
+			h = (off_t)m->size;
+		m->data[m->ndata].off = (uint64_t)d & ~(uint64_t)(KTM_PAGE_SIZE - 1);
+		m->data[m->ndata++].end = (uint64_t)h;
+		p = (uint64_t)h;
+	}
+}
+
+/* The first extent that ends after @off (binary search). */
+static size_t first_extent(const struct ktm_migration *m, uint64_t off)
+{
+	size_t lo = 0, hi = m->ndata;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (m->data[mid].end <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* The runs of [base, base+len) (inside one chunk). */
+static void scan_range(struct ktm_chan *c, uint64_t base, uint64_t len)
+{
+	const struct ktm_migration *m = c->m;
+	uint64_t p = base, end = base + len;
+	double t = ktm_mig_now_s();
+	size_t i;
+
+	c->nruns = 0;
+	if (!m->data) {
+		scan_data(c, base, base, end);
+		ktm_mig_lap(c, KTM_PHASE_SCAN, &t);
+		return;
+	}
+	for (i = first_extent(m, base); p < end && i < m->ndata; i++) {
+		uint64_t d = m->data[i].off < p ? p : m->data[i].off;
+		uint64_t h = m->data[i].end > end ? end : m->data[i].end;
+
+		if (d >= end)
+			break;
+		if (d > p)
+			add_run(c, p - base, d - p, true);
+		scan_data(c, base, d, h);
+		p = h;
+	}
+	if (p < end)
+		add_run(c, p - base, end - p, true);
+	ktm_mig_lap(c, KTM_PHASE_SCAN, &t);
 }
 
 /* Userspace path: frames gather in a stage buffer and leave as full
@@ -64,6 +166,29 @@ static bool stage(struct ktm_chan *c, const void *p, size_t len,
 			return false;
 	}
 	return true;
+}
+
+/*
+ * A page run on the userspace path: full records straight from the
+ * image, no copy into the stage.  The stage is topped up to a record
+ * boundary first and flushed, the whole records in the middle go to
+ * OpenSSL from the mapping, the tail is staged: every record stays full.
+ */
+static bool stage_pages(struct ktm_chan *c, uint64_t off, size_t len,
+			struct ktm_error **errp)
+{
+	const uint8_t *p = c->m->map + off;
+	size_t top = (KTM_KTLS_MAX_RECORD - c->staged % KTM_KTLS_MAX_RECORD) %
+		     KTM_KTLS_MAX_RECORD, direct;
+
+	if (len < top + 2 * KTM_KTLS_MAX_RECORD)
+		return stage(c, p, len, errp);
+	if (!stage(c, p, top, errp) || !stage_flush(c, errp))
+		return false;
+	direct = (len - top) / KTM_KTLS_MAX_RECORD * KTM_KTLS_MAX_RECORD;
+	if (!ktm_session_send(c->s, p + top, direct, errp))
+		return false;
+	return stage(c, p + top + direct, len - top - direct, errp);
 }
 
 /* The channel index is added by ktm_mig_fail_chan. */
@@ -104,76 +229,66 @@ static bool raw_send(struct ktm_chan *c, const void *p, size_t len, int more,
 	return true;
 }
 
-static bool send_payload_kernel(struct ktm_chan *c, uint64_t off, size_t len,
-				struct ktm_error **errp)
+static bool send_sendfile(struct ktm_chan *c, uint64_t off, size_t len,
+			  struct ktm_error **errp)
 {
-	struct ktm_migration *m = c->m;
 	int fd = ktm_session_fd(c->s);
 	off_t o = (off_t)off;
 
-	switch (m->send_path) {
-	case KTM_SEND_AUTO:
-	case KTM_SEND_SENDFILE:
-		while (len) {
-			ssize_t n = sendfile(fd, m->img_fd, &o, len);
+	while (len) {
+		ssize_t n = sendfile(fd, c->m->img_fd, &o, len);
 
-			if (n <= 0) {
-				if (n < 0 && errno == EINTR)
-					continue;
-				return sock_error(c, n ? errno : EPIPE, errp);
-			}
-			len -= (size_t)n;
-		}
-		return true;
-	case KTM_SEND_SPLICE:
-		while (len) {
-			ssize_t n = splice(m->img_fd, &o, c->pipe[1], NULL, len,
-					   SPLICE_F_MORE | SPLICE_F_MOVE);
-
+		if (n <= 0) {
 			if (n < 0 && errno == EINTR)
 				continue;
-			if (n <= 0)
-				return sock_error(c, n ? errno : EIO, errp);
-			len -= (size_t)n;
-			while (n > 0) {
-				ssize_t w = splice(c->pipe[0], NULL, fd, NULL,
-						   (size_t)n, SPLICE_F_MORE |
-						   SPLICE_F_MOVE);
-
-				if (w < 0 && errno == EINTR)
-					continue;
-				if (w <= 0)
-					return sock_error(c, w ? errno : EPIPE, errp);
-				n -= w;
-			}
+			return sock_error(c, n ? errno : EPIPE, errp);
 		}
-		return true;
-	case KTM_SEND_IO_URING: {
-		const uint8_t *b = m->map + off;
-
-		while (len) {
-			struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
-			struct io_uring_cqe *cqe;
-			int res;
-
-			io_uring_prep_send(sqe, fd, b, len, MSG_MORE | MSG_NOSIGNAL);
-			io_uring_submit(&c->ring);
-			if (io_uring_wait_cqe(&c->ring, &cqe))
-				return sock_error(c, EIO, errp);
-			res = cqe->res;
-			io_uring_cqe_seen(&c->ring, cqe);
-			if (res <= 0) {
-				if (res == -EINTR || res == -EAGAIN)
-					continue;
-				return sock_error(c, res ? -res : EPIPE, errp);
-			}
-			b += res;
-			len -= (size_t)res;
-		}
-		return true;
+		len -= (size_t)n;
 	}
+	return true;
+}
+
+static bool send_splice(struct ktm_chan *c, uint64_t off, size_t len,
+			struct ktm_error **errp)
+{
+	int fd = ktm_session_fd(c->s);
+	off_t o = (off_t)off;
+
+	while (len) {
+		ssize_t n = splice(c->m->img_fd, &o, c->pipe[1], NULL, len,
+				   SPLICE_F_MORE | SPLICE_F_MOVE);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return sock_error(c, n ? errno : EIO, errp);
+		len -= (size_t)n;
+		while (n > 0) {
+			ssize_t w = splice(c->pipe[0], NULL, fd, NULL, (size_t)n,
+					   SPLICE_F_MORE | SPLICE_F_MOVE);
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				return sock_error(c, w ? errno : EPIPE, errp);
+			n -= w;
+		}
+	}
+	return true;
+}
+
+static bool send_payload_kernel(struct ktm_chan *c, uint64_t off, size_t len,
+				int more, struct ktm_error **errp)
+{
+	switch (c->m->send_path) {
+	case KTM_SEND_AUTO:
+	case KTM_SEND_SENDFILE:
+		return send_sendfile(c, off, len, errp);
+	case KTM_SEND_SPLICE:
+		return send_splice(c, off, len, errp);
+	case KTM_SEND_IO_URING:	/* frames outside chunks: plain writes */
 	case KTM_SEND_WRITEV:
-		return raw_send(c, m->map + off, len, MSG_MORE, errp);
+		return raw_send(c, c->m->map + off, len, more, errp);
 	}
 	return false;
 }
@@ -183,55 +298,232 @@ static bool kernel_path(const struct ktm_chan *c)
 	return ktm_session_path(c->s, KTM_DIR_TX) != KTM_PATH_USERSPACE;
 }
 
-/* One frame with an optional run of image bytes as its payload. */
+/* ---- the io_uring path: a chunk per sendmsg, sent while the next is made ---- */
+
+static bool uring_submit(struct ktm_chan *c, struct ktm_uring_slot *sl,
+			 struct ktm_error **errp)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
+
+	if (!sqe)
+		return sock_error(c, EBUSY, errp);
+	io_uring_prep_sendmsg(sqe, ktm_session_fd(c->s), &sl->msg,
+			      MSG_NOSIGNAL | MSG_MORE);
+	io_uring_sqe_set_data(sqe, sl);
+	if (io_uring_submit(&c->ring) != 1)
+		return sock_error(c, EIO, errp);
+	c->inflight = 1;
+	return true;
+}
+
+/* Skip @n sent bytes of the slot's iovecs. */
+static void uring_advance(struct ktm_uring_slot *sl, size_t n)
+{
+	struct msghdr *msg = &sl->msg;
+
+	while (n && msg->msg_iovlen) {
+		struct iovec *v = msg->msg_iov;
+		size_t take = n < v->iov_len ? n : v->iov_len;
+
+		v->iov_base = (uint8_t *)v->iov_base + take;
+		v->iov_len -= take;
+		n -= take;
+		if (!v->iov_len) {
+			msg->msg_iov++;
+			msg->msg_iovlen--;
+		}
+	}
+}
+
+/*
+ * Wait for the chunk in flight; a short send goes again for the rest.
+ * One sendmsg per socket at a time: two in flight could overtake each
+ * other after a short send (kernel TLS refuses MSG_WAITALL, which would
+ * make a short send fail a link instead).
+ */
+static bool uring_drain(struct ktm_chan *c, struct ktm_error **errp)
+{
+	while (c->ring_ok && c->inflight) {
+		struct io_uring_cqe *cqe;
+		struct ktm_uring_slot *sl;
+		int ret = io_uring_wait_cqe(&c->ring, &cqe), res;
+
+		if (ret == -EINTR)
+			continue;
+		if (ret)
+			return sock_error(c, -ret, errp);
+		sl = io_uring_cqe_get_data(cqe);
+		res = cqe->res;
+		io_uring_cqe_seen(&c->ring, cqe);
+		c->inflight = 0;
+		if (res == -EINTR || res == -EAGAIN)
+			res = 0;
+		else if (res <= 0)
+			return sock_error(c, res ? -res : EPIPE, errp);
+		sl->bytes -= (size_t)res;
+		if (!sl->bytes)
+			break;
+		uring_advance(sl, (size_t)res);
+		if (!uring_submit(c, sl, errp))
+			return false;
+	}
+	return true;
+}
+
+/* One chunk's frames, header and pages alike, as one sendmsg, submitted
+ * after the one before it completed; the caller hashes this chunk and
+ * scans the next while the kernel sends it. */
+static bool uring_send_runs(struct ktm_chan *c, uint64_t base,
+			    struct ktm_error **errp)
+{
+	struct ktm_uring_slot *sl;
+	unsigned int i, n = 0;
+
+	/* the other slot may still be in flight: this one is free */
+	sl = &c->slots[c->slot_next];
+	sl->bytes = 0;
+	for (i = 0; i < c->nruns; i++) {
+		const struct ktm_run *r = &c->runs[i];
+		struct ktm_frame f = { .type = r->zero ? KTM_F_ZERO : KTM_F_PAGES,
+				       .offset = base + r->off };
+
+		if (r->zero)
+			f.aux = r->len;
+		else
+			f.len = r->len;
+		ktm_frame_encode(&f, sl->hdr[i]);
+		sl->iov[n++] = (struct iovec){ sl->hdr[i], KTM_FRAME_LEN };
+		if (!r->zero)
+			sl->iov[n++] = (struct iovec){ c->m->map + base + r->off,
+						       r->len };
+		sl->bytes += KTM_FRAME_LEN + f.len;
+	}
+	sl->msg = (struct msghdr){ .msg_iov = sl->iov, .msg_iovlen = n };
+	if (!uring_drain(c, errp) || !uring_submit(c, sl, errp))
+		return false;
+	c->slot_next ^= 1;
+	return true;
+}
+
+/* ---- frames ------------------------------------------------------------------- */
+
+/* One frame with an optional run of image bytes as its payload; @more
+ * 0 ends the kernel's open record after it. */
 static bool send_run(struct ktm_chan *c, const struct ktm_frame *f,
-		     uint64_t img_off, struct ktm_error **errp)
+		     uint64_t img_off, int more, struct ktm_error **errp)
 {
 	uint8_t hdr[KTM_FRAME_LEN];
 
 	ktm_frame_encode(f, hdr);
-	ktm_mig_add(c->m, &c->m->wire_bytes, KTM_FRAME_LEN + (uint64_t)f->len);
+	c->wire += KTM_FRAME_LEN + (uint64_t)f->len;
 	if (!kernel_path(c))
 		return stage(c, hdr, sizeof(hdr), errp) &&
-		       (!f->len || stage(c, c->m->map + img_off, f->len, errp));
-	if (!raw_send(c, hdr, sizeof(hdr), MSG_MORE, errp))
+		       (!f->len || stage_pages(c, img_off, f->len, errp));
+	if (!raw_send(c, hdr, sizeof(hdr), f->len ? MSG_MORE : more, errp))
 		return false;
-	return !f->len || send_payload_kernel(c, img_off, f->len, errp);
+	return !f->len || send_payload_kernel(c, img_off, f->len, more, errp);
 }
 
-/* Pages [off, off+len) as PAGES and ZERO runs. */
-static bool send_range(struct ktm_chan *c, uint64_t off, uint64_t len,
-		       uint8_t flags, struct ktm_error **errp)
+/* The runs found by scan_range(@base), as PAGES and ZERO frames; the
+ * pages go into @h (when not NULL) as they pass. */
+static bool send_runs(struct ktm_chan *c, uint64_t base, uint8_t flags,
+		      struct ktm_hash *h, struct ktm_error **errp)
 {
 	struct ktm_migration *m = c->m;
-	uint64_t end = off + len, run = off;
-	bool zero = page_is_zero(m->map + off);
+	double t = ktm_mig_now_s();
+	unsigned int i;
 
-	for (uint64_t p = off; p <= end; p += KTM_PAGE_SIZE) {
-		bool z = p < end ? page_is_zero(m->map + p) : !zero;
-		struct ktm_frame f = { .flags = flags, .offset = run };
+	for (i = 0; i < c->nruns; i++) {
+		const struct ktm_run *r = &c->runs[i];
+		uint64_t off = base + r->off;
+		struct ktm_frame f = { .flags = flags, .offset = off };
+		int more = flags && i + 1 == c->nruns ? 0 : MSG_MORE;
 
-		if (p < end && z == zero)
-			continue;
-		if (zero) {
+		if (r->zero) {
 			f.type = KTM_F_ZERO;
-			f.aux = p - run;
-			if (!(flags & KTM_FF_REQUESTED))
-				ktm_mig_add(m, &m->zero_bytes, p - run);
+			f.aux = r->len;
 		} else {
 			f.type = KTM_F_PAGES;
-			f.len = (uint32_t)(p - run);
-			if (!(flags & KTM_FF_REQUESTED)) {
-				ktm_mig_add(m, &m->page_bytes, p - run);
-				c->payload += p - run;
-			}
+			f.len = r->len;
 		}
-		if (!send_run(c, &f, run, errp))
+		if (h) {
+			if (r->zero)
+				ktm_hash_zeros(h, r->len);
+			else
+				ktm_hash_update(h, m->map + off, r->len);
+			ktm_mig_lap(c, KTM_PHASE_HASH, &t);
+		}
+		if (!send_run(c, &f, off, more, errp))
 			return false;
-		run = p;
-		zero = z;
+		ktm_mig_lap(c, KTM_PHASE_SEND, &t);
 	}
 	return true;
+}
+
+/* Chunk @k: scanned, hashed while its pages pass, sent. */
+static bool send_chunk(struct ktm_chan *c, uint64_t k, struct ktm_error **errp)
+{
+	struct ktm_migration *m = c->m;
+	uint64_t base = k * KTM_CHUNK_SIZE, len = ktm_chunk_len(m->size, k);
+	unsigned int i;
+	double t;
+
+	scan_range(c, base, len);
+	for (i = 0; i < c->nruns; i++) {
+		if (c->runs[i].zero) {
+			c->zeros += c->runs[i].len;
+		} else {
+			c->pages += c->runs[i].len;
+			c->payload += c->runs[i].len;
+		}
+	}
+	ktm_hash_reset(&c->hash);
+	if (!c->ring_ok) {
+		if (!send_runs(c, base, 0, &c->hash, errp))
+			return false;
+	} else {
+		t = ktm_mig_now_s();
+		for (i = 0; i < c->nruns; i++)
+			c->wire += KTM_FRAME_LEN + (c->runs[i].zero ? 0 : c->runs[i].len);
+		if (!uring_send_runs(c, base, errp))
+			return false;
+		ktm_mig_lap(c, KTM_PHASE_SEND, &t);
+		/* hashed while the kernel sends */
+		for (i = 0; i < c->nruns; i++) {
+			if (c->runs[i].zero)
+				ktm_hash_zeros(&c->hash, c->runs[i].len);
+			else
+				ktm_hash_update(&c->hash, m->map + base +
+						c->runs[i].off, c->runs[i].len);
+		}
+		ktm_mig_lap(c, KTM_PHASE_HASH, &t);
+	}
+	ktm_hash_final(&c->hash, m->chunk_digest[k]);
+	__atomic_store_n(&c->done, c->done + len, __ATOMIC_RELAXED);
+	return true;
+}
+
+/* PAGE_REQ: the range again, marked REQUESTED, cut at chunk boundaries
+ * (lib/STREAM.md), ending the kernel's open record. */
+static bool serve_request(struct ktm_chan *c, const struct ktm_frame *f,
+			  struct ktm_error **errp)
+{
+	uint64_t off = f->offset, end = f->offset + f->aux;
+
+	if (!uring_drain(c, errp))
+		return false;
+	while (off < end) {
+		uint64_t stop = (off / KTM_CHUNK_SIZE + 1) * KTM_CHUNK_SIZE;
+
+		if (stop > end)
+			stop = end;
+		scan_range(c, off, stop - off);
+		if (!send_runs(c, off, KTM_FF_REQUESTED, NULL, errp))
+			return false;
+		off = stop;
+	}
+	c->m->served++;
+	return kernel_path(c) || stage_flush(c, errp);
 }
 
 static bool send_hello(struct ktm_chan *c, uint8_t flags,
@@ -253,19 +545,27 @@ static bool zerocopy_on(struct ktm_chan *c, struct ktm_error **errp)
 	return false;
 }
 
-/* The destination's ABORT (header in @f): its sentence becomes ours. */
-static bool peer_aborted(struct ktm_migration *m, struct ktm_session *s,
-			 const struct ktm_frame *f, struct ktm_error **errp)
+/* The destination's ABORT (@text read already): its sentence becomes
+ * ours, and the destination waits for no answer. */
+static bool aborted(struct ktm_migration *m, const struct ktm_frame *f,
+		    const char *text, struct ktm_error **errp)
 {
-	char text[512];
-
-	if (!ktm_mig_recv_text(s, f, text, sizeof(text), errp))
-		return false;
 	m->peer_aborted = true;
 	ktm_error_set(errp, KTM_ERR_PEER, f->aux && f->aux < 4096 ? (int)f->aux :
 		      EIO, "destination %s:%s stopped the migration: %s",
 		      m->host, m->port, text[0] ? text : "no reason given");
 	return false;
+}
+
+/* The destination's ABORT (header in @f), its text still to read. */
+static bool peer_aborted(struct ktm_migration *m, struct ktm_session *s,
+			 const struct ktm_frame *f, struct ktm_error **errp)
+{
+	char text[KTM_TEXT_MAX + 1];
+
+	if (!ktm_mig_recv_text(s, f, text, sizeof(text), errp))
+		return false;
+	return aborted(m, f, text, errp);
 }
 
 /* Before a chunk: stay under the key-usage limit, by KeyUpdate where the
@@ -275,12 +575,16 @@ static bool respect_key_limit(struct ktm_chan *c, struct ktm_error **errp)
 	struct ktm_migration *m = c->m;
 	uint64_t limit = m->key_limit ? m->key_limit :
 			 ktm_default_key_limit(ktm_session_cipher(c->s));
-	uint64_t need = KTM_CHUNK_SIZE / KTM_KTLS_MAX_RECORD + 4;
+	/* this chunk, and on io_uring the ones still in flight */
+	uint64_t need = (KTM_CHUNK_SIZE / KTM_KTLS_MAX_RECORD + 4) *
+			(c->ring_ok ? KTM_URING_SLOTS : 1);
 	struct ktm_frame f = { .type = KTM_F_RECONNECT };
 	struct ktm_session *s;
 
 	if (!limit || ktm_session_key_records(c->s, KTM_DIR_TX) + need <= limit)
 		return true;
+	if (!uring_drain(c, errp))
+		return false;
 	if (ktm_session_can_rekey(c->s)) {
 		/* flush so the KeyUpdate follows the records it closes */
 		return (kernel_path(c) || stage_flush(c, errp)) &&
@@ -321,6 +625,7 @@ static bool send_hello(struct ktm_chan *c, uint8_t flags,
 		.chunk_size = KTM_CHUNK_SIZE,
 		.image_size = m->size,
 		.first_chunk = c->next_chunk,
+		.digest = m->digest,
 	};
 	struct ktm_frame f = { .type = KTM_F_HELLO, .flags = flags,
 			       .len = KTM_HELLO_LEN };
@@ -331,8 +636,19 @@ static bool send_hello(struct ktm_chan *c, uint8_t flags,
 	if (!ktm_mig_send_frame(c->s, &f, body, errp) ||
 	    !ktm_mig_recv_frame(c->s, &f, "destination", errp))
 		return false;
-	if (f.type == KTM_F_HELLO_ACK)
+	if (f.type == KTM_F_HELLO_ACK) {
+		const char *why = ktm_frame_problem(&f, h.features, m->size,
+						    m->digest);
+
+		if (!why && (f.aux & ~(uint64_t)h.features))
+			why = "features the source did not offer";
+		if (why)
+			return ktm_mig_malformed(errp, "destination", c->idx,
+						 why, &f);
+		/* the same on every channel (the destination answers all) */
+		m->features = (uint16_t)f.aux;
 		return true;
+	}
 	if (f.type == KTM_F_ABORT)
 		return peer_aborted(m, c->s, &f, errp);
 	ktm_error_set(errp, KTM_ERR_PEER, EPROTO,
@@ -341,35 +657,59 @@ static bool send_hello(struct ktm_chan *c, uint8_t flags,
 	return false;
 }
 
-/* Channel 0 only: page requests and progress from the destination,
- * answered between chunks. */
+/* One frame from the destination while sending: a page request is
+ * served at once, progress is noted; *verdict is set for a VERDICT or
+ * ABORT (with its text in @text), which only source_finish() expects. */
+static bool return_frame(struct ktm_chan *c, struct ktm_frame *f,
+			 char text[KTM_TEXT_MAX + 1], struct ktm_error **errp)
+{
+	struct ktm_migration *m = c->m;
+	const char *why;
+
+	if (!ktm_mig_recv_frame(c->s, f, "destination", errp))
+		return false;
+	why = ktm_frame_problem(f, m->features, m->size, m->digest);
+	if (!why && f->type != KTM_F_PAGE_REQ && f->type != KTM_F_PROGRESS &&
+	    f->type != KTM_F_VERDICT && f->type != KTM_F_ABORT)
+		why = "a frame type the destination does not send";
+	if (why)
+		return ktm_mig_malformed(errp, "destination", c->idx, why, f);
+	text[0] = '\0';
+	if (f->len && !ktm_mig_recv_exact(c->s, text, f->len, errp))
+		return false;
+	text[f->len] = '\0';
+	return f->type != KTM_F_PAGE_REQ || serve_request(c, f, errp);
+}
+
+/* Channel 0, between chunks: whatever the destination sent so far. */
 static bool serve_return_path(struct ktm_chan *c, struct ktm_error **errp)
 {
-	struct pollfd p = { .fd = ktm_session_fd(c->s), .events = POLLIN };
+	char text[KTM_TEXT_MAX + 1];
 	struct ktm_frame f;
 
-	while (poll(&p, 1, 0) == 1 && (p.revents & POLLIN)) {
-		if (!ktm_mig_recv_frame(c->s, &f, "destination", errp))
+	while (ktm_session_readable(c->s)) {
+		if (!return_frame(c, &f, text, errp))
 			return false;
-		if (f.type == KTM_F_PAGE_REQ) {
-			if (!ktm_run_valid(f.offset, f.aux, c->m->size)) {
-				ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EBADMSG,
-					      "destination asked for pages "
-					      "outside the image");
-				return false;
-			}
-			if (!send_range(c, f.offset, f.aux, KTM_FF_REQUESTED, errp))
-				return false;
-		} else if (f.type == KTM_F_ABORT) {
-			return peer_aborted(c->m, c->s, &f, errp);
-		} else if (f.type != KTM_F_PROGRESS) {
-			ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EBADMSG,
-				      "unexpected frame type %u from the "
-				      "destination", f.type);
-			return false;
-		}
+		if (f.type == KTM_F_ABORT)
+			return aborted(c->m, &f, text, errp);
+		if (f.type == KTM_F_VERDICT)
+			return ktm_mig_malformed(errp, "destination", c->idx,
+						 "a verdict before the image end",
+						 &f);
 	}
 	return true;
+}
+
+/* The end of a channel: what is in flight, then CHANNEL_END. */
+static bool end_channel(struct ktm_chan *c, struct ktm_error **errp)
+{
+	struct ktm_frame f = { .type = KTM_F_CHANNEL_END, .aux = c->payload };
+
+	if (!uring_drain(c, errp) || (!kernel_path(c) && !stage_flush(c, errp)) ||
+	    !ktm_mig_send_frame(c->s, &f, NULL, errp))
+		return false;
+	c->wire += KTM_FRAME_LEN;
+	return !c->idx || ktm_session_shutdown(c->s, errp);
 }
 
 static void *source_channel(void *arg)
@@ -377,33 +717,20 @@ static void *source_channel(void *arg)
 	struct ktm_chan *c = arg;
 	struct ktm_migration *m = c->m;
 	struct ktm_error *err = NULL;
-	struct ktm_frame f = { .type = KTM_F_CHANNEL_END };
 
 	for (; c->next_chunk < m->nchunks; c->next_chunk += m->nch) {
-		uint64_t k = c->next_chunk, len = ktm_chunk_len(m->size, k);
-
 		if (ktm_mig_failed(m))
 			goto out;
 		if (!respect_key_limit(c, &err) ||
 		    (c->idx == 0 && !serve_return_path(c, &err)) ||
-		    !send_range(c, k * KTM_CHUNK_SIZE, len, 0, &err))
+		    !send_chunk(c, c->next_chunk, &err))
 			goto err;
-		ktm_mig_hash_chunk(m, k);
-		ktm_mig_add(m, &m->done, len);
 	}
-	f.aux = c->payload;
-	if (kernel_path(c)) {
-		if (!ktm_mig_send_frame(c->s, &f, NULL, &err))
-			goto err;
-	} else if (!stage_flush(c, &err) || !ktm_mig_send_frame(c->s, &f, NULL, &err)) {
-		goto err;
-	}
-	ktm_mig_add(m, &m->wire_bytes, KTM_FRAME_LEN);
-	if (c->idx && !ktm_session_shutdown(c->s, &err))
-		goto err;
-	goto out;
+	if (end_channel(c, &err))
+		goto out;
 err:
 	ktm_mig_fail_chan(m, c->idx, err);
+	uring_drain(c, NULL);	/* in flight: ends at the latest at TCP_USER_TIMEOUT */
 out:
 	ktm_mig_channel_exit(m);
 	return NULL;
@@ -412,6 +739,8 @@ out:
 static bool chan_prepare(struct ktm_chan *c, struct ktm_error **errp)
 {
 	c->pipe[0] = c->pipe[1] = -1;
+	if (!ktm_hash_init(&c->hash, c->m->digest, errp))
+		return false;
 	if (!kernel_path(c)) {
 		c->stage = malloc(KTM_STAGE_LEN);
 		if (!c->stage) {
@@ -427,8 +756,11 @@ static bool chan_prepare(struct ktm_chan *c, struct ktm_error **errp)
 		return false;
 	}
 	if (c->m->send_path == KTM_SEND_IO_URING) {
-		int ret = io_uring_queue_init(4, &c->ring, 0);
+		int ret = io_uring_queue_init(KTM_URING_SLOTS, &c->ring, 0);
 
+		c->slots = calloc(KTM_URING_SLOTS, sizeof(*c->slots));
+		if (!c->slots)
+			ret = -ENOMEM;
 		if (ret) {
 			ktm_error_set(errp, KTM_ERR_IO, -ret,
 				      "io_uring for channel %u: %s", c->idx,
@@ -495,44 +827,44 @@ static bool verdict_lost(struct ktm_migration *m, struct ktm_error *cause,
 	return false;
 }
 
-/* Channel 0 after all channels: the digest, then the verdict. */
+/* Channel 0 after all channels: the digest, then the verdict; page
+ * requests still arriving are served while waiting for it. */
 static bool source_finish(struct ktm_migration *m, struct ktm_error **errp)
 {
-	struct ktm_session *s = m->ch[0].s;
+	struct ktm_chan *c = &m->ch[0];
 	uint8_t digest[KTM_DIGEST_LEN];
-	char text[512];
-	struct ktm_frame f = { .type = KTM_F_IMAGE_END, .len = KTM_DIGEST_LEN,
-			       .aux = m->size };
+	char text[KTM_TEXT_MAX + 1];
+	struct ktm_frame f = { .type = KTM_F_IMAGE_END,
+			       .len = ktm_digest_len(m->digest), .aux = m->size };
 	struct ktm_error *err = NULL;
+	double t = ktm_mig_now_s();
+	bool ok;
 
 	ktm_mig_image_digest(m, digest);
-	if (!ktm_mig_send_frame(s, &f, digest, errp))
+	ktm_mig_lap(c, KTM_PHASE_HASH, &t);
+	if (!ktm_mig_send_frame(c->s, &f, digest, errp))
 		return false;
-	for (;;) {
-		if (!ktm_mig_recv_frame(s, &f, "destination", &err))
+	do {
+		if (!return_frame(c, &f, text, &err)) {
+			if (ktm_error_errno(err) == EBADMSG) {	/* malformed */
+				ktm_error_propagate(errp, err);
+				return false;
+			}
 			return verdict_lost(m, err, errp);
-		if (f.type == KTM_F_PROGRESS)
-			continue;
-		if (f.type == KTM_F_ABORT)
-			return peer_aborted(m, s, &f, errp);
-		if (f.type != KTM_F_VERDICT || f.len >= sizeof(text)) {
-			ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EBADMSG,
-				      "unexpected frame type %u from the "
-				      "destination while waiting for its verdict",
-				      f.type);
-			return false;
 		}
-		if (!ktm_mig_recv_text(s, &f, text, sizeof(text), &err))
-			return verdict_lost(m, err, errp);
-		if (f.aux == 0)
-			break;
+	} while (f.type == KTM_F_PAGE_REQ || f.type == KTM_F_PROGRESS);
+	if (f.type == KTM_F_ABORT)
+		return aborted(m, &f, text, errp);
+	if (f.aux) {
 		ktm_error_set(errp, KTM_ERR_PEER, f.aux < 4096 ? (int)f.aux : EIO,
 			      "destination %s:%s rejected the image: %s",
 			      m->host, m->port, text);
 		return false;
 	}
 	m->digest_ok = true;
-	return ktm_session_shutdown(s, errp);
+	ok = ktm_session_shutdown(c->s, errp);
+	ktm_mig_lap(c, KTM_PHASE_FINISH, &t);
+	return ok;
 }
 
 /*
@@ -596,9 +928,11 @@ bool ktm_migration_send(struct ktm_migration *m, const char *host,
 	}
 	m->size = (uint64_t)st.st_size;
 	m->nchunks = ktm_chunk_count(m->size);
+	m->digest = m->digest_alg ? m->digest_alg : KTM_DIG_XXH3_128;
 	m->chunk_digest = calloc(m->nchunks, KTM_DIGEST_LEN);
-	m->map = mmap(NULL, m->size, PROT_READ, MAP_SHARED | MAP_POPULATE,
-		      image_fd, 0);
+	/* no MAP_POPULATE: it would read (and on shmem allocate) the holes
+	 * that scan_range() skips; data pages fault in with fault-around */
+	m->map = mmap(NULL, m->size, PROT_READ, MAP_SHARED, image_fd, 0);
 	if (!m->chunk_digest || m->map == MAP_FAILED) {
 		ktm_error_set(errp, KTM_ERR_IO, errno ? errno : ENOMEM,
 			      "cannot map the image (%llu bytes): %s",
@@ -607,6 +941,12 @@ bool ktm_migration_send(struct ktm_migration *m, const char *host,
 		goto out_free;
 	}
 	madvise(m->map, m->size, MADV_SEQUENTIAL);
+	map_extents(m);
+	/* page tables for the data in one call per extent, not a fault per
+	 * 64 KiB; holes stay unread (a kernel before 5.14 just faults) */
+	for (i = 0; m->data && i < m->ndata; i++)
+		madvise(m->map + m->data[i].off, m->data[i].end - m->data[i].off,
+			MADV_POPULATE_READ);
 	RAND_bytes(m->stream_id, sizeof(m->stream_id));
 
 	for (i = 0; i < m->nch; i++) {
@@ -653,6 +993,8 @@ out_free:
 	if (m->map)
 		munmap(m->map, m->size);
 	m->map = NULL;
+	free(m->data);
+	m->data = NULL;
 	ktm_mig_finish(m, t0, ok);
 	return ok;
 }

@@ -910,6 +910,16 @@ int ktm_session_fd(const struct ktm_session *s)
 	return s->fd;
 }
 
+bool ktm_session_readable(const struct ktm_session *s)
+{
+	struct pollfd p = { .fd = s->fd, .events = POLLIN };
+
+	/* userspace TLS may hold a whole record the socket no longer shows */
+	if (s->ssl && SSL_has_pending(s->ssl))
+		return true;
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLHUP | POLLERR));
+}
+
 int ktm_session_detach(struct ktm_session *s, struct ktm_error **errp)
 {
 	int fd;

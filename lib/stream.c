@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* Frames of the migration stream (lib/STREAM.md). */
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "ktm.h"
@@ -76,6 +77,7 @@ void ktm_hello_encode(const struct ktm_hello *h, uint8_t out[KTM_HELLO_LEN])
 	put64(out + 24, h->image_size);
 	memcpy(out + 32, h->stream_id, 16);
 	put64(out + 48, h->first_chunk);
+	put16(out + 56, h->digest);
 }
 
 int ktm_hello_decode(const uint8_t in[KTM_HELLO_LEN], struct ktm_hello *h)
@@ -91,14 +93,122 @@ int ktm_hello_decode(const uint8_t in[KTM_HELLO_LEN], struct ktm_hello *h)
 	h->image_size = get64(in + 24);
 	memcpy(h->stream_id, in + 32, 16);
 	h->first_chunk = get64(in + 48);
+	h->digest = get16(in + 56);
 	if (h->version != KTM_STREAM_VERSION)
 		return -EPROTONOSUPPORT;
 	if (!h->nchannels || h->channel >= h->nchannels ||
 	    h->page_size != KTM_PAGE_SIZE || h->chunk_size != KTM_CHUNK_SIZE ||
+	    !h->image_size || h->image_size > KTM_MAX_IMAGE ||
 	    h->image_size % KTM_PAGE_SIZE ||
 	    h->first_chunk > ktm_chunk_count(h->image_size))
 		return -EINVAL;
+	if ((h->features & ~KTM_FEAT_ALL) || !ktm_digest_len(h->digest) ||
+	    get16(in + 58) || get32(in + 60))
+		return -EINVAL;
 	return 0;
+}
+
+unsigned int ktm_digest_len(uint16_t digest)
+{
+	return digest == KTM_DIG_XXH3_128 ? 16 :
+	       digest == KTM_DIG_SHA256 ? 32 : 0;
+}
+
+/* ---- what each frame type may carry (lib/STREAM.md, "Frames") ---------- */
+
+enum { P_NONE, P_HELLO, P_RUN, P_DIGEST, P_TEXT };		/* payload */
+enum { A_ZERO, A_ANY, A_RUN, A_SIZE, A_UPTO_SIZE, A_FEATURES };	/* aux */
+
+struct frame_rule {
+	uint8_t flags;		/* the flags the type may have */
+	uint8_t payload;
+	uint8_t aux;
+	bool offset;		/* the offset field is used */
+	uint16_t feature;	/* the type needs this negotiated */
+};
+
+static const struct frame_rule frame_rules[KTM_F_MAX + 1] = {
+	[KTM_F_HELLO] = { KTM_FF_RESUME, P_HELLO, A_ZERO, false, 0 },
+	[KTM_F_HELLO_ACK] = { 0, P_NONE, A_FEATURES, false, 0 },
+	[KTM_F_PAGES] = { KTM_FF_REQUESTED, P_RUN, A_ZERO, true, 0 },
+	[KTM_F_ZERO] = { KTM_FF_REQUESTED, P_NONE, A_RUN, true,
+			 KTM_FEAT_ZERO_PAGES },
+	[KTM_F_CHANNEL_END] = { 0, P_NONE, A_ANY, false, 0 },
+	[KTM_F_IMAGE_END] = { 0, P_DIGEST, A_SIZE, false, 0 },
+	[KTM_F_VERDICT] = { 0, P_TEXT, A_ANY, false, 0 },
+	[KTM_F_PROGRESS] = { 0, P_NONE, A_UPTO_SIZE, false, 0 },
+	[KTM_F_PAGE_REQ] = { 0, P_NONE, A_RUN, true, KTM_FEAT_PAGE_REQ },
+	[KTM_F_RECONNECT] = { 0, P_NONE, A_ZERO, true, 0 },
+	[KTM_F_ABORT] = { 0, P_TEXT, A_ANY, false, 0 },
+};
+
+static const char *payload_problem(const struct ktm_frame *f, uint8_t rule,
+				   uint16_t digest)
+{
+	switch (rule) {
+	case P_NONE:
+		return f->len ? "a payload this frame type must not have" : NULL;
+	case P_HELLO:
+		return f->len != KTM_HELLO_LEN ? "a HELLO that is not 64 bytes" :
+		       NULL;
+	case P_DIGEST:
+		return f->len != ktm_digest_len(digest) ?
+		       "an image digest of the wrong length" : NULL;
+	case P_TEXT:
+		return f->len > KTM_TEXT_MAX ?
+		       "a message longer than 511 bytes" : NULL;
+	}
+	return NULL;	/* P_RUN: checked as a run */
+}
+
+static const char *aux_problem(const struct ktm_frame *f, uint8_t rule,
+			       uint64_t image_size)
+{
+	switch (rule) {
+	case A_ZERO:
+		return f->aux ? "a non-zero aux field" : NULL;
+	case A_SIZE:
+		return f->aux != image_size ?
+		       "an image size other than the HELLO's" : NULL;
+	case A_UPTO_SIZE:
+		return f->aux > image_size ? "a count beyond the image" : NULL;
+	case A_FEATURES:
+		return f->aux & ~(uint64_t)KTM_FEAT_ALL ?
+		       "feature bits this version does not define" : NULL;
+	}
+	return NULL;
+}
+
+const char *ktm_frame_problem(const struct ktm_frame *f, uint16_t features,
+			      uint64_t image_size, uint16_t digest)
+{
+	const struct frame_rule *r;
+	const char *why;
+	uint64_t run;
+
+	if (!f->type || f->type > KTM_F_MAX)
+		return "an unknown frame type";
+	r = &frame_rules[f->type];
+	if (f->flags & ~r->flags)
+		return "flags this frame type does not have";
+	if ((r->feature & ~features) ||
+	    ((f->flags & KTM_FF_REQUESTED) && !(features & KTM_FEAT_PAGE_REQ)))
+		return "a feature that was not negotiated";
+	if (!r->offset && f->offset)
+		return "a non-zero offset";
+	why = payload_problem(f, r->payload, digest);
+	if (!why)
+		why = aux_problem(f, r->aux, image_size);
+	if (why)
+		return why;
+	if (f->type == KTM_F_RECONNECT)
+		return f->offset >= ktm_chunk_count(image_size) ?
+		       "a chunk index beyond the image" : NULL;
+	if (r->payload != P_RUN && r->aux != A_RUN)
+		return NULL;
+	run = r->payload == P_RUN ? f->len : f->aux;
+	return ktm_run_valid(f->offset, run, image_size) ? NULL :
+	       "a page run outside the image or not page aligned";
 }
 
 bool ktm_run_valid(uint64_t offset, uint64_t len, uint64_t image_size)

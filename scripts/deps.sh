@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 # jq and perl (JSON::PP) drive QEMU's QMP in tests/qemu; perl also runs
 # scripts/check-layers.pl.  clang builds the libFuzzer targets (make fuzz),
 # time measures their CPU; pmccabe is make analyze's complexity bound.
-pkgs=(gcc make pkg-config libssl-dev openssl liburing-dev libnl-3-dev
+# libxxhash-dev gives the migration's default image digest (XXH3-128).
+pkgs=(gcc make pkg-config libssl-dev openssl liburing-dev libxxhash-dev libnl-3-dev
       libnl-genl-3-dev libnl-route-3-dev qemu-system-x86 busybox-static cpio
       kmod xz-utils zstd jq perl clang time pmccabe)
 

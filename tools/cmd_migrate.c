@@ -33,7 +33,7 @@ static void usage(FILE *out)
 "authentication.  The keys go into kernel TLS when this kernel has it, so\n"
 "pages leave with sendfile/splice/io_uring and the kernel encrypts.  Zero\n"
 "pages are not sent.  The destination writes FILE.ktm-partial and renames\n"
-"it to FILE only after the SHA-256 image digest matched; a failed or cut\n"
+"it to FILE only after the image digest matched; a failed or cut\n"
 "migration leaves no FILE.  The source succeeds only when the destination\n"
 "has committed.\n"
 "\n"
@@ -43,6 +43,9 @@ TOOL_TLS_HELP
 "                      the verified peer in KTM_* variables; exit status 0\n"
 "                      allows, anything else vetoes before any page moves\n"
 "  --vm NAME           the object name given to the hook (default: image name)\n"
+"  --digest D          the end-to-end image check: xxh3 (default, XXH3-128,\n"
+"                      fast) or sha256 (a cryptographic digest to keep); on\n"
+"                      recv, refuse a source that uses the other one\n"
 "  --json              print the report as JSON on standard output\n"
 "  --quiet             no progress line\n"
 "  --io-timeout S      the longest wait for the peer once the channels are up\n"
@@ -98,6 +101,7 @@ struct opts {
 	struct tool_tls tls;
 	unsigned int channels, accept_ms;
 	enum ktm_send_path send_path;
+	enum ktm_digest digest;
 	unsigned long long key_limit;
 	struct { unsigned long long off, len; } req[8];
 	unsigned int nreq;
@@ -165,7 +169,8 @@ static int parse_guard(struct opts *o, int c, const char *arg)
 static int parse(int argc, char **argv, struct opts *o)
 {
 	enum { O_TO = 256, O_LISTEN, O_IMAGE, O_HOOK, O_VM, O_JSON, O_QUIET,
-	       O_CHANNELS, O_SENDPATH, O_ZC, O_KEYLIMIT, O_ACCEPT, O_REQ };
+	       O_CHANNELS, O_SENDPATH, O_ZC, O_KEYLIMIT, O_ACCEPT, O_REQ,
+	       O_DIGEST };
 	static const struct option lo[] = {
 		{ "to", required_argument, NULL, O_TO },
 		{ "listen", required_argument, NULL, O_LISTEN },
@@ -183,6 +188,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "io-timeout", required_argument, NULL, O_GUARD_IO },
 		{ "max-image-size", required_argument, NULL, O_GUARD_MAX },
 		{ "force", no_argument, NULL, O_GUARD_FORCE },
+		{ "digest", required_argument, NULL, O_DIGEST },
 		{ "help", no_argument, NULL, 'h' },
 		TOOL_TLS_OPTIONS,
 		{ 0 }
@@ -247,6 +253,14 @@ static int parse(int argc, char **argv, struct opts *o)
 				   &o->req[o->nreq].len) != 2)
 				return bad_usage("--request-pages takes OFFSET:LEN, not '%s'", optarg);
 			o->nreq++;
+			break;
+		case O_DIGEST:
+			if (!strcmp(optarg, "xxh3"))
+				o->digest = KTM_DIGEST_XXH3_128;
+			else if (!strcmp(optarg, "sha256"))
+				o->digest = KTM_DIGEST_SHA256;
+			else
+				return bad_usage("--digest takes xxh3 or sha256, not '%s'", optarg);
 			break;
 		case 'h':
 			usage(stdout);
@@ -331,6 +345,26 @@ static void json_str(const char *s)
 	putchar('"');
 }
 
+/* Where the time went, seconds and seconds per GiB of image. */
+static void report_phases(const struct ktm_migration *m, bool json, double gib)
+{
+	int p;
+
+	printf(json ? ", \"phases\": {" : "  phases   ");
+	for (p = 0; p < KTM_PHASE_COUNT; p++) {
+		double t = ktm_migration_phase_seconds(m, (enum ktm_phase)p);
+
+		if (json)
+			printf("%s\"%s\": %.3f", p ? ", " : "",
+			       ktm_phase_name((enum ktm_phase)p), t);
+		else if (t > 0)
+			printf(" %s %.2f s (%.3f/GiB)",
+			       ktm_phase_name((enum ktm_phase)p), t,
+			       gib > 0 ? t / gib : 0);
+	}
+	printf(json ? "}" : "\n");
+}
+
 static void report(const struct opts *o, const struct ktm_migration *m,
 		   bool ok, const char *error, double cpu)
 {
@@ -368,6 +402,9 @@ static void report(const struct opts *o, const struct ktm_migration *m,
 		       ktm_migration_rekeys(m), ktm_migration_reconnects(m),
 		       ktm_migration_requests_served(m));
 		json_str(ktm_migration_digest(m)[0] ? ktm_migration_digest(m) : NULL);
+		printf(", \"digest_type\": ");
+		json_str(ktm_digest_name(ktm_migration_digest_type(m)));
+		report_phases(m, true, gib);
 		printf(", \"digest_ok\": %s, \"error\": ",
 		       ktm_migration_digest_ok(m) ? "true" : "false");
 		json_str(error);
@@ -400,7 +437,10 @@ static void report(const struct opts *o, const struct ktm_migration *m,
 	if (ktm_migration_requests_served(m))
 		printf("  requests  %u page range(s) arrived ahead of their turn\n",
 		       ktm_migration_requests_served(m));
-	printf("  digest    sha256 %s\n", ktm_migration_digest(m));
+	report_phases(m, false, gib);
+	printf("  digest    %s %s\n",
+	       ktm_digest_name(ktm_migration_digest_type(m)),
+	       ktm_migration_digest(m));
 }
 
 static struct ktm_config *make_config(const struct opts *o,
@@ -555,6 +595,8 @@ static int run_send(const struct opts *o, struct ktm_migration *m, int *fd,
 	ktm_migration_set_send_path(m, o->send_path);
 	ktm_migration_set_zerocopy_ro(m, o->zc_ro);
 	ktm_migration_set_key_limit(m, o->key_limit);
+	if (o->digest)
+		ktm_migration_set_digest(m, o->digest);
 	*fd = strcmp(o->image, "-") ? open(o->image, O_RDONLY | O_CLOEXEC) :
 				      spool_stdin();
 	if (*fd < 0) {
@@ -578,6 +620,7 @@ static int run_recv(const struct opts *o, struct ktm_migration *m, int *fd,
 	ktm_migration_set_accept_timeout(m, o->accept_ms);
 	ktm_migration_set_max_image_size(m, o->max_image);
 	ktm_migration_set_force(m, o->force);
+	ktm_migration_set_digest(m, o->digest);
 	ktm_migration_set_log(m, log_refused, NULL);
 	for (i = 0; i < o->nreq; i++)
 		if (!ktm_migration_request_pages(m, o->req[i].off,

@@ -287,8 +287,10 @@ TEST_F_TIMEOUT(migrate, image_arrives_whole_and_verified, 240)
 
 	start_dest(&self->g, 0, 0);
 	run_source(&self->g, self->g.port, variant->channels, variant->path, 0, &sr);
-	ASSERT_TRUE(sr.ok);
 	ASSERT_TRUE(wait_dest(&self->g, 60));
+	if (self->g.res->msg[0])
+		TH_LOG("destination: %s", self->g.res->msg);
+	ASSERT_TRUE(sr.ok);
 	ASSERT_TRUE(self->g.res->ok);
 	EXPECT_STREQ(self->g.res->msg, "");
 	EXPECT_TRUE(same_files(self->g.img, self->g.out));
