@@ -54,7 +54,7 @@ STATIC_LIB := $(O)/libktm.a
 SHARED_LIB := $(O)/libktm.so.$(VERSION)
 
 .PHONY: all lib tools tests check check-unit check-unit-san check-ktls \
-	check-vm deps demo demo-vm clean help analyze bench bench-vm
+	check-vm deps demo demo-vm clean help analyze bench bench-vm fuzz
 .DEFAULT_GOAL := all
 
 all: lib tools tests
@@ -149,6 +149,20 @@ analyze:
 		--inline-suppr -Ilib/include -Ilib -Iktls -D_GNU_SOURCE \
 		ktls lib tools
 
+# libFuzzer targets (clang): one per parser, each with a seed corpus in
+# tests/fuzz/corpus/NAME; FUZZ_TIME seconds each.
+FUZZ_TIME ?= 30
+FUZZ_SRC := $(wildcard tests/fuzz/*.c)
+fuzz:
+	$(Q)$(MAKE) --no-print-directory O=$(O)/fuzz CC=clang WERROR=0 \
+		SANITIZE=fuzzer-no-link,address,undefined $(O)/fuzz/libktm.a
+	$(Q)for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
+	  clang -fsanitize=fuzzer,address,undefined -g -Ilib/include \
+	    -o $(O)/fuzz/$$n $$f $(O)/fuzz/libktm.a $(PKG_LIBS) || exit 1; \
+	  mkdir -p $(O)/fuzz/corpus-$$n; \
+	  $(O)/fuzz/$$n -max_total_time=$(FUZZ_TIME) $(O)/fuzz/corpus-$$n \
+	    tests/fuzz/corpus/$$n || exit 1; done
+
 clean:
 	rm -rf $(O)
 
@@ -157,6 +171,7 @@ help:
 	@echo 'make deps       install build/test packages (apt) and cache guest kernels'
 	@echo 'make check      all test tiers; last line: N passed, N failed, N skipped'
 	@echo 'make check-unit | check-unit-san | check-ktls | check-vm'
+	@echo 'make fuzz       libFuzzer targets (clang), FUZZ_TIME=30 s each'
 	@echo 'make demo       the README demo'
 	@echo 'options: V=1 WERROR=0 SANITIZE=1 O=dir'
 

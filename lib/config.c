@@ -157,32 +157,50 @@ static EVP_PKEY *load_key(const char *path, struct ktm_error **errp)
 	return k;
 }
 
-X509_CRL *ktm_crl_load(const char *path, struct ktm_error **errp)
+/* Every CRL of a PEM file (one per CA of the chain, in any order); the
+ * file must hold at least one and nothing but CRLs. */
+int ktm_crls_load(const char *path, X509_STORE *store, struct ktm_error **errp)
 {
+	STACK_OF(X509_INFO) *infos;
 	char why[256];
-	X509_CRL *crl;
-	FILE *f = fopen(path, "r");
+	int i, n = 0, bad = 0;
+	BIO *b = BIO_new_file(path, "r");
 
-	if (!f) {
-		ktm_error_set(errp, KTM_ERR_CONFIG, errno, "cannot open CRL %s: %s",
-			      path, strerror(errno));
-		return NULL;
+	if (!b) {
+		ERR_clear_error();
+		ktm_error_set(errp, KTM_ERR_CONFIG, errno ? errno : EIO,
+			      "cannot open CRL file %s: %s", path,
+			      strerror(errno ? errno : EIO));
+		return -1;
 	}
-	crl = PEM_read_X509_CRL(f, NULL, NULL, NULL);
-	fclose(f);
-	if (!crl)
+	infos = PEM_X509_INFO_read_bio(b, NULL, NULL, NULL);
+	BIO_free(b);
+	for (i = 0; infos && i < sk_X509_INFO_num(infos); i++) {
+		X509_INFO *xi = sk_X509_INFO_value(infos, i);
+
+		if (!xi->crl)
+			bad++;
+		else if (!store || X509_STORE_add_crl(store, xi->crl) == 1)
+			n++;
+		else
+			bad++;
+	}
+	sk_X509_INFO_pop_free(infos, X509_INFO_free);
+	if (!infos || !n || bad) {
 		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
-			      "CRL %s holds no PEM CRL%s", path,
-			      ktm_ossl_reason(why, sizeof(why)));
-	return crl;
+			      "CRL file %s %s%s", path,
+			      bad ? "holds something other than CRLs" :
+			      "holds no PEM CRL", ktm_ossl_reason(why, sizeof(why)));
+		ktm_error_hint_set(errp, "ca-crl.pem takes the PEM CRLs of the CA "
+				   "and of every intermediate, one after another");
+		return -1;
+	}
+	return n;
 }
 
 static bool check_crl(const char *path, struct ktm_error **errp)
 {
-	X509_CRL *crl = ktm_crl_load(path, errp);
-
-	X509_CRL_free(crl);
-	return crl != NULL;
+	return ktm_crls_load(path, NULL, errp) > 0;
 }
 
 bool ktm_config_set_creds_dir(struct ktm_config *cfg, const char *dir,

@@ -88,8 +88,20 @@ void ktm_tls_handshake_error(struct ssl_st *ssl, const struct ktm_config *cfg,
 /* Append OpenSSL's last queued reason as ": reason" into @buf (or nothing)
  * and clear the queue. */
 const char *ktm_ossl_reason(char *buf, size_t len);
-/* "DNS:a, IP:10.0.0.7" into @buf. */
-void ktm_x509_sans(struct x509_st *cert, char *buf, size_t len);
+/* Room for identity text: a subject, and the SAN list (at least one
+ * longest legal DNS name, 253 bytes, fully escaped). */
+#define KTM_ID_SUBJECT_MAX 1024
+#define KTM_ID_SANS_MAX 2048
+/* "DNS:a, IP:10.0.0.7" into @buf: each name decoded by its type (an
+ * iPAddress of other than 4 or 16 bytes is "IP:invalid(N bytes)"), every
+ * byte a reader could split on escaped as \xHH; only whole names, and
+ * ", ..." when some did not fit.  Returns the length written. */
+size_t ktm_x509_sans(struct x509_st *cert, char *buf, size_t len);
+struct X509_name_st;
+/* The subject @name in RFC 2253 form, escaped likewise; "..." at the end
+ * when cut.  Returns the length written. */
+size_t ktm_x509_name_text(const struct X509_name_st *name, char *buf,
+			  size_t len);
 
 /* ---- hooks.c ---- */
 

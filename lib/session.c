@@ -37,7 +37,8 @@ struct ktm_session {
 	uint16_t version;
 	enum ktm_cipher cipher;
 	char peer[300];			/* "host:port" for messages */
-	char subject[256], sans[512], cert_sha256[65], spki_sha256[65];
+	char subject[KTM_ID_SUBJECT_MAX], sans[KTM_ID_SANS_MAX];
+	char cert_sha256[65], spki_sha256[65];
 	uint64_t bytes[2];
 	uint64_t records[2];		/* userspace path, current key */
 	uint64_t seq0[2];		/* kernel path: rec_seq at the last key */
@@ -82,7 +83,6 @@ static bool peer_identity(struct ktm_session *s, struct ktm_error **errp)
 	X509 *cert = SSL_get0_peer_certificate(s->ssl);
 	uint8_t d[32];
 	unsigned int len = sizeof(d);
-	BIO *b;
 	size_t i;
 
 	if (!cert) {
@@ -94,14 +94,8 @@ static bool peer_identity(struct ktm_session *s, struct ktm_error **errp)
 		}
 		return true;
 	}
-	b = BIO_new(BIO_s_mem());
-	if (b) {
-		X509_NAME_print_ex(b, X509_get_subject_name(cert), 0,
-				   XN_FLAG_RFC2253);
-		i = (size_t)BIO_read(b, s->subject, sizeof(s->subject) - 1);
-		s->subject[i < sizeof(s->subject) ? i : 0] = '\0';
-		BIO_free(b);
-	}
+	ktm_x509_name_text(X509_get_subject_name(cert), s->subject,
+			   sizeof(s->subject));
 	ktm_x509_sans(cert, s->sans, sizeof(s->sans));
 	if (X509_digest(cert, EVP_sha256(), d, &len))
 		hex(d, 32, s->cert_sha256);

@@ -91,8 +91,8 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
 	cert = X509_STORE_CTX_get_current_cert(xs);
 	if (!cert)
 		return ok;
-	X509_NAME_oneline(X509_get_subject_name(cert), hs->verify_subject,
-			  sizeof(hs->verify_subject));
+	ktm_x509_name_text(X509_get_subject_name(cert), hs->verify_subject,
+			   sizeof(hs->verify_subject));
 	ktm_x509_sans(cert, hs->verify_sans, sizeof(hs->verify_sans));
 	time_str(X509_get0_notBefore(cert), hs->not_before,
 		 sizeof(hs->not_before));
@@ -154,24 +154,39 @@ static bool cipher_lists(const struct ktm_config *cfg, char *l13, size_t n13,
 	return true;
 }
 
+/* Every CRL of the file, and every certificate of the chain checked
+ * against its issuer's CRL (CRL_CHECK alone checks the leaf only, so a
+ * revoked intermediate would pass). */
 static bool load_crl(SSL_CTX *ctx, const char *path, struct ktm_error **errp)
 {
 	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-	X509_CRL *crl = ktm_crl_load(path, errp);
-	char why[256];
-	bool ok;
 
-	if (!crl)
+	if (ktm_crls_load(path, store, errp) < 0)
 		return false;
-	ok = X509_STORE_add_crl(store, crl) == 1;
-	X509_CRL_free(crl);		/* the store holds its own reference */
-	if (!ok) {
-		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL, "cannot load CRL %s%s",
-			      path, ktm_ossl_reason(why, sizeof(why)));
-		return false;
-	}
-	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK |
+				    X509_V_FLAG_CRL_CHECK_ALL);
 	return true;
+}
+
+/*
+ * Chain verification with strict names: a certificate that carries any
+ * subjectAltName is matched on its SANs only, never on its CN (OpenSSL
+ * falls back to the CN whenever there is no DNS SAN, e.g. a certificate
+ * with IP SANs only); partial wildcards ("d*.example") never match
+ * (set on the SSL in ktm_tls_ssl_new).
+ */
+static int cert_verify_cb(X509_STORE_CTX *xs, void *arg)
+{
+	X509 *leaf = X509_STORE_CTX_get0_cert(xs);
+	X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(xs);
+
+	(void)arg;
+	if (leaf && param &&
+	    X509_get_ext_by_NID(leaf, NID_subject_alt_name, -1) >= 0)
+		X509_VERIFY_PARAM_set_hostflags(param,
+			X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+			X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
+	return X509_verify_cert(xs);
 }
 
 SSL_CTX *ktm_tls_ctx_new(const struct ktm_config *cfg, struct ktm_error **errp)
@@ -239,6 +254,7 @@ SSL_CTX *ktm_tls_ctx_new(const struct ktm_config *cfg, struct ktm_error **errp)
 		mode = SSL_VERIFY_PEER |
 		       (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
 	SSL_CTX_set_verify(ctx, mode, verify_cb);
+	SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);
 	return ctx;
 
 err_free_ctx:
@@ -246,11 +262,23 @@ err_free_ctx:
 	return NULL;
 }
 
+/* The client's check of the server's name: an IP address against IP SANs,
+ * a name against DNS SANs, no partial wildcards. */
+static bool expect_host(SSL *ssl, struct ktm_hs *hs, const char *host)
+{
+	unsigned char ip[16];
+
+	snprintf(hs->expected_host, sizeof(hs->expected_host), "%s", host);
+	SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	if (inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1)
+		return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host);
+	return SSL_set1_host(ssl, host) && SSL_set_tlsext_host_name(ssl, host);
+}
+
 SSL *ktm_tls_ssl_new(SSL_CTX *ctx, int fd, struct ktm_hs *hs,
 		     const char *host, struct ktm_error **errp)
 {
 	const struct ktm_config *cfg = hs->cfg;
-	unsigned char ip[16];
 	char why[256];
 	SSL *ssl;
 
@@ -270,19 +298,8 @@ SSL *ktm_tls_ssl_new(SSL_CTX *ctx, int fd, struct ktm_hs *hs,
 		SSL_set_connect_state(ssl);
 		if (cfg->hostname)
 			host = cfg->hostname;
-		if (host && cfg->verify_peer) {
-			snprintf(hs->expected_host, sizeof(hs->expected_host),
-				 "%s", host);
-			if (inet_pton(AF_INET, host, ip) == 1 ||
-			    inet_pton(AF_INET6, host, ip) == 1) {
-				if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl),
-								   host))
-					goto err_free_ssl;
-			} else if (!SSL_set1_host(ssl, host) ||
-				   !SSL_set_tlsext_host_name(ssl, host)) {
-				goto err_free_ssl;
-			}
-		}
+		if (host && cfg->verify_peer && !expect_host(ssl, hs, host))
+			goto err_free_ssl;
 	} else {
 		SSL_set_accept_state(ssl);
 	}

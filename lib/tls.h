@@ -27,8 +27,8 @@ struct ktm_hs {
 	bool have_first;
 	/* the first certificate verification failure */
 	long verify_err;
-	char verify_subject[256];
-	char verify_sans[512];
+	char verify_subject[KTM_ID_SUBJECT_MAX];
+	char verify_sans[KTM_ID_SANS_MAX];
 	char not_before[32], not_after[32];
 	char expected_host[256];
 };
@@ -43,8 +43,9 @@ struct ktm_dir_keys {
 	uint64_t seq;
 };
 
-/* Read a PEM CRL (config.c); NULL with *errp. */
-X509_CRL *ktm_crl_load(const char *path, struct ktm_error **errp);
+/* Add every CRL of the PEM file @path to @store (only parse when @store is
+ * NULL; config.c); their number, or -1 with *errp. */
+int ktm_crls_load(const char *path, X509_STORE *store, struct ktm_error **errp);
 /* An SSL_CTX for @cfg; NULL with *errp. */
 SSL_CTX *ktm_tls_ctx_new(const struct ktm_config *cfg, struct ktm_error **errp);
 /* An SSL on @fd with @hs attached; the client verifies @host (DNS or IP). */

@@ -220,7 +220,7 @@ void ktm_config_set_check(struct ktm_config *cfg, ktm_check_fn fn,
  * External: run @path like a libvirt hook, as
  *   PATH OBJECT migrate pmc URI
  * with the verified peer in the environment: KTM_PEER_SUBJECT,
- * KTM_PEER_SANS (comma separated), KTM_PEER_CERT_SHA256,
+ * KTM_PEER_SANS (", " separated, escaped as ktm_cert_names() says), KTM_PEER_CERT_SHA256,
  * KTM_PEER_SPKI_SHA256 (hex), KTM_TLS_VERSION, KTM_TLS_CIPHER,
  * KTM_DATA_PATH ("kernel" or "userspace"), KTM_ENDPOINT ("client" or
  * "server").  Exit status 0 allows; anything else vetoes, and the error
@@ -305,6 +305,22 @@ const char *ktm_session_peer_subject(const struct ktm_session *s);
 const char *ktm_session_peer_sans(const struct ktm_session *s);
 const char *ktm_session_peer_cert_sha256(const struct ktm_session *s);
 const char *ktm_session_peer_spki_sha256(const struct ktm_session *s);
+/*
+ * The identity text of a DER certificate (@der_len bytes at @der), as the
+ * session accessors above give it: @subject in RFC 2253 form, @sans as
+ * "DNS:a, IP:10.0.0.7".  Each SAN is decoded by its type with its length
+ * checked (an iPAddress of other than 4 or 16 bytes reads
+ * "IP:invalid(N bytes)"); every byte outside printable ASCII and every
+ * ',', '\\' or '"' inside a name is written as \xHH, so no name can pass
+ * for two, end a line or a JSON string.  Only whole names are written,
+ * with ", ..." when some did not fit (1024 and 2048 bytes always hold a
+ * legal subject and a longest DNS name).  A pure function of its input
+ * (the fuzz target tests/fuzz/cert_names.c calls it).  false with *errp
+ * when @der is not a certificate.
+ */
+bool ktm_cert_names(const void *der, size_t der_len, char *subject,
+		    size_t subject_len, char *sans, size_t sans_len,
+		    struct ktm_error **errp);
 /* Whether TLS_RX_EXPECT_NO_PAD is in effect on this session. */
 bool ktm_session_rx_no_pad(const struct ktm_session *s);
 /* Application bytes and TLS records moved in @dir since the switch. */

@@ -491,6 +491,90 @@ TEST(revoked_by_crl)
 	client_rejects(_metadata, T_PKI_REVOKED, "has been revoked", "ca-crl.pem");
 }
 
+/* ---- strict verification: chains, CRLs, names ------------------------------ */
+
+/* A session over the set @o: refused by the client with @want (and the
+ * server saw the failure), or, when @want is NULL, an echo round trip. */
+static void chain_case(struct t_meta *_metadata, const struct t_pki_opts *o,
+		       const char *host, const char *want)
+{
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, o, want ? T_ACCEPT : T_ECHO), 0);
+	if (host)
+		ASSERT_TRUE(ktm_config_set_hostname(p.ccfg, host, NULL));
+	p.s = t_connect(p.ccfg, "127.0.0.1", p.srv.port, &p.c);
+	if (!want) {
+		ASSERT_NE(p.s, NULL);
+		EXPECT_EQ(t_echo_check(p.s, 1000), 0);
+		t_finish(p.s);
+		EXPECT_EQ(t_server_wait(&p.srv, 20), 0);
+		EXPECT_TRUE(p.srv.out->ok);
+	} else {
+		EXPECT_EQ(p.s, NULL);
+		EXPECT_EQ(p.c.cls, KTM_ERR_TLS_VERIFY);
+		EXPECT_STRSTR(p.c.msg, want);
+		t_server_wait(&p.srv, 20);
+		EXPECT_FALSE(p.srv.out->ok);
+	}
+	pair_end(&p);
+}
+
+TEST(chain_through_an_intermediate_in_the_cert_files)
+{
+	struct t_pki_opts o = { .intermediate = true, .with_crl = true };
+
+	chain_case(_metadata, &o, "localhost", NULL);
+}
+
+TEST(chain_through_an_intermediate_in_a_two_cert_ca_file)
+{
+	struct t_pki_opts o = { .intermediate = true, .intermediate_in_ca = true,
+				.with_crl = true };
+
+	chain_case(_metadata, &o, "localhost", NULL);
+}
+
+TEST(leaf_under_a_revoked_intermediate_is_refused)
+{
+	struct t_pki_opts o = { .flaw = T_PKI_REVOKED_INTERMEDIATE };
+
+	chain_case(_metadata, &o, "localhost",
+		   "has been revoked: CN=" T_PKI_INT_CN);
+}
+
+TEST(revoked_leaf_found_in_the_second_crl)
+{
+	struct t_pki_opts o = { .flaw = T_PKI_REVOKED, .intermediate = true };
+
+	chain_case(_metadata, &o, "localhost", "has been revoked: CN=localhost");
+}
+
+TEST(partial_wildcard_never_matches)
+{
+	struct t_pki_opts o = { .server_dns = { "dst*.example" } };
+
+	chain_case(_metadata, &o, "dst7.example",
+		   "does not match expected host 'dst7.example'");
+}
+
+TEST(full_wildcard_matches_one_label)
+{
+	struct t_pki_opts o = { .server_dns = { "*.dst.example" } };
+
+	chain_case(_metadata, &o, "m7.dst.example", NULL);
+}
+
+TEST(common_name_is_ignored_when_the_cert_has_sans)
+{
+	/* CN=localhost with only an IP SAN: OpenSSL alone would take the CN */
+	struct t_pki_opts o = { .server_cn = "localhost",
+				.server_ip = { "10.9.9.9" } };
+
+	chain_case(_metadata, &o, "localhost",
+		   "does not match expected host 'localhost'");
+}
+
 TEST(hostname_mismatch_names_expected_host_and_sans)
 {
 	struct t_pki_opts o = { .server_dns = { "dst-07.example", "dst-07" },
