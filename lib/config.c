@@ -20,6 +20,7 @@
 #include "tls.h"
 
 #define KTM_DEFAULT_TIMEOUT_MS 10000
+#define KTM_HOOK_TIMEOUT_MS 30000
 
 static const char ktm_layout_hint[] =
 	"the directory must hold ca-cert.pem and, for a server, "
@@ -53,6 +54,7 @@ struct ktm_config *ktm_config_new(enum ktm_endpoint endpoint,
 	cfg->policy = KTM_KTLS_PREFER;
 	cfg->connect_ms = KTM_DEFAULT_TIMEOUT_MS;
 	cfg->handshake_ms = KTM_DEFAULT_TIMEOUT_MS;
+	cfg->hook_timeout_ms = KTM_HOOK_TIMEOUT_MS;
 	return cfg;
 }
 
@@ -413,6 +415,11 @@ void ktm_config_set_check(struct ktm_config *cfg, ktm_check_fn fn,
 {
 	cfg->check_fn = fn;
 	cfg->check_opaque = opaque;
+}
+
+void ktm_config_set_check_timeout(struct ktm_config *cfg, unsigned int ms)
+{
+	cfg->hook_timeout_ms = ms ? ms : KTM_HOOK_TIMEOUT_MS;
 }
 
 bool ktm_config_set_check_exec(struct ktm_config *cfg, const char *path,

@@ -34,6 +34,7 @@ struct ktm_config {
 	ktm_check_fn check_fn;
 	void *check_opaque;
 	char *hook_path, *hook_object, *hook_uri;
+	unsigned int hook_timeout_ms;	/* the hook's whole run */
 	/* Kernel calls of ktls/; NULL means the real ones.  Tests swap in
 	 * fakes (see tests/unit). */
 	const struct ktm_ktls_ops *ktls_ops;

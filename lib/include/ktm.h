@@ -224,11 +224,18 @@ void ktm_config_set_check(struct ktm_config *cfg, ktm_check_fn fn,
  * KTM_PEER_SPKI_SHA256 (hex), KTM_TLS_VERSION, KTM_TLS_CIPHER,
  * KTM_DATA_PATH ("kernel" or "userspace"), KTM_ENDPOINT ("client" or
  * "server").  Exit status 0 allows; anything else vetoes, and the error
- * carries the hook's first line of stderr.  The hook gets 30 s.
+ * carries the hook's first line of stderr.  The hook runs in its own
+ * process group with stdin/stdout on /dev/null and no other inherited
+ * descriptor.  It fails closed: fork, exec or waitpid failing (e.g. the
+ * process ignores SIGCHLD), death by a signal, or the timeout (30 s by
+ * default, for the whole run; its process group is then killed) refuse
+ * the connection like a veto.
  */
 bool ktm_config_set_check_exec(struct ktm_config *cfg, const char *path,
 			       const char *object, const char *uri,
 			       struct ktm_error **errp);
+/* The check hook's time limit in milliseconds (0: the default, 30 s). */
+void ktm_config_set_check_timeout(struct ktm_config *cfg, unsigned int ms);
 
 /* ------------------------------------------------------------------ */
 /* Sessions                                                            */

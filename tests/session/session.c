@@ -10,6 +10,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <time.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -977,6 +979,133 @@ TEST(check_hook_executable_vetoes_with_its_stderr)
 	EXPECT_EQ(strstr(p.c.msg, "second line"), NULL);
 	t_server_wait(&p.srv, 20);
 	EXPECT_EQ(p.srv.out->bytes_rx, 0);
+	pair_end(&p);
+}
+
+/* Connect with @hook (body of a sh script) as the client's check hook,
+ * @sigchld_ignored set while connecting; the outcome in p->c. */
+static void hook_connect(struct t_meta *_metadata, struct pair *p,
+			 const char *body, unsigned int timeout_ms,
+			 bool sigchld_ignored)
+{
+	char hook[128];
+
+	ASSERT_EQ(pair_start(p, NULL, T_NONE), 0);
+	snprintf(hook, sizeof(hook), "%s/hook.sh", p->dir);
+	write_script(hook, body);
+	ASSERT_TRUE(ktm_config_set_check_exec(p->ccfg, hook, "vm1",
+					      "tcp://dst:4444", NULL));
+	ktm_config_set_check_timeout(p->ccfg, timeout_ms);
+	ASSERT_EQ(t_server_start(&p->srv, p->scfg, T_ECHO), 0);
+	if (sigchld_ignored)
+		signal(SIGCHLD, SIG_IGN);
+	p->s = t_connect(p->ccfg, "localhost", p->srv.port, &p->c);
+	signal(SIGCHLD, SIG_DFL);
+}
+
+TEST(check_hook_veto_holds_when_sigchld_is_ignored)
+{
+	struct pair p;
+
+	hook_connect(_metadata, &p, "echo no >&2; exit 1", 0, true);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_CHECK);
+	EXPECT_STRSTR(p.c.msg, "check hook ");
+	t_server_wait(&p.srv, 20);
+	EXPECT_EQ(p.srv.out->bytes_rx, 0);
+	pair_end(&p);
+}
+
+TEST(check_hook_status_lost_to_ignored_sigchld_refuses)
+{
+	struct pair p;
+
+	/* even an "allow" whose status nobody can read is no allow */
+	hook_connect(_metadata, &p, "exit 0", 0, true);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_CHECK);
+	EXPECT_STRSTR(p.c.msg, "cannot learn the exit status of check hook");
+	EXPECT_STRSTR(p.c.hint, "SIGCHLD");
+	t_server_wait(&p.srv, 20);
+	pair_end(&p);
+}
+
+static uint64_t t_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Whether @pid is gone (or a zombie nobody reaped yet). */
+static bool t_pid_gone(pid_t pid)
+{
+	char path[64], st[256];
+	FILE *f;
+	bool gone = true;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (f) {
+		gone = fgets(st, sizeof(st), f) && strstr(st, ") Z ");
+		fclose(f);
+	}
+	return gone;
+}
+
+TEST(check_hook_that_closes_stderr_and_sleeps_is_killed_at_its_timeout)
+{
+	char body[512], pidf[128], buf[32] = "";
+	uint64_t t0 = t_ms(), took;
+	struct pair p;
+	pid_t child;
+	FILE *f;
+	int i;
+
+	memset(&p, 0, sizeof(p));
+	snprintf(pidf, sizeof(pidf), "/tmp/ktm-hook-%d.pid", (int)getpid());
+	snprintf(body, sizeof(body), "exec 2>&-\nsleep 30 &\necho $! > %s\nwait",
+		 pidf);
+	hook_connect(_metadata, &p, body, 700, false);
+	took = t_ms() - t0;
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_CHECK);
+	EXPECT_STRSTR(p.c.msg, "did not finish within 700 ms: killed, "
+			       "connection refused");
+	EXPECT_LT(took, 10000);
+	f = fopen(pidf, "r");
+	ASSERT_NE(f, NULL);
+	ASSERT_NE(fgets(buf, sizeof(buf), f), NULL);
+	fclose(f);
+	unlink(pidf);
+	child = (pid_t)atoi(buf);
+	ASSERT_GT(child, 0);
+	/* the hook's own child, in its process group, went with it */
+	for (i = 0; i < 100 && !t_pid_gone(child); i++)
+		usleep(20000);
+	EXPECT_TRUE(t_pid_gone(child));
+	t_server_wait(&p.srv, 20);
+	EXPECT_EQ(p.srv.out->bytes_rx, 0);
+	pair_end(&p);
+}
+
+TEST(check_hook_inherits_no_descriptors)
+{
+	struct pair p;
+	int fd = open("/dev/null", O_RDONLY);	/* no O_CLOEXEC on purpose */
+
+	ASSERT_EQ(dup2(fd, 50), 50);
+	hook_connect(_metadata, &p,
+		     "if [ -e /proc/$$/fd/50 ] || ls -l /proc/$$/fd | grep -q "
+		     "socket; then echo leaked a descriptor >&2; exit 1; fi", 0,
+		     false);
+	EXPECT_NE(p.s, NULL);
+	if (p.s)
+		t_finish(p.s);
+	t_server_wait(&p.srv, 20);
+	close(50);
+	close(fd);
 	pair_end(&p);
 }
 
