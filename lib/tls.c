@@ -154,20 +154,6 @@ static bool cipher_lists(const struct ktm_config *cfg, char *l13, size_t n13,
 	return true;
 }
 
-/* Every CRL of the file, and every certificate of the chain checked
- * against its issuer's CRL (CRL_CHECK alone checks the leaf only, so a
- * revoked intermediate would pass). */
-static bool load_crl(SSL_CTX *ctx, const char *path, struct ktm_error **errp)
-{
-	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-
-	if (ktm_crls_load(path, store, errp) < 0)
-		return false;
-	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK |
-				    X509_V_FLAG_CRL_CHECK_ALL);
-	return true;
-}
-
 /*
  * Chain verification with strict names: a certificate that carries any
  * subjectAltName is matched on its SANs only, never on its CN (OpenSSL
@@ -179,6 +165,10 @@ static int cert_verify_cb(X509_STORE_CTX *xs, void *arg)
 {
 	X509 *leaf = X509_STORE_CTX_get0_cert(xs);
 	X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(xs);
+	SSL *ssl = X509_STORE_CTX_get_ex_data(xs,
+					      SSL_get_ex_data_X509_STORE_CTX_idx());
+	struct ktm_hs *hs = ssl ? SSL_get_app_data(ssl) : NULL;
+	int ok;
 
 	(void)arg;
 	if (leaf && param &&
@@ -186,10 +176,22 @@ static int cert_verify_cb(X509_STORE_CTX *xs, void *arg)
 		X509_VERIFY_PARAM_set_hostflags(param,
 			X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
 			X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
-	return X509_verify_cert(xs);
+	ok = X509_verify_cert(xs);
+	/* Authorization after the chain verified, before the handshake can
+	 * finish: a refused peer gets an alert and no application byte. */
+	if (ok != 1 || !hs || !hs->cfg->verify_peer ||
+	    ktm_authz_allows(hs->cfg, leaf))
+		return ok;
+	hs->authz_refused = true;
+	hs->verify_err = X509_V_ERR_CERT_REJECTED;
+	ktm_x509_name_text(X509_get_subject_name(leaf), hs->verify_subject,
+			   sizeof(hs->verify_subject));
+	ktm_x509_sans(leaf, hs->verify_sans, sizeof(hs->verify_sans));
+	X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_REJECTED);
+	return 0;
 }
 
-SSL_CTX *ktm_tls_ctx_new(const struct ktm_config *cfg, struct ktm_error **errp)
+static SSL_CTX *ctx_build(const struct ktm_config *cfg, struct ktm_error **errp)
 {
 	bool server = cfg->endpoint == KTM_ENDPOINT_SERVER;
 	char l13[256], l12[512], why[256];
@@ -232,16 +234,13 @@ SSL_CTX *ktm_tls_ctx_new(const struct ktm_config *cfg, struct ktm_error **errp)
 			      ktm_ossl_reason(why, sizeof(why)));
 		goto err_free_ctx;
 	}
-	if (!SSL_CTX_load_verify_file(ctx, cfg->ca_path)) {
-		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
-			      "cannot load CA certificate %s%s", cfg->ca_path,
-			      ktm_ossl_reason(why, sizeof(why)));
-		goto err_free_ctx;
-	}
-	if (cfg->crl_path && !load_crl(ctx, cfg->crl_path, errp))
-		goto err_free_ctx;
-	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->cert_path) != 1 ||
-	    SSL_CTX_use_PrivateKey_file(ctx, cfg->key_path, SSL_FILETYPE_PEM) != 1 ||
+	/* Everything as config.c read it, once: the trust store (CAs, CRLs,
+	 * CRL flags), the certificate and its chain, the key (decrypted
+	 * there; OpenSSL never prompts). */
+	SSL_CTX_set1_cert_store(ctx, cfg->store);
+	if (SSL_CTX_use_certificate(ctx, cfg->cert) != 1 ||
+	    SSL_CTX_set1_chain(ctx, cfg->chain) != 1 ||
+	    SSL_CTX_use_PrivateKey(ctx, cfg->key) != 1 ||
 	    SSL_CTX_check_private_key(ctx) != 1) {
 		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
 			      "cannot use certificate %s with key %s%s",
@@ -273,6 +272,26 @@ static bool expect_host(SSL *ssl, struct ktm_hs *hs, const char *host)
 	if (inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1)
 		return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host);
 	return SSL_set1_host(ssl, host) && SSL_set_tlsext_host_name(ssl, host);
+}
+
+SSL_CTX *ktm_tls_ctx_new(const struct ktm_config *cfg, struct ktm_error **errp)
+{
+	/* The cache is the one mutable part of a config: built once, under
+	 * the lock, and shared (each caller gets its own reference). */
+	struct ktm_config *c = (struct ktm_config *)cfg;
+	SSL_CTX *ctx;
+
+	pthread_mutex_lock(&c->ctx_lock);
+	if (!c->ctx) {
+		c->ctx = ctx_build(cfg, errp);
+		if (c->ctx)
+			c->ctx_builds++;
+	}
+	ctx = c->ctx;
+	if (ctx)
+		SSL_CTX_up_ref(ctx);
+	pthread_mutex_unlock(&c->ctx_lock);
+	return ctx;
 }
 
 SSL *ktm_tls_ssl_new(SSL_CTX *ctx, int fd, struct ktm_hs *hs,

@@ -30,6 +30,7 @@ struct ktm_hs {
 	char verify_subject[KTM_ID_SUBJECT_MAX];
 	char verify_sans[KTM_ID_SANS_MAX];
 	char not_before[32], not_after[32];
+	bool authz_refused;		/* verified, but not on the allow-list */
 	char expected_host[256];
 };
 
@@ -46,7 +47,9 @@ struct ktm_dir_keys {
 /* Add every CRL of the PEM file @path to @store (only parse when @store is
  * NULL; config.c); their number, or -1 with *errp. */
 int ktm_crls_load(const char *path, X509_STORE *store, struct ktm_error **errp);
-/* An SSL_CTX for @cfg; NULL with *errp. */
+/* A reference to @cfg's SSL_CTX (built at the first call, and again after
+ * the credentials or TLS settings changed); release with SSL_CTX_free.
+ * NULL with *errp. */
 SSL_CTX *ktm_tls_ctx_new(const struct ktm_config *cfg, struct ktm_error **errp);
 /* An SSL on @fd with @hs attached; the client verifies @host (DNS or IP). */
 SSL *ktm_tls_ssl_new(SSL_CTX *ctx, int fd, struct ktm_hs *hs,
@@ -70,6 +73,8 @@ bool ktm_tls13_next_keys(const char *digest, uint8_t *secret, size_t len,
 /* Alert @desc received from @peer → *errp. */
 void ktm_tls_alert_error(uint8_t level, uint8_t desc, const char *peer,
 			 struct ktm_error **errp);
+/* Whether the allow-list of @cfg (if any) admits the verified @cert. */
+bool ktm_authz_allows(const struct ktm_config *cfg, X509 *cert);
 /* Monotonic milliseconds. */
 uint64_t ktm_now_ms(void);
 

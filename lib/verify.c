@@ -262,6 +262,20 @@ static void verify_error(const struct ktm_hs *hs, const struct ktm_config *cfg,
 	char when[64] = "";
 	size_t i;
 
+	if (hs->authz_refused) {
+		char rules[600];
+
+		ktm_authz_describe(cfg, rules, sizeof(rules));
+		ktm_error_set(errp, KTM_ERR_TLS_VERIFY, EACCES,
+			      "%s %s is not allowed by %s: subject %s, names %s",
+			      who, peer, rules, hs->verify_subject[0] ?
+			      hs->verify_subject : "(empty)",
+			      hs->verify_sans[0] ? hs->verify_sans : "(none)");
+		ktm_error_hint_set(errp, "to admit it, add a rule such as "
+				   "dn:%s (--allow, or a line of the allow file)",
+				   hs->verify_subject);
+		return;
+	}
 	if (hs->verify_err == X509_V_ERR_HOSTNAME_MISMATCH ||
 	    hs->verify_err == X509_V_ERR_IP_ADDRESS_MISMATCH) {
 		ktm_error_set(errp, KTM_ERR_TLS_VERIFY, EACCES,
@@ -306,7 +320,8 @@ static const struct alert_row {
 	{ SSL_R_TLSV1_ALERT_UNKNOWN_CA, "does not trust the CA of our certificate",
 	  "the peer's ca-cert.pem must hold the CA that issued our certificate" },
 	{ SSL_R_SSLV3_ALERT_BAD_CERTIFICATE, "rejected our certificate (bad certificate)",
-	  NULL },
+	  "our certificate may be missing from the peer's allow-list "
+	  "(--allow, --allow-file); the peer's log names the reason" },
 	{ SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED, "rejected our certificate as expired",
 	  "renew our certificate (and check both hosts' clocks)" },
 	{ SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED, "rejected our certificate as revoked",

@@ -168,10 +168,37 @@ void ktm_config_free(struct ktm_config *cfg);
  * server-cert.pem + server-key.pem (server), client-cert.pem +
  * client-key.pem (client), optional ca-crl.pem.  The files this endpoint
  * needs are read and checked now: they parse, the key matches the
- * certificate, and the key is not readable by group or others.
+ * certificate, and the key is not readable by others (its group may
+ * read it: see ktm_config_key_note()).  ca-cert.pem may hold several CA
+ * certificates (a root and intermediates), the certificate file a chain,
+ * and ca-crl.pem one CRL per CA; every certificate of the peer's chain is
+ * checked against its issuer's CRL when ca-crl.pem exists.
  */
 bool ktm_config_set_creds_dir(struct ktm_config *cfg, const char *dir,
 			      struct ktm_error **errp);
+/*
+ * The credentials are read once: every session, channel and reconnect made
+ * from this config shares one TLS context (CA, CRLs, certificate, key)
+ * built at the first session.  ktm_config_reload() reads the credentials
+ * directory again (all checks as above) for the sessions made after it;
+ * running sessions keep what they had.  On failure the old credentials
+ * stay in use.  Safe to call while other threads create sessions.
+ */
+bool ktm_config_reload(struct ktm_config *cfg, struct ktm_error **errp);
+/*
+ * The passphrase of an encrypted PEM private key: the first line of
+ * @path (a file not readable by others).  Call before
+ * ktm_config_set_creds_dir().  Without it an encrypted key is an error
+ * ("... is encrypted and no passphrase was given"); the library never
+ * prompts on a terminal.
+ */
+bool ktm_config_set_key_passphrase_file(struct ktm_config *cfg,
+					const char *path,
+					struct ktm_error **errp);
+/* A note for reports when the key file is readable by its group (mode
+ * 0640: accepted; readable by others is refused), in @buf; else NULL. */
+const char *ktm_config_key_note(const struct ktm_config *cfg, char *buf,
+				size_t len);
 /* Verify the peer's certificate (default true).  Off only for tests. */
 void ktm_config_set_verify_peer(struct ktm_config *cfg, bool verify);
 /* The name (DNS or IP) the server certificate must carry, instead of the
@@ -192,6 +219,33 @@ bool ktm_config_set_ciphers(struct ktm_config *cfg,
  * pins: 64 hex digits, or "sha256//" + base64 (as curl takes them). */
 bool ktm_config_add_pin(struct ktm_config *cfg, const char *pin,
 			struct ktm_error **errp);
+/*
+ * Who may connect.  By default any peer whose certificate the CA in
+ * ca-cert.pem signed (and that passes the pins and, on the client, the
+ * hostname check).  With rules, the peer must also match one of them (an
+ * allow-list, default deny, like QEMU's tls-authz with authz-simple or
+ * authz-list-file):
+ *   dn:SUBJECT       the subject exactly, as ktm_session_peer_subject()
+ *                    shows it (RFC 2253, e.g. "CN=src.example,O=Example")
+ *   dn-glob:PATTERN  the subject against an fnmatch(3) pattern
+ *                    (e.g. "CN=*.example,O=Example")
+ *   dns:NAME         a DNS subjectAltName (exact, case-insensitive)
+ *   ip:ADDRESS       an iPAddress subjectAltName
+ *   spki:SHA256      the public key's SHA-256 (64 hex digits)
+ * The check runs right after the chain verified, inside the handshake, so
+ * a refused peer never sees or sends an application byte; it gets a
+ * bad_certificate alert, and the error here names the peer's subject and
+ * SANs and the rule set.  An allow file holds one rule per line ('#'
+ * comments, blank lines ignored); a second file replaces the first, the
+ * --allow rules stay.  A file without rules is an error.
+ */
+bool ktm_config_add_allow(struct ktm_config *cfg, const char *rule,
+			  struct ktm_error **errp);
+bool ktm_config_load_allow_file(struct ktm_config *cfg, const char *path,
+				struct ktm_error **errp);
+/* Who may connect, in words for a report: "any certificate signed by the
+ * CA in PATH (no allow-list)" or "the allow-list FILE (N rules)". */
+void ktm_config_authz(const struct ktm_config *cfg, char *buf, size_t len);
 void ktm_config_set_ktls(struct ktm_config *cfg, enum ktm_ktls_policy policy);
 /* Promise that the peer sends TLS 1.3 records without padding, so kernel
  * TLS may decrypt straight into the reader's buffer (TLS_RX_EXPECT_NO_PAD,
