@@ -38,6 +38,7 @@ struct ktm_session {
 	enum ktm_cipher cipher;
 	char peer[300];			/* "host:port" for messages */
 	char subject[KTM_ID_SUBJECT_MAX], sans[KTM_ID_SANS_MAX];
+	char issuer[KTM_ID_SUBJECT_MAX];
 	char cert_sha256[65], spki_sha256[65];
 	uint64_t bytes[2];
 	uint64_t records[2];		/* userspace path, current key */
@@ -96,6 +97,8 @@ static bool peer_identity(struct ktm_session *s, struct ktm_error **errp)
 	}
 	ktm_x509_name_text(X509_get_subject_name(cert), s->subject,
 			   sizeof(s->subject));
+	ktm_x509_name_text(X509_get_issuer_name(cert), s->issuer,
+			   sizeof(s->issuer));
 	ktm_x509_sans(cert, s->sans, sizeof(s->sans));
 	if (X509_digest(cert, EVP_sha256(), d, &len))
 		hex(d, 32, s->cert_sha256);
@@ -955,6 +958,11 @@ enum ktm_cipher ktm_session_cipher(const struct ktm_session *s)
 const char *ktm_session_peer_subject(const struct ktm_session *s)
 {
 	return s->subject;
+}
+
+const char *ktm_session_peer_issuer(const struct ktm_session *s)
+{
+	return s->issuer;
 }
 
 const char *ktm_session_peer_sans(const struct ktm_session *s)

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -68,6 +69,11 @@ static void usage(FILE *out)
 "                      chacha20-poly1305 (default: all, in that order)\n"
 "  --pin SHA256        also require the peer's public key (SPKI) SHA-256: 64\n"
 "                      hex digits or sha256//BASE64; repeatable\n"
+TOOL_IDENTITY_HELP
+"  --check-hook PATH   pre-connection check, run as PATH - migrate pmc ADDR with\n"
+"                      the verified peer in KTM_PEER_* variables (as migrate's);\n"
+"                      a non-zero exit, a signal or the timeout refuses the\n"
+"                      connection before any byte reaches QEMU\n"
 "  --max-conns N       serve N connections, then exit (default: until SIGINT\n"
 "                      or SIGTERM).  A plain QEMU migration is 1 connection,\n"
 "                      multifd with C channels is C + 1.\n"
@@ -79,10 +85,14 @@ static void usage(FILE *out)
 "given without scheme or as tcp:HOST:PORT; --unix PATH is unix:PATH.\n"
 "\n"
 "Output: at start, on standard output, \"listening on ADDRESS\" (the bound\n"
-"port when 0 was asked for).  At the end of each connection one line:\n"
+"port when 0 was asked for), and on standard error who may connect\n"
+"(\"authorization: any certificate signed by the CA in ...\" by default).\n"
+"SIGHUP reads the credentials directory again for new connections and says\n"
+"so on standard error.  At the end of each connection one line:\n"
 "\n"
 "  conn 1 unix:/run/mig.sock -> 10.0.0.7:4444: ok: sent 4294967296 bytes,\n"
-"  received 31 bytes, 4.12 s, 1042 MB/s, path kernel, TLS 1.3 AES-GCM-128\n"
+"  received 31 bytes, 4.12 s, 1042 MB/s, path kernel, TLS 1.3 AES-GCM-128,\n"
+"  peer CN=dst.example [DNS:dst.example] issuer CN=ca spki 3f2a...\n"
 "\n"
 "(one line; path kernel, kernel-hw or userspace with the reason).  A failed\n"
 "connection prints the same line with \"failed\" and then the error on\n"
@@ -123,6 +133,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "help", no_argument, NULL, 'h' },
 		TOOL_TLS_OPTIONS,
+		TOOL_HOOK_OPTIONS,
 		{ 0 }
 	};
 	int c, ret;
@@ -219,6 +230,13 @@ static void report(const struct ktm_proxy_conn *conn,
 		       why ? " (" : "", why ? why : "", why ? ")" : "",
 		       ktm_tls_version_name(ktm_session_version(s)),
 		       ktm_cipher_name(ktm_session_cipher(s)));
+		/* the verified peer; the library escapes these strings */
+		if (ktm_session_peer_subject(s)[0])
+			printf(", peer %s [%s] issuer %s spki %s",
+			       ktm_session_peer_subject(s),
+			       ktm_session_peer_sans(s),
+			       ktm_session_peer_issuer(s),
+			       ktm_session_peer_spki_sha256(s));
 	}
 	printf("\n");
 	fflush(stdout);
@@ -231,16 +249,59 @@ static void report(const struct ktm_proxy_conn *conn,
 	}
 }
 
-static struct ktm_config *make_config(const struct opts *o)
+static struct ktm_config *make_config(struct opts *o)
 {
 	struct ktm_error *err = NULL;
-	struct ktm_config *cfg = tool_tls_config(&o->tls, o->source ?
-						 KTM_ENDPOINT_CLIENT :
-						 KTM_ENDPOINT_SERVER, &err);
+	struct ktm_config *cfg;
 
+	o->tls.hook_uri = o->source ? o->connect : o->listen;
+	cfg = tool_tls_config(&o->tls, o->source ? KTM_ENDPOINT_CLIENT :
+			      KTM_ENDPOINT_SERVER, &err);
 	if (!cfg)
 		tool_error(err);
+	else if (!o->quiet)
+		tool_identity_note(cfg);
 	return cfg;
+}
+
+/* SIGHUP: read the credentials again, in a thread of its own (never in a
+ * signal handler); sessions made after it use them. */
+static void *reload_thread(void *arg)
+{
+	struct ktm_config *cfg = arg;
+	sigset_t set;
+	int sig;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	while (sigwait(&set, &sig) == 0) {
+		struct ktm_error *err = NULL;
+
+		if (ktm_config_reload(cfg, &err)) {
+			fprintf(stderr, "%s: SIGHUP: reloaded the credentials "
+				"for new connections\n", tool_prog);
+		} else {
+			fprintf(stderr, "%s: SIGHUP: kept the old credentials: ",
+				tool_prog);
+			tool_error(err);
+		}
+	}
+	return NULL;
+}
+
+/* Block SIGHUP in every thread (the proxy's inherit the mask) and serve
+ * it in one.  false when the thread cannot start. */
+static bool reload_on_sighup(struct ktm_config *cfg, pthread_t *tid)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	if (pthread_create(tid, NULL, reload_thread, cfg))
+		return false;
+	pthread_detach(*tid);
+	return true;
 }
 
 int cmd_proxy(int argc, char **argv)
@@ -251,6 +312,7 @@ int cmd_proxy(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = on_signal };
 	struct ktm_config *cfg;
 	struct ktm_proxy *p;
+	pthread_t reloader;
 	char local[300];
 	struct opts o = { 0 };
 	int ret, failed;
@@ -261,6 +323,9 @@ int cmd_proxy(int argc, char **argv)
 	cfg = make_config(&o);
 	if (!cfg)
 		return 1;
+	if (!reload_on_sighup(cfg, &reloader))
+		fprintf(stderr, "%s: SIGHUP will not reload the credentials "
+			"(no thread for it)\n", tool_prog);
 	if (o.unix_path)
 		snprintf(local, sizeof(local), "unix:%s", o.unix_path);
 	else

@@ -63,6 +63,11 @@ static void usage(FILE *out)
 "                      chacha20-poly1305 (default: all, in that order)\n"
 "  --pin SHA256        also require the peer's public key (SPKI) SHA-256;\n"
 "                      repeatable\n"
+TOOL_IDENTITY_HELP
+"  --check-hook PATH   pre-migration check, run as PATH - migrate pmc ADDR with\n"
+"                      the verified peer in KTM_PEER_* variables (as migrate's);\n"
+"                      a non-zero exit, a signal or the timeout refuses before\n"
+"                      QEMU gets the socket\n"
 "  --fd-name NAME      the name of the fd in QEMU (default ktm-migrate)\n"
 "  --accept-timeout S  qemu-recv: give up when no source connects within S\n"
 "                      seconds (default: wait)\n"
@@ -72,7 +77,9 @@ static void usage(FILE *out)
 "\n"
 "Output: one line on success, e.g.\n"
 "  migration completed: 134217728 bytes in 1.20 s (112 MB/s), path kernel,\n"
-"  TLS 1.3 AES-GCM-128, peer 10.0.0.7:4444\n"
+"  TLS 1.3 AES-GCM-128, peer 10.0.0.7:4444 CN=dst.example [DNS:dst.example]\n"
+"  issuer CN=ca spki 3f2a...\n"
+"and, first, on standard error who may connect (\"authorization: ...\").\n"
 "On failure the reason on standard error, as QEMU or the handshake gave it:\n"
 "  %s: QEMU reports the migration failed: Unable to write to socket: ...\n"
 "  %s: server certificate does not match expected host 'dst.example'\n"
@@ -120,6 +127,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "help", no_argument, NULL, 'h' },
 		TOOL_TLS_OPTIONS,
+		TOOL_HOOK_OPTIONS,
 		{ 0 }
 	};
 	int c, ret;
@@ -164,16 +172,30 @@ static int parse(int argc, char **argv, struct opts *o)
 	return 0;
 }
 
-static struct ktm_config *make_config(const struct opts *o)
+static struct ktm_config *make_config(struct opts *o)
 {
 	struct ktm_error *err = NULL;
-	struct ktm_config *cfg = tool_tls_config(&o->tls, o->send ?
-						 KTM_ENDPOINT_CLIENT :
-						 KTM_ENDPOINT_SERVER, &err);
+	struct ktm_config *cfg;
 
+	o->tls.hook_uri = o->send ? o->connect : o->listen;
+	cfg = tool_tls_config(&o->tls, o->send ? KTM_ENDPOINT_CLIENT :
+			      KTM_ENDPOINT_SERVER, &err);
 	if (!cfg)
 		tool_error(err);
+	else
+		tool_identity_note(cfg);
 	return cfg;
+}
+
+/* ", peer ADDR SUBJECT [SANS] issuer ISSUER spki SHA256" (escaped by the
+ * library) for the success line. */
+static void peer_identity(const struct opts *o, const struct ktm_session *s,
+			  char *buf, size_t len)
+{
+	snprintf(buf, len, ", peer%s%s %s [%s] issuer %s spki %s",
+		 o->send ? " " : "", o->send ? o->connect : "",
+		 ktm_session_peer_subject(s), ktm_session_peer_sans(s),
+		 ktm_session_peer_issuer(s), ktm_session_peer_spki_sha256(s));
 }
 
 static struct ktm_session *make_session(const struct opts *o,
@@ -242,7 +264,7 @@ int cmd_qemu(int argc, char **argv)
 	struct relay relay = { .fd = -1 };
 	struct timespec t0, t1;
 	struct opts o = { 0 };
-	char path[32], why[300] = "", peer_note[64] = "";
+	char path[32], why[300] = "", peer_note[4096] = "";
 	const char *cipher, *version;
 	uint64_t transferred = 0, total_ms = 0;
 	int ret, fd = -1, pair[2];
@@ -276,8 +298,7 @@ int cmd_qemu(int argc, char **argv)
 		snprintf(why, sizeof(why), " (%s)", ktm_session_fallback_reason(s));
 	version = ktm_tls_version_name(ktm_session_version(s));
 	cipher = ktm_cipher_name(ktm_session_cipher(s));
-	if (o.send)
-		snprintf(peer_note, sizeof(peer_note), ", peer %s", o.connect);
+	peer_identity(&o, s, peer_note, sizeof(peer_note));
 
 	if (kernel) {
 		/* QEMU gets the kernel-TLS socket itself. */

@@ -364,6 +364,8 @@ enum ktm_cipher ktm_session_cipher(const struct ktm_session *s);
  * Owned by the session. */
 const char *ktm_session_peer_subject(const struct ktm_session *s);
 const char *ktm_session_peer_sans(const struct ktm_session *s);
+/* The issuer of the peer's certificate, RFC 2253 like the subject. */
+const char *ktm_session_peer_issuer(const struct ktm_session *s);
 const char *ktm_session_peer_cert_sha256(const struct ktm_session *s);
 const char *ktm_session_peer_spki_sha256(const struct ktm_session *s);
 /*
