@@ -66,6 +66,9 @@ struct ktm_proxy {
 	pthread_mutex_t lock;		/* conns, reports */
 	struct ktm_proxy_conn *conns;
 	unsigned int next_id;
+	/* source on a unix socket: who may connect besides root and this
+	 * process's user (SO_PEERCRED); -1 when unset */
+	long peer_uid, peer_gid;
 };
 
 /* "ip:port" of @fd's peer into @buf (proxy.c). */

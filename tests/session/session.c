@@ -19,7 +19,9 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <pthread.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -727,6 +729,161 @@ TEST(allow_rules_and_files_that_are_wrong_are_named)
 	unlink(file);
 	rmdir(dir);
 	ktm_config_free(cfg);
+}
+
+/* ---- the proxy: allow-list and the source's unix socket -------------------- */
+
+struct t_proxy {
+	struct ktm_proxy *p;
+	pthread_t thread;
+	unsigned int max;
+	int failed;
+	unsigned int nreports;
+	char msg[4][700];
+};
+
+static void t_proxy_report(const struct ktm_proxy_conn *conn,
+			   const struct ktm_error *err, void *opaque)
+{
+	struct t_proxy *tp = opaque;
+
+	(void)conn;
+	if (tp->nreports < 4)
+		snprintf(tp->msg[tp->nreports], sizeof(tp->msg[0]), "%s — hint: %s",
+			 err ? ktm_error_message(err) : "ok",
+			 err && ktm_error_hint(err) ? ktm_error_hint(err) : "");
+	tp->nreports++;
+}
+
+static void *t_proxy_main(void *arg)
+{
+	struct t_proxy *tp = arg;
+
+	tp->failed = ktm_proxy_run(tp->p, tp->max, NULL);
+	return NULL;
+}
+
+static int t_proxy_start(struct t_proxy *tp, const struct ktm_config *cfg,
+			 const char *local, const char *remote, unsigned int max)
+{
+	memset(tp, 0, sizeof(*tp));
+	tp->max = max;
+	tp->p = ktm_proxy_new(cfg, local, remote, NULL);
+	if (!tp->p)
+		return -1;
+	ktm_proxy_set_report(tp->p, t_proxy_report, tp);
+	return pthread_create(&tp->thread, NULL, t_proxy_main, tp) ? -1 : 0;
+}
+
+static void t_proxy_end(struct t_proxy *tp)
+{
+	pthread_join(tp->thread, NULL);
+	ktm_proxy_free(tp->p);
+}
+
+/* Connect to unix socket @path as @uid (a child; 0: as we are), write a
+ * little, read to the end.  The child's exit status: 0 when it got EOF
+ * or a reset, 2 when it could not connect. */
+static int t_unix_client(const char *path, uid_t uid)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	pid_t pid = fork();
+	int st = -1;
+
+	if (pid == 0) {
+		char buf[64];
+		int fd;
+
+		if (uid && (setgid(uid) || setuid(uid)))
+			_exit(3);
+		snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+		fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)))
+			_exit(2);
+		if (send(fd, "QEVM", 4, MSG_NOSIGNAL) < 0)
+			_exit(0);
+		while (read(fd, buf, sizeof(buf)) > 0)
+			;
+		_exit(0);
+	}
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return -1;
+	return WEXITSTATUS(st);
+}
+
+TEST(proxy_same_ca_peer_outside_the_allow_list_is_refused_on_both_ends)
+{
+	struct t_proxy src, dst;
+	char sock[128], dst_addr[64], qemu_addr[64];
+	struct pair p;
+	int qemu_fd;
+	struct sockaddr_in sin;
+	socklen_t sl = sizeof(sin);
+
+	ASSERT_EQ(pair_start(&p, NULL, T_NONE), 0);
+	/* the destination "QEMU": a listener that must never see a connection */
+	qemu_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ASSERT_EQ(bind(qemu_fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ASSERT_EQ(listen(qemu_fd, 4), 0);
+	ASSERT_EQ(getsockname(qemu_fd, (struct sockaddr *)&sin, &sl), 0);
+	snprintf(qemu_addr, sizeof(qemu_addr), "127.0.0.1:%u", ntohs(sin.sin_port));
+	ASSERT_TRUE(ktm_config_add_allow(p.scfg, "dn:CN=src-01.example", NULL));
+	ASSERT_EQ(t_proxy_start(&dst, p.scfg, qemu_addr, "127.0.0.1:0", 1), 0);
+	/* the server certificate names localhost */
+	snprintf(dst_addr, sizeof(dst_addr), "localhost%s",
+		 strrchr(ktm_proxy_address(dst.p), ':'));
+	snprintf(sock, sizeof(sock), "unix:%s/src.sock", p.dir);
+	ASSERT_EQ(t_proxy_start(&src, p.ccfg, sock, dst_addr, 1), 0);
+	EXPECT_EQ(t_unix_client(sock + 5, 0), 0);
+	t_proxy_end(&src);
+	t_proxy_end(&dst);
+	EXPECT_EQ(src.failed, 1);
+	EXPECT_EQ(dst.failed, 1);
+	printf("# source: %s\n# dest: %s\n", src.msg[0], dst.msg[0]);
+	EXPECT_STRSTR(dst.msg[0], "is not allowed by the allow-list of --allow "
+				  "rules (1 rule): subject CN=" T_PKI_CLIENT_CN);
+	EXPECT_STRSTR(src.msg[0], "rejected our certificate");
+	EXPECT_STRSTR(src.msg[0], "allow-list");
+	EXPECT_LT(accept(qemu_fd, NULL, NULL), 0);	/* QEMU saw nothing */
+	close(qemu_fd);
+	pair_end(&p);
+}
+
+TEST(proxy_source_unix_socket_refuses_a_local_uid_not_allowed)
+{
+	char sock[128], path[128];
+	struct t_proxy src;
+	struct pair p;
+	struct stat st;
+
+	if (geteuid() != 0)
+		SKIP(return, "needs root to connect as other uids");
+	ASSERT_EQ(pair_start(&p, NULL, T_NONE), 0);
+	/* other users must reach the socket to be refused by SO_PEERCRED */
+	ASSERT_EQ(chmod(p.dir, 0755), 0);
+	snprintf(sock, sizeof(sock), "unix:%s/src.sock", p.dir);
+	snprintf(path, sizeof(path), "%s/src.sock", p.dir);
+	/* no destination at all: a refused peer never gets that far */
+	ASSERT_EQ(t_proxy_start(&src, p.ccfg, sock, "127.0.0.1:9", 2), 0);
+	ASSERT_TRUE(ktm_proxy_set_unix_access(src.p, 65533, -1, 0666, NULL));
+	ASSERT_EQ(stat(path, &st), 0);
+	EXPECT_EQ(st.st_uid, 65533);
+	EXPECT_EQ(st.st_mode & 0777, 0666);
+	EXPECT_EQ(t_unix_client(path, 65534), 0);
+	EXPECT_EQ(t_unix_client(path, 65533), 0);
+	t_proxy_end(&src);
+	EXPECT_EQ(src.nreports, 2);
+	printf("# 65534: %s\n# 65533: %s\n", src.msg[0], src.msg[1]);
+	EXPECT_STRSTR(src.msg[0], "(uid 65534, gid 65534) is not allowed to "
+				  "migrate through unix:");
+	EXPECT_STRSTR(src.msg[0], "allowed: root, uid 0, uid 65533");
+	/* the owner got in: its connection failed only at the destination */
+	EXPECT_EQ(strstr(src.msg[1], "is not allowed"), NULL);
+	EXPECT_STRSTR(src.msg[1], "127.0.0.1:9");
+	pair_end(&p);
 }
 
 TEST(hostname_mismatch_names_expected_host_and_sans)
