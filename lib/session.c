@@ -630,7 +630,7 @@ static bool ssl_failed(struct ktm_session *s, int ret, const char *doing,
 	}
 	if (reason > SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256) {
 		ERR_clear_error();
-		ktm_tls_alert_error(2, (uint8_t)(reason - SSL_AD_REASON_OFFSET),
+		ktm_tls_alert_error(s->cfg, 2, (uint8_t)(reason - SSL_AD_REASON_OFFSET),
 				    s->peer, errp);
 		return false;
 	}
@@ -686,7 +686,7 @@ static ssize_t control_record(struct ktm_session *s, const struct ktm_ktls_rec *
 			s->peer_closed = true;
 			return 0;
 		}
-		ktm_tls_alert_error(buf[0], buf[1], s->peer, errp);
+		ktm_tls_alert_error(s->cfg, buf[0], buf[1], s->peer, errp);
 		return -1;
 	}
 	ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EPROTO,

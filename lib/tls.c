@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 #include <arpa/inet.h>
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/kdf.h>
@@ -76,6 +77,16 @@ static void time_str(const ASN1_TIME *t, char *buf, size_t len)
 		snprintf(buf, len, "?");
 }
 
+static void serial_str(X509 *cert, char *buf, size_t len)
+{
+	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+	char *hexs = bn ? BN_bn2hex(bn) : NULL;
+
+	snprintf(buf, len, "%s", hexs ? hexs : "?");
+	OPENSSL_free(hexs);
+	BN_free(bn);
+}
+
 /* Remember the first failure and the certificate it concerns; OpenSSL
  * still decides (we return its verdict unchanged). */
 static int verify_cb(int ok, X509_STORE_CTX *xs)
@@ -94,6 +105,9 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
 	ktm_x509_name_text(X509_get_subject_name(cert), hs->verify_subject,
 			   sizeof(hs->verify_subject));
 	ktm_x509_sans(cert, hs->verify_sans, sizeof(hs->verify_sans));
+	ktm_x509_name_text(X509_get_issuer_name(cert), hs->verify_issuer,
+			   sizeof(hs->verify_issuer));
+	serial_str(cert, hs->verify_serial, sizeof(hs->verify_serial));
 	time_str(X509_get0_notBefore(cert), hs->not_before,
 		 sizeof(hs->not_before));
 	time_str(X509_get0_notAfter(cert), hs->not_after, sizeof(hs->not_after));

@@ -29,6 +29,8 @@ struct ktm_hs {
 	long verify_err;
 	char verify_subject[KTM_ID_SUBJECT_MAX];
 	char verify_sans[KTM_ID_SANS_MAX];
+	char verify_issuer[KTM_ID_SUBJECT_MAX];
+	char verify_serial[80];		/* hex, as openssl x509 -serial */
 	char not_before[32], not_after[32];
 	bool authz_refused;		/* verified, but not on the allow-list */
 	char expected_host[256];
@@ -70,9 +72,10 @@ bool ktm_tls_derive(SSL *ssl, struct ktm_hs *hs, bool is_client,
 bool ktm_tls13_next_keys(const char *digest, uint8_t *secret, size_t len,
 			 size_t key_len, struct ktm_dir_keys *out,
 			 struct ktm_error **errp);
-/* Alert @desc received from @peer → *errp. */
-void ktm_tls_alert_error(uint8_t level, uint8_t desc, const char *peer,
-			 struct ktm_error **errp);
+/* Alert @desc received from @peer → *errp (@cfg names our certificate's
+ * CA when the peer does not know it). */
+void ktm_tls_alert_error(const struct ktm_config *cfg, uint8_t level,
+			 uint8_t desc, const char *peer, struct ktm_error **errp);
 /* Whether the allow-list of @cfg (if any) admits the verified @cert. */
 bool ktm_authz_allows(const struct ktm_config *cfg, X509 *cert);
 /* Monotonic milliseconds. */

@@ -213,53 +213,80 @@ bool ktm_cert_names(const void *der, size_t der_len, char *subject,
 	return true;
 }
 
+/* What a hint must name besides the phrase. */
+enum verify_detail {
+	VD_NONE, VD_CA,		/* the issuer and the CA file */
+	VD_CRL,			/* the serial and the CRL file */
+	VD_CRL_FILE,		/* the CRL file */
+};
+
 /* Certificate verification codes → phrase after "certificate of PEER". */
 static const struct verify_row {
 	long code;
 	const char *phrase;
 	const char *hint;
-	bool names_dir;		/* the hint is about our credentials */
+	enum verify_detail detail;
 } verify_rows[] = {
 	{ X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
-	  "is not signed by a trusted CA",
-	  "ca-cert.pem must hold the CA that issued it", true },
+	  "is not signed by a trusted CA", "must hold the CA that issued it", VD_CA },
 	{ X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT,
-	  "is not signed by a trusted CA",
-	  "ca-cert.pem must hold the CA that issued it", true },
+	  "is not signed by a trusted CA", "must hold the CA that issued it", VD_CA },
 	{ X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE,
-	  "is not signed by a trusted CA",
-	  "ca-cert.pem must hold the CA that issued it", true },
+	  "is not signed by a trusted CA", "must hold the CA that issued it", VD_CA },
 	{ X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT,
-	  "is self-signed and not trusted",
-	  "issue it from the CA in ca-cert.pem", true },
+	  "is self-signed and not trusted", "must hold the CA that issued it "
+	  "(issue the certificate from that CA)", VD_CA },
 	{ X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN,
-	  "chains to a root CA that is not trusted",
-	  "ca-cert.pem must hold that root CA", true },
+	  "chains to a root CA that is not trusted", "must hold that root CA", VD_CA },
 	{ X509_V_ERR_CERT_SIGNATURE_FAILURE,
-	  "has a signature that does not verify", NULL, false },
+	  "has a signature that does not verify", NULL, VD_NONE },
 	{ X509_V_ERR_CERT_HAS_EXPIRED, "has expired",
-	  "renew the certificate (and check both hosts' clocks)", false },
+	  "renew the certificate (and check both hosts' clocks)", VD_NONE },
 	{ X509_V_ERR_CERT_NOT_YET_VALID, "is not valid yet",
-	  "check both hosts' clocks", false },
+	  "check both hosts' clocks", VD_NONE },
 	{ X509_V_ERR_CERT_REVOKED, "has been revoked",
-	  "ca-crl.pem lists it; issue a new certificate", true },
+	  "lists it; issue a new certificate", VD_CRL },
 	{ X509_V_ERR_UNABLE_TO_GET_CRL,
 	  "cannot be checked for revocation: ca-crl.pem has no CRL from its CA",
-	  "update ca-crl.pem", true },
+	  "needs the CRL of every CA in the chain; update it", VD_CRL_FILE },
 	{ X509_V_ERR_CRL_HAS_EXPIRED,
 	  "cannot be checked for revocation: ca-crl.pem has expired",
-	  "update ca-crl.pem", true },
+	  "is past its nextUpdate; update it", VD_CRL_FILE },
 	{ X509_V_ERR_INVALID_PURPOSE,
 	  "is not meant for this role (extendedKeyUsage)",
-	  "servers need serverAuth, clients clientAuth", false },
+	  "servers need serverAuth, clients clientAuth", VD_NONE },
 };
+
+/* The hint of @r, naming what the user must look at. */
+static void verify_hint(const struct verify_row *r, const struct ktm_hs *hs,
+			const struct ktm_config *cfg, struct ktm_error **errp)
+{
+	const char *ca = cfg->ca_path ? cfg->ca_path : "ca-cert.pem";
+	const char *crl = cfg->crl_path ? cfg->crl_path : "ca-crl.pem";
+
+	switch (r->detail) {
+	case VD_CA:
+		ktm_error_hint_set(errp, "%s %s: %s", ca, r->hint,
+				   hs->verify_issuer[0] ? hs->verify_issuer : "?");
+		break;
+	case VD_CRL:
+		ktm_error_hint_set(errp, "%s %s", crl, r->hint);
+		break;
+	case VD_CRL_FILE:
+		ktm_error_hint_set(errp, "%s %s", crl, r->hint);
+		break;
+	case VD_NONE:
+		if (r->hint)
+			ktm_error_hint_set(errp, "%s", r->hint);
+		break;
+	}
+}
 
 static void verify_error(const struct ktm_hs *hs, const struct ktm_config *cfg,
 			 const char *peer, struct ktm_error **errp)
 {
 	const char *who = cfg->endpoint == KTM_ENDPOINT_CLIENT ? "server" : "client";
-	const char *dir = cfg->creds_dir ? cfg->creds_dir : "the credentials directory";
-	char when[64] = "";
+	char when[160] = "";
 	size_t i;
 
 	if (hs->authz_refused) {
@@ -281,7 +308,9 @@ static void verify_error(const struct ktm_hs *hs, const struct ktm_config *cfg,
 		ktm_error_set(errp, KTM_ERR_TLS_VERIFY, EACCES,
 			      "%s certificate does not match expected host '%s'",
 			      who, hs->expected_host);
-		ktm_error_hint_set(errp, "names in the certificate: %s",
+		ktm_error_hint_set(errp, "names in the certificate: %s; connect "
+				   "by one of them, or name the one to expect "
+				   "with --hostname (QEMU's tls-hostname)",
 				   hs->verify_sans[0] ? hs->verify_sans : "(none)");
 		return;
 	}
@@ -289,6 +318,8 @@ static void verify_error(const struct ktm_hs *hs, const struct ktm_config *cfg,
 		snprintf(when, sizeof(when), " (not after %s)", hs->not_after);
 	else if (hs->verify_err == X509_V_ERR_CERT_NOT_YET_VALID)
 		snprintf(when, sizeof(when), " (not before %s)", hs->not_before);
+	else if (hs->verify_err == X509_V_ERR_CERT_REVOKED)
+		snprintf(when, sizeof(when), " (serial %s)", hs->verify_serial);
 
 	for (i = 0; i < sizeof(verify_rows) / sizeof(verify_rows[0]); i++) {
 		const struct verify_row *r = &verify_rows[i];
@@ -296,13 +327,12 @@ static void verify_error(const struct ktm_hs *hs, const struct ktm_config *cfg,
 		if (r->code != hs->verify_err)
 			continue;
 		ktm_error_set(errp, KTM_ERR_TLS_VERIFY, EACCES,
-			      "%s certificate of %s %s%s: %s", who, peer,
-			      r->phrase, when, hs->verify_subject);
-		if (r->hint)
-			ktm_error_hint_set(errp, "%s%s%s%s", r->hint,
-					   r->names_dir ? " (credentials: " : "",
-					   r->names_dir ? dir : "",
-					   r->names_dir ? ")" : "");
+			      "%s certificate of %s %s%s: %s%s%s%s", who, peer,
+			      r->phrase, when, hs->verify_subject,
+			      r->detail == VD_CA ? " (issuer " : "",
+			      r->detail == VD_CA ? hs->verify_issuer : "",
+			      r->detail == VD_CA ? ")" : "");
+		verify_hint(r, hs, cfg, errp);
 		return;
 	}
 	ktm_error_set(errp, KTM_ERR_TLS_VERIFY, EACCES,
@@ -338,6 +368,16 @@ static const struct alert_row {
 	  "aborted the handshake (no common cipher or version?)", NULL },
 };
 
+/* The peer does not know our CA: say which CA that is. */
+static void unknown_ca_hint(const struct ktm_config *cfg, struct ktm_error **errp)
+{
+	char issuer[KTM_ID_SUBJECT_MAX];
+
+	ktm_x509_name_text(X509_get_issuer_name(cfg->cert), issuer, sizeof(issuer));
+	ktm_error_hint_set(errp, "the peer's ca-cert.pem must hold the CA that "
+			   "issued our certificate %s: %s", cfg->cert_path, issuer);
+}
+
 void ktm_tls_handshake_error(SSL *ssl, const struct ktm_config *cfg,
 			     const char *peer, const char *first_bytes,
 			     struct ktm_error **errp)
@@ -360,7 +400,9 @@ void ktm_tls_handshake_error(SSL *ssl, const struct ktm_config *cfg,
 		ktm_error_set(errp, reason == SSL_R_TLSV1_ALERT_PROTOCOL_VERSION ?
 			      KTM_ERR_TLS_PROTOCOL : KTM_ERR_TLS_VERIFY, EACCES,
 			      "peer %s %s", peer, alert_rows[i].what);
-		if (alert_rows[i].hint)
+		if (reason == SSL_R_TLSV1_ALERT_UNKNOWN_CA && cfg->cert)
+			unknown_ca_hint(cfg, errp);
+		else if (alert_rows[i].hint)
 			ktm_error_hint_set(errp, "%s", alert_rows[i].hint);
 		return;
 	}
@@ -427,8 +469,8 @@ void ktm_tls_handshake_error(SSL *ssl, const struct ktm_config *cfg,
 		      ktm_ossl_reason(why, sizeof(why)));
 }
 
-void ktm_tls_alert_error(uint8_t level, uint8_t desc, const char *peer,
-			 struct ktm_error **errp)
+void ktm_tls_alert_error(const struct ktm_config *cfg, uint8_t level,
+			 uint8_t desc, const char *peer, struct ktm_error **errp)
 {
 	/* OpenSSL's reason codes for received alerts are 1000 + the alert
 	 * description (SSL_AD_REASON_OFFSET). */
@@ -440,7 +482,9 @@ void ktm_tls_alert_error(uint8_t level, uint8_t desc, const char *peer,
 			continue;
 		ktm_error_set(errp, KTM_ERR_TLS_VERIFY, EACCES, "peer %s %s", peer,
 			      alert_rows[i].what);
-		if (alert_rows[i].hint)
+		if (reason == SSL_R_TLSV1_ALERT_UNKNOWN_CA && cfg && cfg->cert)
+			unknown_ca_hint(cfg, errp);
+		else if (alert_rows[i].hint)
 			ktm_error_hint_set(errp, "%s", alert_rows[i].hint);
 		return;
 	}
