@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <arpa/inet.h>
+#include <sys/socket.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -346,6 +348,30 @@ err_free_ssl:
 	return NULL;
 }
 
+/*
+ * We refused the peer's certificate and OpenSSL sent the alert.  In TLS
+ * 1.3 a client's handshake ends before the server's verdict, so it may
+ * already be sending data; closing with that unread would reset the
+ * connection and the reset can overtake the alert.  Half-close and read
+ * what is in flight for a moment instead, so the peer reads why.
+ */
+static void linger_after_refusal(int fd)
+{
+	uint64_t end = ktm_now_ms() + 500;
+	char buf[4096];
+
+	if (shutdown(fd, SHUT_WR))
+		return;
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		uint64_t now = ktm_now_ms();
+
+		if (now >= end || poll(&p, 1, (int)(end - now)) <= 0 ||
+		    read(fd, buf, sizeof(buf)) <= 0)
+			return;
+	}
+}
+
 bool ktm_tls_handshake(SSL *ssl, int fd, const char *peer, uint64_t deadline_ms,
 		       struct ktm_error **errp)
 {
@@ -375,6 +401,8 @@ bool ktm_tls_handshake(SSL *ssl, int fd, const char *peer, uint64_t deadline_ms,
 			ktm_tls_handshake_error(ssl, cfg, peer,
 						hs->have_first ? hs->first_bytes : NULL,
 						errp);
+			if (hs->verify_err != X509_V_OK)
+				linger_after_refusal(fd);
 			return false;
 		}
 		now = ktm_now_ms();
