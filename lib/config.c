@@ -18,6 +18,7 @@
 #include <openssl/x509.h>
 
 #include "internal.h"
+#include "stream.h"
 #include "tls.h"
 
 #define KTM_DEFAULT_TIMEOUT_MS 10000
@@ -736,6 +737,17 @@ bool ktm_config_reload(struct ktm_config *cfg, struct ktm_error **errp)
 void ktm_config_authz(const struct ktm_config *cfg, char *buf, size_t len)
 {
 	ktm_authz_describe(cfg, buf, len);
+}
+
+void ktm_config_set_key_limit(struct ktm_config *cfg, uint64_t records)
+{
+	cfg->key_limit = records;
+}
+
+uint64_t ktm_config_key_limit(const struct ktm_config *cfg,
+			      enum ktm_cipher cipher)
+{
+	return cfg->key_limit ? cfg->key_limit : ktm_default_key_limit(cipher);
 }
 
 void ktm_config_set_check_timeout(struct ktm_config *cfg, unsigned int ms)

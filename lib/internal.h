@@ -72,6 +72,7 @@ struct ktm_config {
 	void *check_opaque;
 	char *hook_path, *hook_object, *hook_uri;
 	unsigned int hook_timeout_ms;	/* the hook's whole run */
+	uint64_t key_limit;		/* records per key; 0: the cipher's */
 	/* who may connect beyond the CA's signature; none: CA only */
 	struct ktm_allow *allow, *allow_f;	/* options', the file's */
 	size_t n_allow, n_allow_f;

@@ -54,6 +54,10 @@ struct ktm_session {
 	bool kernel_rekey;		/* this kernel replaces keys in place */
 	bool rx_no_pad;			/* TLS_RX_EXPECT_NO_PAD took */
 	unsigned int rekeys[2];
+	/* The peer asked for our KeyUpdate (update_requested): owed before
+	 * our next record, sent by whichever thread sends (RFC 8446 §4.6.3).
+	 * Set by the receiving thread, cleared by the sending one. */
+	int tx_update_owed;
 };
 
 
@@ -646,6 +650,8 @@ bool ktm_session_send(struct ktm_session *s, const void *buf, size_t len,
 {
 	const uint8_t *p = buf;
 
+	if (ktm_session_rekey_owed(s) && !ktm_session_rekey(s, errp))
+		return false;
 	while (len) {
 		ssize_t n;
 
@@ -750,7 +756,22 @@ static bool key_update_received(struct ktm_session *s, const uint8_t *buf,
 	}
 	if (!next_key(s, KTM_DIR_RX, errp))
 		return false;
-	return !request || ktm_session_rekey(s, errp);
+	/* Not here: the thread that owns TX (the proxy's upstream thread, or
+	 * the next ktm_session_send()) answers, so no two threads ever touch
+	 * the send key. */
+	if (request)
+		__atomic_store_n(&s->tx_update_owed, 1, __ATOMIC_RELEASE);
+	return true;
+}
+
+uint64_t ktm_session_key_limit(const struct ktm_session *s)
+{
+	return ktm_config_key_limit(s->cfg, s->cipher);
+}
+
+bool ktm_session_rekey_owed(const struct ktm_session *s)
+{
+	return __atomic_load_n(&s->tx_update_owed, __ATOMIC_ACQUIRE) != 0;
 }
 
 bool ktm_session_can_rekey(const struct ktm_session *s)
@@ -782,6 +803,7 @@ bool ktm_session_rekey(struct ktm_session *s, struct ktm_error **errp)
 		s->rekeys[KTM_DIR_TX]++;
 		return true;
 	}
+	__atomic_store_n(&s->tx_update_owed, 0, __ATOMIC_RELEASE);
 	/* The KeyUpdate goes out under the old key, and before the switch,
 	 * or a record left open by MSG_MORE would be sealed with the new
 	 * key. */
@@ -836,23 +858,26 @@ ssize_t ktm_session_recv(struct ktm_session *s, void *buf, size_t len,
 		s->records[KTM_DIR_RX]++;
 		return (ssize_t)done;
 	}
-	do {
-		n = ktm_ktls_recv_record(s->fd, buf, len, 0, &rec);
-	} while (n == -EINTR);
-	if (n < 0) {
-		io_error(s, (int)-n, "receiving from", errp);
-		return -1;
-	}
-	if (n == 0) {
-		ktm_error_set(errp, KTM_ERR_PEER, ECONNRESET,
-			      "%s closed the connection without TLS "
-			      "close_notify (truncated)", s->peer);
-		return -1;
-	}
-	if (rec.type == KTM_KTLS_REC_HANDSHAKE && s->secret_len) {
+	/* KeyUpdates are taken in this loop, however many the peer sends
+	 * (no recursion per message) */
+	for (;;) {
+		do {
+			n = ktm_ktls_recv_record(s->fd, buf, len, 0, &rec);
+		} while (n == -EINTR);
+		if (n < 0) {
+			io_error(s, (int)-n, "receiving from", errp);
+			return -1;
+		}
+		if (n == 0) {
+			ktm_error_set(errp, KTM_ERR_PEER, ECONNRESET,
+				      "%s closed the connection without TLS "
+				      "close_notify (truncated)", s->peer);
+			return -1;
+		}
+		if (rec.type != KTM_KTLS_REC_HANDSHAKE || !s->secret_len)
+			break;
 		if (!key_update_received(s, buf, (size_t)n, errp))
 			return -1;
-		return ktm_session_recv(s, buf, len, errp);
 	}
 	if (rec.type != KTM_KTLS_REC_DATA)
 		return control_record(s, &rec, buf, n, errp);

@@ -288,6 +288,15 @@ void ktm_config_set_check(struct ktm_config *cfg, ktm_check_fn fn,
 bool ktm_config_set_check_exec(struct ktm_config *cfg, const char *path,
 			       const char *object, const char *uri,
 			       struct ktm_error **errp);
+/*
+ * Records one key may protect in one direction, for the proxy and fd mode
+ * (0: the cipher's limit, 2^24.5 for AES-GCM and AES-CCM in TLS 1.3, none
+ * for ChaCha20-Poly1305).  A tiny value is for tests.
+ */
+void ktm_config_set_key_limit(struct ktm_config *cfg, uint64_t records);
+/* The limit in effect for @cipher (0: none). */
+uint64_t ktm_config_key_limit(const struct ktm_config *cfg,
+			      enum ktm_cipher cipher);
 /* The check hook's time limit in milliseconds (0: the default, 30 s). */
 void ktm_config_set_check_timeout(struct ktm_config *cfg, unsigned int ms);
 
@@ -404,6 +413,13 @@ bool ktm_session_can_rekey(const struct ktm_session *s);
  * userspace path: OpenSSL does it).  False with *errp (KTM_ERR_KTLS_UNSUPPORTED
  * when in-place rekey is impossible; then reconnect instead). */
 bool ktm_session_rekey(struct ktm_session *s, struct ktm_error **errp);
+/* Whether the peer asked for our KeyUpdate and it is not sent yet (kernel
+ * path).  ktm_session_send() sends it first; a caller that writes to
+ * ktm_session_fd() itself (splice) calls ktm_session_rekey() from the
+ * thread that sends.  Any thread may ask. */
+bool ktm_session_rekey_owed(const struct ktm_session *s);
+/* ktm_config_key_limit() of the session's config for its cipher. */
+uint64_t ktm_session_key_limit(const struct ktm_session *s);
 /* How many times @dir moved to a new key. */
 unsigned int ktm_session_rekeys(const struct ktm_session *s, enum ktm_dir dir);
 

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <pthread.h>
 #include <openssl/bn.h>
@@ -836,6 +837,8 @@ struct t_proxy {
 	int failed;
 	unsigned int nreports;
 	char msg[4][700];
+	unsigned int rekeys_tx;
+	uint64_t records_tx;
 };
 
 static void t_proxy_report(const struct ktm_proxy_conn *conn,
@@ -843,7 +846,12 @@ static void t_proxy_report(const struct ktm_proxy_conn *conn,
 {
 	struct t_proxy *tp = opaque;
 
-	(void)conn;
+	if (ktm_proxy_conn_session(conn)) {
+		tp->rekeys_tx = ktm_session_rekeys(ktm_proxy_conn_session(conn),
+						   KTM_DIR_TX);
+		tp->records_tx = ktm_session_records(ktm_proxy_conn_session(conn),
+						     KTM_DIR_TX);
+	}
 	if (tp->nreports < 4)
 		snprintf(tp->msg[tp->nreports], sizeof(tp->msg[0]), "%s — hint: %s",
 			 err ? ktm_error_message(err) : "ok",
@@ -945,6 +953,167 @@ TEST(proxy_same_ca_peer_outside_the_allow_list_is_refused_on_both_ends)
 	EXPECT_STRSTR(src.msg[0], "allow-list");
 	EXPECT_LT(accept(qemu_fd, NULL, NULL), 0);	/* QEMU saw nothing */
 	close(qemu_fd);
+	pair_end(&p);
+}
+
+/* A plain TCP listener standing for the destination QEMU: counts what
+ * arrives on one connection until EOF. */
+struct t_sink {
+	int lfd;
+	pthread_t thread;
+	uint64_t bytes;
+	bool pattern_ok;
+	char addr[64];
+};
+
+static uint8_t t_pattern(uint64_t i)
+{
+	return (uint8_t)(i * 7 + (i >> 9));
+}
+
+static void *t_sink_main(void *arg)
+{
+	struct t_sink *k = arg;
+	uint8_t buf[65536];
+	int fd = accept(k->lfd, NULL, NULL);
+	ssize_t n, i;
+
+	k->pattern_ok = true;
+	while (fd >= 0 && (n = read(fd, buf, sizeof(buf))) > 0) {
+		for (i = 0; i < n; i++)
+			if (buf[i] != t_pattern(k->bytes + (uint64_t)i))
+				k->pattern_ok = false;
+		k->bytes += (uint64_t)n;
+	}
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+static int t_sink_start(struct t_sink *k)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sin);
+
+	memset(k, 0, sizeof(*k));
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	k->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (k->lfd < 0 || bind(k->lfd, (struct sockaddr *)&sin, sizeof(sin)) ||
+	    listen(k->lfd, 4) || getsockname(k->lfd, (struct sockaddr *)&sin, &sl))
+		return -1;
+	snprintf(k->addr, sizeof(k->addr), "127.0.0.1:%u", ntohs(sin.sin_port));
+	return pthread_create(&k->thread, NULL, t_sink_main, k) ? -1 : 0;
+}
+
+/* Write @len pattern bytes into unix socket @path, half-close, read to
+ * the end.  0, or -1 when it could not connect. */
+static int t_unix_feed(const char *path, size_t len)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	uint8_t buf[65536];
+	size_t done = 0, i;
+	int fd;
+
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)))
+		return -1;
+	while (done < len) {
+		size_t n = len - done < sizeof(buf) ? len - done : sizeof(buf);
+		ssize_t w;
+
+		for (i = 0; i < n; i++)
+			buf[i] = t_pattern(done + i);
+		w = send(fd, buf, n, MSG_NOSIGNAL);
+		if (w <= 0)
+			break;
+		done += (size_t)w;
+	}
+	shutdown(fd, SHUT_WR);
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	close(fd);
+	return 0;
+}
+
+/* The running kernel is at least @maj.@min (from uname, not the library). */
+static bool t_kernel_at_least(int maj, int min)
+{
+	struct utsname u;
+	int a = 0, b = 0;
+
+	if (uname(&u) || sscanf(u.release, "%d.%d", &a, &b) != 2)
+		return false;
+	return a > maj || (a == maj && b >= min);
+}
+
+/* 2 MiB through a source and a dest proxy whose source may seal only
+ * @limit records per key, TLS @version; the outcome in the structs. */
+static void key_limit_run(struct t_meta *_metadata, struct pair *p,
+			  enum ktm_tls_version version, uint64_t limit,
+			  struct t_proxy *src, struct t_proxy *dst,
+			  struct t_sink *sink)
+{
+	char sock[128], dst_addr[64];
+
+	ASSERT_EQ(pair_start(p, NULL, T_NONE), 0);
+	ASSERT_TRUE(ktm_config_set_versions(p->ccfg, version, version, NULL));
+	ktm_config_set_key_limit(p->ccfg, limit);
+	ASSERT_EQ(t_sink_start(sink), 0);
+	ASSERT_EQ(t_proxy_start(dst, p->scfg, sink->addr, "127.0.0.1:0", 1), 0);
+	snprintf(dst_addr, sizeof(dst_addr), "localhost%s",
+		 strrchr(ktm_proxy_address(dst->p), ':'));
+	snprintf(sock, sizeof(sock), "unix:%s/src.sock", p->dir);
+	ASSERT_EQ(t_proxy_start(src, p->ccfg, sock, dst_addr, 1), 0);
+	EXPECT_EQ(t_unix_feed(sock + 5, 2 << 20), 0);
+	t_proxy_end(src);
+	t_proxy_end(dst);
+	pthread_join(sink->thread, NULL);
+	close(sink->lfd);
+	printf("# source: %s (%u rekeys, %llu records)\n# dest: %s\n# QEMU got "
+	       "%llu bytes\n", src->msg[0], src->rekeys_tx,
+	       (unsigned long long)src->records_tx, dst->msg[0],
+	       (unsigned long long)sink->bytes);
+}
+
+TEST(proxy_rekeys_before_a_tiny_key_limit_or_stops_with_the_reason)
+{
+	struct t_proxy src, dst;
+	struct t_sink sink;
+	struct pair p;
+
+	key_limit_run(_metadata, &p, KTM_TLS_1_3, 8, &src, &dst, &sink);
+	/* userspace TLS 1.3 always rekeys; kernel TLS from 6.14 */
+	if (!t_kernel_has_ktls() || t_kernel_at_least(6, 14)) {
+		EXPECT_EQ(src.failed, 0);
+		EXPECT_EQ(dst.failed, 0);
+		EXPECT_EQ(sink.bytes, 2u << 20);
+		EXPECT_TRUE(sink.pattern_ok);
+		/* 128 full records at most 7 per key: 18 keys at least */
+		EXPECT_GE(src.rekeys_tx, 17);
+	} else {
+		EXPECT_EQ(src.failed, 1);
+		EXPECT_STRSTR(src.msg[0], "before its TLS key's usage limit");
+		EXPECT_STRSTR(src.msg[0], "needs 6.14");
+		EXPECT_LE(sink.bytes, 7u * 16384);
+	}
+	pair_end(&p);
+}
+
+TEST(proxy_stops_before_the_key_limit_when_tls12_cannot_rekey)
+{
+	struct t_proxy src, dst;
+	struct t_sink sink;
+	struct pair p;
+
+	key_limit_run(_metadata, &p, KTM_TLS_1_2, 8, &src, &dst, &sink);
+	EXPECT_EQ(src.failed, 1);
+	EXPECT_STRSTR(src.msg[0], "stopped the connection to localhost:");
+	EXPECT_STRSTR(src.msg[0], "before its TLS key's usage limit (");
+	EXPECT_STRSTR(src.msg[0], "TLS 1.2 has no KeyUpdate");
+	/* nothing past the limit left the source */
+	EXPECT_LE(sink.bytes, 7u * 16384);
+	EXPECT_LE(src.records_tx, 8);
 	pair_end(&p);
 }
 
