@@ -427,6 +427,25 @@ bool ktm_tls_handshake(SSL *ssl, int fd, const char *peer, uint64_t deadline_ms,
 
 /* ---- keys ---------------------------------------------------------------- */
 
+bool ktm_fd_key_records(int fd, enum ktm_cipher cipher, enum ktm_dir dir,
+			uint64_t *records, struct ktm_error **errp)
+{
+	struct ktm_ktls_crypto c;
+	char eb[24];
+	int ret;
+
+	ret = ktm_ktls_read_back(NULL, fd, dir == KTM_DIR_RX ? KTM_KTLS_RX :
+				 KTM_KTLS_TX, cipher, &c);
+	if (!ret)
+		*records = ktm_ktls_crypto_rec_seq(&c);
+	ktm_ktls_crypto_wipe(&c);
+	if (ret)
+		ktm_error_set(errp, KTM_ERR_KTLS_INSTALL, ret,
+			      "cannot read the record count of kernel TLS on "
+			      "fd %d (%s)", fd, ktm_errno_name(ret, eb));
+	return !ret;
+}
+
 bool ktm_tls_negotiated(SSL *ssl, uint16_t *version, enum ktm_cipher *cipher)
 {
 	const SSL_CIPHER *c = SSL_get_current_cipher(ssl);

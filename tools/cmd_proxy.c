@@ -89,6 +89,7 @@ TOOL_IDENTITY_HELP
 "                      the verified peer in KTM_PEER_* variables (as migrate's);\n"
 "                      a non-zero exit, a signal or the timeout refuses the\n"
 "                      connection before any byte reaches QEMU\n"
+TOOL_KEY_LIMIT_HELP
 "  --max-conns N       serve N connections, then exit (default: until SIGINT\n"
 "                      or SIGTERM).  A plain QEMU migration is 1 connection,\n"
 "                      multifd with C channels is C + 1.\n"
@@ -183,7 +184,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "help", no_argument, NULL, 'h' },
 		TOOL_TLS_OPTIONS,
-		TOOL_HOOK_OPTIONS,
+		TOOL_CONN_OPTIONS,
 		{ 0 }
 	};
 	int c, ret;

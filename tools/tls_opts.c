@@ -100,6 +100,12 @@ static int identity_option(struct tool_tls *t, int c, const char *arg,
 	case TOOL_O_HOOK:
 		t->hook = arg;
 		return 1;
+	case TOOL_O_KEY_LIMIT:
+		t->key_limit = strtoull(arg, &end, 10);
+		if (*end || t->key_limit < 2)
+			return tool_usage_error(cmd, "--key-limit takes a record "
+						"count of at least 2, not '%s'", arg);
+		return 1;
 	case TOOL_O_HOOK_TIMEOUT:
 		v = strtoul(arg, &end, 10);
 		if (*end || !v || v > 86400)
@@ -136,6 +142,7 @@ static bool identity_config(const struct tool_tls *t, struct ktm_config *cfg,
 						  t->hook_uri, errp))
 		return false;
 	ktm_config_set_check_timeout(cfg, t->hook_timeout_ms);
+	ktm_config_set_key_limit(cfg, t->key_limit);
 	return true;
 }
 

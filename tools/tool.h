@@ -41,6 +41,7 @@ struct tool_tls {
 	unsigned int nallow;
 	const char *allow_file, *passphrase_file, *hook, *hook_uri;
 	unsigned int hook_timeout_ms;
+	unsigned long long key_limit;
 	enum ktm_ktls_policy policy;
 	enum ktm_tls_version vmin, vmax;
 	enum ktm_cipher ciphers[KTM_CIPHER_COUNT];
@@ -53,7 +54,7 @@ struct tool_tls {
 enum {
 	TOOL_O_CREDS = 0x1000, TOOL_O_HOSTNAME, TOOL_O_KTLS, TOOL_O_TLS,
 	TOOL_O_CIPHER, TOOL_O_PIN, TOOL_O_ALLOW, TOOL_O_ALLOW_FILE,
-	TOOL_O_KEY_PW, TOOL_O_HOOK_TIMEOUT, TOOL_O_HOOK,
+	TOOL_O_KEY_PW, TOOL_O_HOOK_TIMEOUT, TOOL_O_HOOK, TOOL_O_KEY_LIMIT,
 };
 
 /* Entries for a struct option array. */
@@ -69,9 +70,16 @@ enum {
 	{ "key-passphrase-file", required_argument, NULL, TOOL_O_KEY_PW }, \
 	{ "hook-timeout", required_argument, NULL, TOOL_O_HOOK_TIMEOUT }
 
-/* --check-hook for the commands without their own (proxy, qemu-*). */
-#define TOOL_HOOK_OPTIONS						\
-	{ "check-hook", required_argument, NULL, TOOL_O_HOOK }
+/* --check-hook and --key-limit for the commands without their own
+ * (proxy, qemu-*). */
+#define TOOL_CONN_OPTIONS						\
+	{ "check-hook", required_argument, NULL, TOOL_O_HOOK },		\
+	{ "key-limit", required_argument, NULL, TOOL_O_KEY_LIMIT }
+
+#define TOOL_KEY_LIMIT_HELP						\
+"  --key-limit N       (for tests) records one TLS key may seal before it is\n" \
+"                      updated (default: the cipher's limit, 2^24.5 for\n"	\
+"                      AES-GCM/CCM)\n"
 
 /* The help lines for them, for a command's usage text. */
 #define TOOL_TLS_HELP							\

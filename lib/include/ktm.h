@@ -418,6 +418,14 @@ bool ktm_session_rekey(struct ktm_session *s, struct ktm_error **errp);
  * ktm_session_fd() itself (splice) calls ktm_session_rekey() from the
  * thread that sends.  Any thread may ask. */
 bool ktm_session_rekey_owed(const struct ktm_session *s);
+/*
+ * The kernel's record sequence of @dir on a kernel-TLS socket @fd (e.g. a
+ * detached session's, dup'ed before it went to QEMU): how many records the
+ * current key sealed (TLS 1.3; TLS 1.2 started at 1).  @cipher is the
+ * session's.  false with *errp when @fd has no kernel TLS in @dir.
+ */
+bool ktm_fd_key_records(int fd, enum ktm_cipher cipher, enum ktm_dir dir,
+			uint64_t *records, struct ktm_error **errp);
 /* ktm_config_key_limit() of the session's config for its cipher. */
 uint64_t ktm_session_key_limit(const struct ktm_session *s);
 /* How many times @dir moved to a new key. */
