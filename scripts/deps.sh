@@ -9,10 +9,11 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-# jq and perl (JSON::PP) drive QEMU's QMP in tests/qemu
+# jq and perl (JSON::PP) drive QEMU's QMP in tests/qemu; clang builds the
+# libFuzzer targets (make fuzz)
 pkgs=(gcc make pkg-config libssl-dev openssl liburing-dev libnl-3-dev
       libnl-genl-3-dev libnl-route-3-dev qemu-system-x86 busybox-static cpio
-      kmod xz-utils zstd jq perl)
+      kmod xz-utils zstd jq perl clang)
 
 missing=()
 for p in "${pkgs[@]}"; do
