@@ -92,11 +92,15 @@ $(O)/obj/tools/%.o: tools/%.c
 	$(call say,CC,$<)
 	$(Q)$(CC) $(CPPFLAGS) $(filter-out -Ilib -Iktls,$(CFLAGS)) -c -o $@ $<
 
-$(O)/tests/%: tests/%.c $(HARNESS_OBJ) $(STATIC_LIB)
+# The session tests also drive the tool's proxy accept loop (tools/proxy.c,
+# not part of libktm).
+TEST_TOOL_OBJ := $(O)/obj/tools/proxy.o
+$(O)/tests/%: tests/%.c $(HARNESS_OBJ) $(STATIC_LIB) $(TEST_TOOL_OBJ)
 	@mkdir -p $(dir $@) $(dir $(O)/obj/tests/$*)
 	$(call say,CC,$<)
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -Itests -MF $(O)/obj/tests/$*.d \
-		$(LDFLAGS) -o $@ $< $(HARNESS_OBJ) $(STATIC_LIB) $(PKG_LIBS)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -Itests -Itools -MF $(O)/obj/tests/$*.d \
+		$(LDFLAGS) -o $@ $< $(HARNESS_OBJ) $(TEST_TOOL_OBJ) $(STATIC_LIB) \
+		$(PKG_LIBS)
 
 $(HARNESS_OBJ): override CFLAGS += -Itests
 

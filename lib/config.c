@@ -14,12 +14,15 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #include "internal.h"
+#include "stream.h"
 #include "tls.h"
 
 #define KTM_DEFAULT_TIMEOUT_MS 10000
+#define KTM_HOOK_TIMEOUT_MS 30000
 
 static const char ktm_layout_hint[] =
 	"the directory must hold ca-cert.pem and, for a server, "
@@ -53,12 +56,23 @@ struct ktm_config *ktm_config_new(enum ktm_endpoint endpoint,
 	cfg->policy = KTM_KTLS_PREFER;
 	cfg->connect_ms = KTM_DEFAULT_TIMEOUT_MS;
 	cfg->handshake_ms = KTM_DEFAULT_TIMEOUT_MS;
+	cfg->hook_timeout_ms = KTM_HOOK_TIMEOUT_MS;
+	pthread_mutex_init(&cfg->ctx_lock, NULL);
 	return cfg;
 }
 
 enum ktm_endpoint ktm_config_endpoint(const struct ktm_config *cfg)
 {
 	return cfg->endpoint;
+}
+
+static void allow_free(struct ktm_allow *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(v[i].text);
+	free(v);
 }
 
 void ktm_config_free(struct ktm_config *cfg)
@@ -75,6 +89,18 @@ void ktm_config_free(struct ktm_config *cfg)
 	free(cfg->hook_object);
 	free(cfg->hook_uri);
 	OPENSSL_cleanse(cfg->pins, sizeof(cfg->pins));
+	SSL_CTX_free(cfg->ctx);
+	EVP_PKEY_free(cfg->key);
+	X509_free(cfg->cert);
+	X509_STORE_free(cfg->store);
+	sk_X509_pop_free(cfg->chain, X509_free);
+	if (cfg->passphrase)
+		OPENSSL_clear_free(cfg->passphrase, strlen(cfg->passphrase));
+	free(cfg->passphrase_path);
+	pthread_mutex_destroy(&cfg->ctx_lock);
+	allow_free(cfg->allow, cfg->n_allow);
+	allow_free(cfg->allow_f, cfg->n_allow_f);
+	free(cfg->allow_file);
 	free(cfg);
 }
 
@@ -130,9 +156,59 @@ static X509 *load_cert(const char *path, const char *role,
 	return x;
 }
 
-static EVP_PKEY *load_key(const char *path, struct ktm_error **errp)
+/* PEM passphrase callback: the configured passphrase, never a prompt. */
+struct key_pw {
+	const char *pw;
+	bool asked;
+};
+
+static int key_pw_cb(char *buf, int size, int rwflag, void *u)
+{
+	struct key_pw *k = u;
+	size_t n;
+
+	(void)rwflag;
+	k->asked = true;
+	if (!k->pw)
+		return -1;
+	n = strlen(k->pw);
+	if (n > (size_t)size)
+		return -1;
+	memcpy(buf, k->pw, n);
+	return (int)n;
+}
+
+static void key_read_error(const struct ktm_config *cfg, const char *path,
+			   bool asked, struct ktm_error **errp)
 {
 	char why[256];
+
+	if (asked && !cfg->passphrase) {
+		ERR_clear_error();
+		ktm_error_set(errp, KTM_ERR_CONFIG, EACCES,
+			      "private key %s is encrypted and no passphrase was "
+			      "given", path);
+		ktm_error_hint_set(errp, "name a file holding it with "
+				   "--key-passphrase-file FILE");
+	} else if (asked) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, EACCES,
+			      "cannot decrypt private key %s with the passphrase "
+			      "from %s%s", path, cfg->passphrase_path,
+			      ktm_ossl_reason(why, sizeof(why)));
+	} else {
+		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
+			      "private key %s cannot be read (PEM)%s", path,
+			      ktm_ossl_reason(why, sizeof(why)));
+	}
+}
+
+/* Read the key; a key others can read is a key others may have copied
+ * (refused), one its group can read is the deployments' root:qemu 0640
+ * (accepted, and *mode tells). */
+static EVP_PKEY *load_key(const struct ktm_config *cfg, const char *path,
+			  unsigned int *mode, struct ktm_error **errp)
+{
+	struct key_pw pw = { .pw = cfg->passphrase };
 	EVP_PKEY *k;
 	struct stat st;
 	FILE *f;
@@ -144,50 +220,113 @@ static EVP_PKEY *load_key(const char *path, struct ktm_error **errp)
 			      strerror(errno));
 		return NULL;
 	}
-	/* A key others can read is a key others may have copied. */
-	if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077)) {
+	if (fstat(fileno(f), &st) == 0 && (st.st_mode & 007)) {
 		fclose(f);
 		ktm_error_set(errp, KTM_ERR_CONFIG, EACCES,
-			      "private key %s is readable by group or others "
-			      "(mode %04o)", path, (unsigned int)(st.st_mode & 07777));
-		ktm_error_hint_set(errp, "chmod 600 %s", path);
+			      "private key %s is readable by others (mode %04o)",
+			      path, (unsigned int)(st.st_mode & 07777));
+		ktm_error_hint_set(errp, "chmod 600 %s (or 640 with a group "
+				   "that only the migration service is in)", path);
 		return NULL;
 	}
-	k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+	*mode = (unsigned int)(st.st_mode & 07777);
+	k = PEM_read_PrivateKey(f, NULL, key_pw_cb, &pw);
 	fclose(f);
 	if (!k)
-		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
-			      "private key %s cannot be read (PEM, unencrypted)%s",
-			      path, ktm_ossl_reason(why, sizeof(why)));
+		key_read_error(cfg, path, pw.asked, errp);
 	return k;
 }
 
-X509_CRL *ktm_crl_load(const char *path, struct ktm_error **errp)
+/* Every CRL of a PEM file (one per CA of the chain, in any order); the
+ * file must hold at least one and nothing but CRLs. */
+int ktm_crls_load(const char *path, X509_STORE *store, struct ktm_error **errp)
 {
+	STACK_OF(X509_INFO) *infos;
 	char why[256];
-	X509_CRL *crl;
-	FILE *f = fopen(path, "r");
+	int i, n = 0, bad = 0;
+	BIO *b = BIO_new_file(path, "r");
 
-	if (!f) {
-		ktm_error_set(errp, KTM_ERR_CONFIG, errno, "cannot open CRL %s: %s",
-			      path, strerror(errno));
-		return NULL;
+	if (!b) {
+		ERR_clear_error();
+		ktm_error_set(errp, KTM_ERR_CONFIG, errno ? errno : EIO,
+			      "cannot open CRL file %s: %s", path,
+			      strerror(errno ? errno : EIO));
+		return -1;
 	}
-	crl = PEM_read_X509_CRL(f, NULL, NULL, NULL);
-	fclose(f);
-	if (!crl)
+	infos = PEM_X509_INFO_read_bio(b, NULL, NULL, NULL);
+	BIO_free(b);
+	for (i = 0; infos && i < sk_X509_INFO_num(infos); i++) {
+		X509_INFO *xi = sk_X509_INFO_value(infos, i);
+
+		if (!xi->crl)
+			bad++;
+		else if (!store || X509_STORE_add_crl(store, xi->crl) == 1)
+			n++;
+		else
+			bad++;
+	}
+	sk_X509_INFO_pop_free(infos, X509_INFO_free);
+	if (!infos || !n || bad) {
 		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
-			      "CRL %s holds no PEM CRL%s", path,
-			      ktm_ossl_reason(why, sizeof(why)));
-	return crl;
+			      "CRL file %s %s%s", path,
+			      bad ? "holds something other than CRLs" :
+			      "holds no PEM CRL", ktm_ossl_reason(why, sizeof(why)));
+		ktm_error_hint_set(errp, "ca-crl.pem takes the PEM CRLs of the CA "
+				   "and of every intermediate, one after another");
+		return -1;
+	}
+	return n;
 }
 
-static bool check_crl(const char *path, struct ktm_error **errp)
+/* The trust store: every CA certificate of @ca, every CRL of @crl (when
+ * not NULL) and then every certificate of the chain checked against its
+ * issuer's CRL (CRL_CHECK alone checks the leaf only, so a revoked
+ * intermediate would pass). */
+static X509_STORE *store_load(const char *ca, const char *crl,
+			      struct ktm_error **errp)
 {
-	X509_CRL *crl = ktm_crl_load(path, errp);
+	X509_STORE *store = X509_STORE_new();
+	char why[256];
 
-	X509_CRL_free(crl);
-	return crl != NULL;
+	if (!store || !X509_STORE_load_file(store, ca)) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
+			      "cannot load CA certificate %s%s", ca,
+			      ktm_ossl_reason(why, sizeof(why)));
+		X509_STORE_free(store);
+		return NULL;
+	}
+	if (crl) {
+		if (ktm_crls_load(crl, store, errp) < 0) {
+			X509_STORE_free(store);
+			return NULL;
+		}
+		X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK |
+					    X509_V_FLAG_CRL_CHECK_ALL);
+	}
+	return store;
+}
+
+/* The certificates after the first in @path (a chain file); an empty
+ * stack when there are none, NULL on error. */
+static STACK_OF(X509) *chain_load(const char *path, struct ktm_error **errp)
+{
+	STACK_OF(X509) *chain = sk_X509_new_null();
+	BIO *b = BIO_new_file(path, "r");
+	X509 *x;
+	int i = 0;
+
+	while (b && chain && (x = PEM_read_bio_X509(b, NULL, NULL, NULL))) {
+		if (i++ == 0)
+			X509_free(x);
+		else if (!sk_X509_push(chain, x))
+			X509_free(x);
+	}
+	ERR_clear_error();	/* the end of the file */
+	BIO_free(b);
+	if (!chain)
+		ktm_error_set(errp, KTM_ERR_INTERNAL, ENOMEM,
+			      "out of memory for the certificate chain of %s", path);
+	return chain;
 }
 
 bool ktm_config_set_creds_dir(struct ktm_config *cfg, const char *dir,
@@ -198,6 +337,9 @@ bool ktm_config_set_creds_dir(struct ktm_config *cfg, const char *dir,
 	const char *role = server ? "server certificate" : "client certificate";
 	X509 *x = NULL;
 	EVP_PKEY *k = NULL;
+	X509_STORE *store;
+	STACK_OF(X509) *chain;
+	unsigned int mode = 0;
 	struct stat st;
 
 	if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
@@ -228,7 +370,7 @@ bool ktm_config_set_creds_dir(struct ktm_config *cfg, const char *dir,
 	x = load_cert(cert, role, errp);
 	if (!x)
 		goto err_free_paths;
-	k = load_key(key, errp);
+	k = load_key(cfg, key, &mode, errp);
 	if (!k)
 		goto err_free_cert;
 	if (X509_check_private_key(x, k) != 1) {
@@ -240,16 +382,26 @@ bool ktm_config_set_creds_dir(struct ktm_config *cfg, const char *dir,
 				   "key, or put the matching key in place");
 		goto err_free_key;
 	}
-	if (access(crl, F_OK) == 0) {
-		if (!check_crl(crl, errp))
-			goto err_free_key;
-	} else {
+	if (access(crl, F_OK)) {
 		free(crl);
 		crl = NULL;
 	}
-	EVP_PKEY_free(k);
-	X509_free(x);
-
+	store = store_load(ca, crl, errp);
+	if (!store)
+		goto err_free_key;
+	chain = chain_load(cert, errp);
+	if (!chain)
+		goto err_free_store;
+	pthread_mutex_lock(&cfg->ctx_lock);
+	EVP_PKEY_free(cfg->key);
+	X509_free(cfg->cert);
+	X509_STORE_free(cfg->store);
+	sk_X509_pop_free(cfg->chain, X509_free);
+	cfg->key = k;
+	cfg->key_mode = mode;
+	cfg->cert = x;
+	cfg->store = store;
+	cfg->chain = chain;
 	free(cfg->creds_dir);
 	free(cfg->ca_path);
 	free(cfg->cert_path);
@@ -260,8 +412,14 @@ bool ktm_config_set_creds_dir(struct ktm_config *cfg, const char *dir,
 	cfg->cert_path = cert;
 	cfg->key_path = key;
 	cfg->crl_path = crl;
+	/* the next session builds its context from these */
+	SSL_CTX_free(cfg->ctx);
+	cfg->ctx = NULL;
+	pthread_mutex_unlock(&cfg->ctx_lock);
 	return true;
 
+err_free_store:
+	X509_STORE_free(store);
 err_free_key:
 	EVP_PKEY_free(k);
 err_free_cert:
@@ -275,9 +433,20 @@ err_free_paths:
 	return false;
 }
 
+/* A setting the SSL_CTX depends on changed: build it anew (setters run
+ * before sessions, so nobody is using it; reload() swaps under the lock). */
+static void ctx_drop(struct ktm_config *cfg)
+{
+	pthread_mutex_lock(&cfg->ctx_lock);
+	SSL_CTX_free(cfg->ctx);
+	cfg->ctx = NULL;
+	pthread_mutex_unlock(&cfg->ctx_lock);
+}
+
 void ktm_config_set_verify_peer(struct ktm_config *cfg, bool verify)
 {
 	cfg->verify_peer = verify;
+	ctx_drop(cfg);
 }
 
 bool ktm_config_set_hostname(struct ktm_config *cfg, const char *name,
@@ -312,6 +481,7 @@ bool ktm_config_set_versions(struct ktm_config *cfg, enum ktm_tls_version min,
 	}
 	cfg->min_version = min;
 	cfg->max_version = max;
+	ctx_drop(cfg);
 	return true;
 }
 
@@ -337,6 +507,7 @@ bool ktm_config_set_ciphers(struct ktm_config *cfg,
 	}
 	memcpy(cfg->ciphers, ciphers, count * sizeof(*ciphers));
 	cfg->n_ciphers = count;
+	ctx_drop(cfg);
 	return true;
 }
 
@@ -400,6 +571,193 @@ void ktm_config_set_check(struct ktm_config *cfg, ktm_check_fn fn,
 {
 	cfg->check_fn = fn;
 	cfg->check_opaque = opaque;
+}
+
+static bool allow_push(struct ktm_allow **v, size_t *n, const char *rule,
+		       const char *where, struct ktm_error **errp)
+{
+	struct ktm_allow *grown = realloc(*v, (*n + 1) * sizeof(**v));
+
+	if (!grown) {
+		ktm_error_set(errp, KTM_ERR_INTERNAL, ENOMEM,
+			      "out of memory for an allow rule");
+		return false;
+	}
+	*v = grown;
+	if (!ktm_allow_parse(&grown[*n], rule, where, errp))
+		return false;
+	(*n)++;
+	return true;
+}
+
+bool ktm_config_add_allow(struct ktm_config *cfg, const char *rule,
+			  struct ktm_error **errp)
+{
+	return allow_push(&cfg->allow, &cfg->n_allow, rule, NULL, errp);
+}
+
+/* One rule per line of @f into @v; blank lines and '#' comments skipped. */
+static bool allow_read(FILE *f, const char *path, struct ktm_allow **v,
+		       size_t *n, struct ktm_error **errp)
+{
+	char line[4096], where[512];
+	unsigned int no = 0;
+
+	while (fgets(line, sizeof(line), f)) {
+		char *p = line, *end;
+
+		no++;
+		end = p + strcspn(p, "\r\n");
+		*end = '\0';
+		while (*p == ' ' || *p == '\t')
+			p++;
+		while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+			*--end = '\0';
+		if (!*p || *p == '#')
+			continue;
+		snprintf(where, sizeof(where), "%s:%u", path, no);
+		if (!allow_push(v, n, p, where, errp))
+			return false;
+	}
+	return true;
+}
+
+bool ktm_config_load_allow_file(struct ktm_config *cfg, const char *path,
+				struct ktm_error **errp)
+{
+	struct ktm_allow *v = NULL;
+	char *file = NULL;
+	size_t n = 0;
+	FILE *f;
+	bool ok;
+
+	f = fopen(path, "r");
+	if (!f) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, errno,
+			      "cannot open allow file %s: %s", path, strerror(errno));
+		return false;
+	}
+	ok = allow_read(f, path, &v, &n, errp);
+	fclose(f);
+	if (ok && !n) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
+			      "allow file %s holds no rule", path);
+		ktm_error_hint_set(errp, "an empty allow-list would refuse every "
+				   "peer; write one rule per line, e.g. "
+				   "dn:CN=src.example");
+		ok = false;
+	}
+	if (ok && !(file = strdup(path))) {
+		ktm_error_set(errp, KTM_ERR_INTERNAL, ENOMEM, "out of memory");
+		ok = false;
+	}
+	if (!ok) {
+		allow_free(v, n);
+		return false;
+	}
+	/* a second file replaces the first */
+	allow_free(cfg->allow_f, cfg->n_allow_f);
+	free(cfg->allow_file);
+	cfg->allow_f = v;
+	cfg->n_allow_f = n;
+	cfg->allow_file = file;
+	return true;
+}
+
+bool ktm_config_set_key_passphrase_file(struct ktm_config *cfg,
+					const char *path, struct ktm_error **errp)
+{
+	char buf[1024], *pw, *p;
+	struct stat st;
+	size_t n;
+	FILE *f = fopen(path, "r");
+
+	if (!f) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, errno,
+			      "cannot open passphrase file %s: %s", path,
+			      strerror(errno));
+		return false;
+	}
+	if (fstat(fileno(f), &st) == 0 && (st.st_mode & 007)) {
+		fclose(f);
+		ktm_error_set(errp, KTM_ERR_CONFIG, EACCES,
+			      "passphrase file %s is readable by others (mode %04o)",
+			      path, (unsigned int)(st.st_mode & 07777));
+		ktm_error_hint_set(errp, "chmod 600 %s", path);
+		return false;
+	}
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';	/* the first line */
+	pw = buf[0] ? strdup(buf) : NULL;
+	p = pw ? strdup(path) : NULL;
+	OPENSSL_cleanse(buf, sizeof(buf));
+	if (!p) {
+		free(pw);
+		ktm_error_set(errp, pw || !buf[0] ? KTM_ERR_CONFIG : KTM_ERR_INTERNAL,
+			      EINVAL, "passphrase file %s holds no passphrase "
+			      "(or out of memory)", path);
+		return false;
+	}
+	if (cfg->passphrase)
+		OPENSSL_clear_free(cfg->passphrase, strlen(cfg->passphrase));
+	free(cfg->passphrase_path);
+	cfg->passphrase = pw;
+	cfg->passphrase_path = p;
+	return true;
+}
+
+const char *ktm_config_key_note(const struct ktm_config *cfg, char *buf,
+				size_t len)
+{
+	if (!cfg->key_path || !(cfg->key_mode & 070))
+		return NULL;
+	snprintf(buf, len, "private key %s is readable by its group (mode %04o)",
+		 cfg->key_path, cfg->key_mode);
+	return buf;
+}
+
+bool ktm_config_reload(struct ktm_config *cfg, struct ktm_error **errp)
+{
+	char *dir;
+	bool ok;
+
+	if (!cfg->creds_dir) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
+			      "no credentials directory to reload");
+		return false;
+	}
+	dir = strdup(cfg->creds_dir);
+	if (!dir) {
+		ktm_error_set(errp, KTM_ERR_INTERNAL, ENOMEM, "out of memory");
+		return false;
+	}
+	/* all checked again; on failure the old credentials stay */
+	ok = ktm_config_set_creds_dir(cfg, dir, errp);
+	free(dir);
+	return ok;
+}
+
+void ktm_config_authz(const struct ktm_config *cfg, char *buf, size_t len)
+{
+	ktm_authz_describe(cfg, buf, len);
+}
+
+void ktm_config_set_key_limit(struct ktm_config *cfg, uint64_t records)
+{
+	cfg->key_limit = records;
+}
+
+uint64_t ktm_config_key_limit(const struct ktm_config *cfg,
+			      enum ktm_cipher cipher)
+{
+	return cfg->key_limit ? cfg->key_limit : ktm_default_key_limit(cipher);
+}
+
+void ktm_config_set_check_timeout(struct ktm_config *cfg, unsigned int ms)
+{
+	cfg->hook_timeout_ms = ms ? ms : KTM_HOOK_TIMEOUT_MS;
 }
 
 bool ktm_config_set_check_exec(struct ktm_config *cfg, const char *path,

@@ -6,6 +6,7 @@
 #ifndef KTM_INTERNAL_H
 #define KTM_INTERNAL_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -13,8 +14,26 @@
 #include "ktm.h"
 
 struct ktm_ktls_ops;
+struct ssl_ctx_st;
+struct evp_pkey_st;
+struct x509_st;
+struct x509_store_st;
+struct stack_st_X509;
 
 #define KTM_MAX_PINS 8
+
+/* One allow-list rule (authz.c). */
+enum ktm_allow_kind {
+	KTM_ALLOW_DN = 1, KTM_ALLOW_DN_GLOB, KTM_ALLOW_DNS, KTM_ALLOW_IP,
+	KTM_ALLOW_SPKI,
+};
+struct ktm_allow {
+	enum ktm_allow_kind kind;
+	char *text;			/* the rule as given, owned */
+	const char *value;		/* inside text, after the prefix */
+	uint8_t bin[32];		/* ip: address, spki: digest */
+	size_t bin_len;
+};
 
 /* See ktm_config_* in ktm.h.  Read-only once sessions use it. */
 struct ktm_config {
@@ -23,6 +42,24 @@ struct ktm_config {
 	char *creds_dir;
 	char *ca_path, *cert_path, *key_path;
 	char *crl_path;			/* NULL when the dir has no ca-crl.pem */
+	/* The private key, read once (with the passphrase when encrypted);
+	 * key_mode is its file's mode (0640 is accepted and reported). */
+	struct evp_pkey_st *key;
+	unsigned int key_mode;
+	/* ... and the rest, also read once: the trust store (every CA of
+	 * ca-cert.pem, every CRL of ca-crl.pem, the CRL flags), this end's
+	 * certificate and the chain that follows it in its file */
+	struct x509_store_st *store;
+	struct x509_st *cert;
+	struct stack_st_X509 *chain;
+	char *passphrase, *passphrase_path;
+	/* One SSL_CTX (CA, CRLs, certificate, key) for every session made
+	 * from this config, built at the first and replaced by
+	 * ktm_config_reload(); sessions hold their own reference.  The lock
+	 * guards ctx and ctx_builds only. */
+	struct ssl_ctx_st *ctx;
+	unsigned int ctx_builds;
+	pthread_mutex_t ctx_lock;
 	char *hostname;			/* verification override, client */
 	uint16_t min_version, max_version;
 	enum ktm_cipher ciphers[KTM_CIPHER_COUNT];
@@ -35,6 +72,12 @@ struct ktm_config {
 	ktm_check_fn check_fn;
 	void *check_opaque;
 	char *hook_path, *hook_object, *hook_uri;
+	unsigned int hook_timeout_ms;	/* the hook's whole run */
+	uint64_t key_limit;		/* records per key; 0: the cipher's */
+	/* who may connect beyond the CA's signature; none: CA only */
+	struct ktm_allow *allow, *allow_f;	/* options', the file's */
+	size_t n_allow, n_allow_f;
+	char *allow_file;
 	/* Kernel calls of ktls/; NULL means the real ones.  Tests swap in
 	 * fakes (see tests/unit). */
 	const struct ktm_ktls_ops *ktls_ops;
@@ -88,8 +131,29 @@ bool ktm_bio_attach(struct ssl_st *ssl, int fd);
 /* Append OpenSSL's last queued reason as ": reason" into @buf (or nothing)
  * and clear the queue. */
 const char *ktm_ossl_reason(char *buf, size_t len);
-/* "DNS:a, IP:10.0.0.7" into @buf. */
-void ktm_x509_sans(struct x509_st *cert, char *buf, size_t len);
+/* Room for identity text: a subject, and the SAN list (at least one
+ * longest legal DNS name, 253 bytes, fully escaped). */
+#define KTM_ID_SUBJECT_MAX 1024
+#define KTM_ID_SANS_MAX 2048
+/* "DNS:a, IP:10.0.0.7" into @buf: each name decoded by its type (an
+ * iPAddress of other than 4 or 16 bytes is "IP:invalid(N bytes)"), every
+ * byte a reader could split on escaped as \xHH; only whole names, and
+ * ", ..." when some did not fit.  Returns the length written. */
+size_t ktm_x509_sans(struct x509_st *cert, char *buf, size_t len);
+struct X509_name_st;
+/* The subject @name in RFC 2253 form, escaped likewise; "..." at the end
+ * when cut.  Returns the length written. */
+size_t ktm_x509_name_text(const struct X509_name_st *name, char *buf,
+			  size_t len);
+
+/* ---- authz.c ---- */
+
+/* Parse @rule into @a (@where names its file:line for the message). */
+bool ktm_allow_parse(struct ktm_allow *a, const char *rule, const char *where,
+		     struct ktm_error **errp);
+/* "any certificate signed by the CA in PATH" or "the allow-list FILE (N
+ * rules)", for messages and reports. */
+void ktm_authz_describe(const struct ktm_config *cfg, char *buf, size_t len);
 
 /* ---- session.c ---- */
 

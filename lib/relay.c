@@ -126,6 +126,53 @@ static void fail_err(struct ktm_proxy_conn *c, struct ktm_error *e)
 		ktm_proxy_conn_fail(c, e);
 }
 
+/*
+ * Before sending up to @want bytes towards the TLS peer: the KeyUpdate the
+ * peer asked for, and a new key before the key-usage limit (RFC 8446
+ * §5.5).  Returns how many bytes may go now, each sending call making at
+ * most one record per TLS_RECORD_MAX bytes; 0 after failing the
+ * connection (when the key cannot be updated in place, it stops before
+ * the limit rather than run past it).  Only the thread that owns TX calls
+ * this, so the send key changes under no other thread's feet.
+ */
+static size_t tx_allowance(struct ktm_proxy_conn *c, size_t want)
+{
+	uint64_t limit = ktm_session_key_limit(c->s), used, room;
+	struct ktm_error *e = NULL;
+
+	if (ktm_session_rekey_owed(c->s) && !ktm_session_rekey(c->s, &e))
+		goto fail;
+	if (!limit)
+		return want;
+	used = ktm_session_key_records(c->s, KTM_DIR_TX);
+	if (used + 2 > limit) {
+		if (!ktm_session_can_rekey(c->s)) {
+			ktm_error_set(&e, KTM_ERR_KTLS_UNSUPPORTED, EKEYEXPIRED,
+				      "stopped the connection to %s before its TLS "
+				      "key's usage limit (%llu of %llu records "
+				      "sealed): %s", c->peer,
+				      (unsigned long long)used,
+				      (unsigned long long)limit,
+				      ktm_session_version(c->s) != KTM_TLS_1_3 ?
+				      "TLS 1.2 has no KeyUpdate" :
+				      "this kernel cannot update keys in place "
+				      "(needs 6.14)");
+			ktm_error_hint_set(&e, "TLS 1.3 on a 6.14+ kernel rekeys "
+					   "in place; ChaCha20-Poly1305 has no such "
+					   "limit");
+			goto fail;
+		}
+		if (!ktm_session_rekey(c->s, &e))
+			goto fail;
+		used = ktm_session_key_records(c->s, KTM_DIR_TX);
+	}
+	room = (limit - used - 1) * TLS_RECORD_MAX;
+	return want < room ? want : (size_t)room;
+fail:
+	fail_err(c, e);
+	return 0;
+}
+
 static bool write_all(int fd, const uint8_t *p, size_t len, int *err)
 {
 	while (len) {
@@ -162,8 +209,12 @@ static bool drain_pipe(struct ktm_proxy_conn *c, int pipe_rd, int out,
 		       size_t n, bool to_tls, enum ktm_dir dir)
 {
 	while (n) {
-		ssize_t m = splice(pipe_rd, NULL, out, NULL, n, SPLICE_F_MOVE);
+		size_t now = to_tls ? tx_allowance(c, n) : n;
+		ssize_t m;
 
+		if (!now)
+			return false;
+		m = splice(pipe_rd, NULL, out, NULL, now, SPLICE_F_MOVE);
 		if (m < 0 && errno == EINTR)
 			continue;
 		if (m <= 0) {
@@ -350,6 +401,28 @@ static int user_down(struct ktm_proxy_conn *c, uint8_t *buf)
 	return ret;
 }
 
+/* Userspace path, plain side -> TLS peer, in slices the key limit allows.
+ * false after ktm_relay_conn_fail(). */
+static bool user_up(struct ktm_proxy_conn *c, const uint8_t *buf, size_t n)
+{
+	struct ktm_error *e = NULL;
+
+	while (n) {
+		size_t now = tx_allowance(c, n);
+
+		if (!now)
+			return false;
+		if (!ktm_session_send(c->s, buf, now, &e)) {
+			fail_err(c, e);
+			return false;
+		}
+		c->bytes[KTM_DIR_TX] += (uint64_t)now;
+		buf += now;
+		n -= now;
+	}
+	return true;
+}
+
 /* Userspace path: OpenSSL may not be used from two threads, so one thread
  * polls both sockets. */
 static void relay_userspace(struct ktm_proxy_conn *c)
@@ -403,11 +476,8 @@ static void relay_userspace(struct ktm_proxy_conn *c)
 					break;
 				up_open = false;
 				end_upstream(c);
-			} else if (!ktm_session_send(c->s, buf, (size_t)n, &e)) {
-				fail_err(c, e);
+			} else if (!user_up(c, buf, (size_t)n)) {
 				break;
-			} else {
-				c->bytes[KTM_DIR_TX] += (uint64_t)n;
 			}
 		}
 	}

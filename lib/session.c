@@ -37,7 +37,9 @@ struct ktm_session {
 	uint16_t version;
 	enum ktm_cipher cipher;
 	char peer[300];			/* "host:port" for messages */
-	char subject[256], sans[512], cert_sha256[65], spki_sha256[65];
+	char subject[KTM_ID_SUBJECT_MAX], sans[KTM_ID_SANS_MAX];
+	char issuer[KTM_ID_SUBJECT_MAX];
+	char cert_sha256[65], spki_sha256[65];
 	uint64_t bytes[2];
 	uint64_t records[2];		/* userspace path, current key */
 	uint64_t seq0[2];		/* kernel path: rec_seq at the last key */
@@ -52,6 +54,10 @@ struct ktm_session {
 	bool kernel_rekey;		/* this kernel replaces keys in place */
 	bool rx_no_pad;			/* TLS_RX_EXPECT_NO_PAD took */
 	unsigned int rekeys[2];
+	/* The peer asked for our KeyUpdate (update_requested): owed before
+	 * our next record, sent by whichever thread sends (RFC 8446 §4.6.3).
+	 * Set by the receiving thread, cleared by the sending one. */
+	int tx_update_owed;
 };
 
 
@@ -82,7 +88,6 @@ static bool peer_identity(struct ktm_session *s, struct ktm_error **errp)
 	X509 *cert = SSL_get0_peer_certificate(s->ssl);
 	uint8_t d[32];
 	unsigned int len = sizeof(d);
-	BIO *b;
 	size_t i;
 
 	if (!cert) {
@@ -94,14 +99,10 @@ static bool peer_identity(struct ktm_session *s, struct ktm_error **errp)
 		}
 		return true;
 	}
-	b = BIO_new(BIO_s_mem());
-	if (b) {
-		X509_NAME_print_ex(b, X509_get_subject_name(cert), 0,
-				   XN_FLAG_RFC2253);
-		i = (size_t)BIO_read(b, s->subject, sizeof(s->subject) - 1);
-		s->subject[i < sizeof(s->subject) ? i : 0] = '\0';
-		BIO_free(b);
-	}
+	ktm_x509_name_text(X509_get_subject_name(cert), s->subject,
+			   sizeof(s->subject));
+	ktm_x509_name_text(X509_get_issuer_name(cert), s->issuer,
+			   sizeof(s->issuer));
 	ktm_x509_sans(cert, s->sans, sizeof(s->sans));
 	if (X509_digest(cert, EVP_sha256(), d, &len))
 		hex(d, 32, s->cert_sha256);
@@ -633,7 +634,7 @@ static bool ssl_failed(struct ktm_session *s, int ret, const char *doing,
 	}
 	if (reason > SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256) {
 		ERR_clear_error();
-		ktm_tls_alert_error(2, (uint8_t)(reason - SSL_AD_REASON_OFFSET),
+		ktm_tls_alert_error(s->cfg, 2, (uint8_t)(reason - SSL_AD_REASON_OFFSET),
 				    s->peer, errp);
 		return false;
 	}
@@ -649,6 +650,8 @@ bool ktm_session_send(struct ktm_session *s, const void *buf, size_t len,
 {
 	const uint8_t *p = buf;
 
+	if (ktm_session_rekey_owed(s) && !ktm_session_rekey(s, errp))
+		return false;
 	while (len) {
 		ssize_t n;
 
@@ -689,7 +692,7 @@ static ssize_t control_record(struct ktm_session *s, const struct ktm_ktls_rec *
 			s->peer_closed = true;
 			return 0;
 		}
-		ktm_tls_alert_error(buf[0], buf[1], s->peer, errp);
+		ktm_tls_alert_error(s->cfg, buf[0], buf[1], s->peer, errp);
 		return -1;
 	}
 	ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EPROTO,
@@ -753,7 +756,22 @@ static bool key_update_received(struct ktm_session *s, const uint8_t *buf,
 	}
 	if (!next_key(s, KTM_DIR_RX, errp))
 		return false;
-	return !request || ktm_session_rekey(s, errp);
+	/* Not here: the thread that owns TX (the proxy's upstream thread, or
+	 * the next ktm_session_send()) answers, so no two threads ever touch
+	 * the send key. */
+	if (request)
+		__atomic_store_n(&s->tx_update_owed, 1, __ATOMIC_RELEASE);
+	return true;
+}
+
+uint64_t ktm_session_key_limit(const struct ktm_session *s)
+{
+	return ktm_config_key_limit(s->cfg, s->cipher);
+}
+
+bool ktm_session_rekey_owed(const struct ktm_session *s)
+{
+	return __atomic_load_n(&s->tx_update_owed, __ATOMIC_ACQUIRE) != 0;
 }
 
 bool ktm_session_can_rekey(const struct ktm_session *s)
@@ -785,6 +803,7 @@ bool ktm_session_rekey(struct ktm_session *s, struct ktm_error **errp)
 		s->rekeys[KTM_DIR_TX]++;
 		return true;
 	}
+	__atomic_store_n(&s->tx_update_owed, 0, __ATOMIC_RELEASE);
 	/* The KeyUpdate goes out under the old key, and before the switch,
 	 * or a record left open by MSG_MORE would be sealed with the new
 	 * key. */
@@ -839,32 +858,36 @@ ssize_t ktm_session_recv(struct ktm_session *s, void *buf, size_t len,
 		s->records[KTM_DIR_RX]++;
 		return (ssize_t)done;
 	}
-	do {
-		n = ktm_ktls_recv_record(s->fd, buf, len, 0, &rec);
-	} while (n == -EINTR);
-	if (n < 0) {
-		io_error(s, (int)-n, "receiving from", errp);
-		return -1;
-	}
-	if (n == 0) {
-		int soerr = 0;
-		socklen_t sl = sizeof(soerr);
-
-		/* TCP_USER_TIMEOUT or a reset ended it: say that, not EOF */
-		if (!getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) &&
-		    soerr) {
-			io_error(s, soerr, "receiving from", errp);
+	/* KeyUpdates are taken in this loop, however many the peer sends
+	 * (no recursion per message) */
+	for (;;) {
+		do {
+			n = ktm_ktls_recv_record(s->fd, buf, len, 0, &rec);
+		} while (n == -EINTR);
+		if (n < 0) {
+			io_error(s, (int)-n, "receiving from", errp);
 			return -1;
 		}
-		ktm_error_set(errp, KTM_ERR_PEER, ECONNRESET,
-			      "%s closed the connection without TLS "
-			      "close_notify (truncated)", s->peer);
-		return -1;
-	}
-	if (rec.type == KTM_KTLS_REC_HANDSHAKE && s->secret_len) {
+		if (n == 0) {
+			int soerr = 0;
+			socklen_t sl = sizeof(soerr);
+
+			/* TCP_USER_TIMEOUT or a reset ended it: say that,
+			 * not EOF */
+			if (!getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr,
+					&sl) && soerr) {
+				io_error(s, soerr, "receiving from", errp);
+				return -1;
+			}
+			ktm_error_set(errp, KTM_ERR_PEER, ECONNRESET,
+				      "%s closed the connection without TLS "
+				      "close_notify (truncated)", s->peer);
+			return -1;
+		}
+		if (rec.type != KTM_KTLS_REC_HANDSHAKE || !s->secret_len)
+			break;
 		if (!key_update_received(s, buf, (size_t)n, errp))
 			return -1;
-		return ktm_session_recv(s, buf, len, errp);
 	}
 	if (rec.type != KTM_KTLS_REC_DATA)
 		return control_record(s, &rec, buf, n, errp);
@@ -980,6 +1003,11 @@ enum ktm_cipher ktm_session_cipher(const struct ktm_session *s)
 const char *ktm_session_peer_subject(const struct ktm_session *s)
 {
 	return s->subject;
+}
+
+const char *ktm_session_peer_issuer(const struct ktm_session *s)
+{
+	return s->issuer;
 }
 
 const char *ktm_session_peer_sans(const struct ktm_session *s)

@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <arpa/inet.h>
+#include <sys/socket.h>
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/kdf.h>
@@ -76,6 +79,16 @@ static void time_str(const ASN1_TIME *t, char *buf, size_t len)
 		snprintf(buf, len, "?");
 }
 
+static void serial_str(X509 *cert, char *buf, size_t len)
+{
+	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+	char *hexs = bn ? BN_bn2hex(bn) : NULL;
+
+	snprintf(buf, len, "%s", hexs ? hexs : "?");
+	OPENSSL_free(hexs);
+	BN_free(bn);
+}
+
 /* Remember the first failure and the certificate it concerns; OpenSSL
  * still decides (we return its verdict unchanged). */
 static int verify_cb(int ok, X509_STORE_CTX *xs)
@@ -91,9 +104,12 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
 	cert = X509_STORE_CTX_get_current_cert(xs);
 	if (!cert)
 		return ok;
-	X509_NAME_oneline(X509_get_subject_name(cert), hs->verify_subject,
-			  sizeof(hs->verify_subject));
+	ktm_x509_name_text(X509_get_subject_name(cert), hs->verify_subject,
+			   sizeof(hs->verify_subject));
 	ktm_x509_sans(cert, hs->verify_sans, sizeof(hs->verify_sans));
+	ktm_x509_name_text(X509_get_issuer_name(cert), hs->verify_issuer,
+			   sizeof(hs->verify_issuer));
+	serial_str(cert, hs->verify_serial, sizeof(hs->verify_serial));
 	time_str(X509_get0_notBefore(cert), hs->not_before,
 		 sizeof(hs->not_before));
 	time_str(X509_get0_notAfter(cert), hs->not_after, sizeof(hs->not_after));
@@ -154,27 +170,44 @@ static bool cipher_lists(const struct ktm_config *cfg, char *l13, size_t n13,
 	return true;
 }
 
-static bool load_crl(SSL_CTX *ctx, const char *path, struct ktm_error **errp)
+/*
+ * Chain verification with strict names: a certificate that carries any
+ * subjectAltName is matched on its SANs only, never on its CN (OpenSSL
+ * falls back to the CN whenever there is no DNS SAN, e.g. a certificate
+ * with IP SANs only); partial wildcards ("d*.example") never match
+ * (set on the SSL in ktm_tls_ssl_new).
+ */
+static int cert_verify_cb(X509_STORE_CTX *xs, void *arg)
 {
-	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-	X509_CRL *crl = ktm_crl_load(path, errp);
-	char why[256];
-	bool ok;
+	X509 *leaf = X509_STORE_CTX_get0_cert(xs);
+	X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(xs);
+	SSL *ssl = X509_STORE_CTX_get_ex_data(xs,
+					      SSL_get_ex_data_X509_STORE_CTX_idx());
+	struct ktm_hs *hs = ssl ? SSL_get_app_data(ssl) : NULL;
+	int ok;
 
-	if (!crl)
-		return false;
-	ok = X509_STORE_add_crl(store, crl) == 1;
-	X509_CRL_free(crl);		/* the store holds its own reference */
-	if (!ok) {
-		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL, "cannot load CRL %s%s",
-			      path, ktm_ossl_reason(why, sizeof(why)));
-		return false;
-	}
-	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
-	return true;
+	(void)arg;
+	if (leaf && param &&
+	    X509_get_ext_by_NID(leaf, NID_subject_alt_name, -1) >= 0)
+		X509_VERIFY_PARAM_set_hostflags(param,
+			X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+			X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
+	ok = X509_verify_cert(xs);
+	/* Authorization after the chain verified, before the handshake can
+	 * finish: a refused peer gets an alert and no application byte. */
+	if (ok != 1 || !hs || !hs->cfg->verify_peer ||
+	    ktm_authz_allows(hs->cfg, leaf))
+		return ok;
+	hs->authz_refused = true;
+	hs->verify_err = X509_V_ERR_CERT_REJECTED;
+	ktm_x509_name_text(X509_get_subject_name(leaf), hs->verify_subject,
+			   sizeof(hs->verify_subject));
+	ktm_x509_sans(leaf, hs->verify_sans, sizeof(hs->verify_sans));
+	X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_REJECTED);
+	return 0;
 }
 
-SSL_CTX *ktm_tls_ctx_new(const struct ktm_config *cfg, struct ktm_error **errp)
+static SSL_CTX *ctx_build(const struct ktm_config *cfg, struct ktm_error **errp)
 {
 	bool server = cfg->endpoint == KTM_ENDPOINT_SERVER;
 	char l13[256], l12[512], why[256];
@@ -217,16 +250,13 @@ SSL_CTX *ktm_tls_ctx_new(const struct ktm_config *cfg, struct ktm_error **errp)
 			      ktm_ossl_reason(why, sizeof(why)));
 		goto err_free_ctx;
 	}
-	if (!SSL_CTX_load_verify_file(ctx, cfg->ca_path)) {
-		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
-			      "cannot load CA certificate %s%s", cfg->ca_path,
-			      ktm_ossl_reason(why, sizeof(why)));
-		goto err_free_ctx;
-	}
-	if (cfg->crl_path && !load_crl(ctx, cfg->crl_path, errp))
-		goto err_free_ctx;
-	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->cert_path) != 1 ||
-	    SSL_CTX_use_PrivateKey_file(ctx, cfg->key_path, SSL_FILETYPE_PEM) != 1 ||
+	/* Everything as config.c read it, once: the trust store (CAs, CRLs,
+	 * CRL flags), the certificate and its chain, the key (decrypted
+	 * there; OpenSSL never prompts). */
+	SSL_CTX_set1_cert_store(ctx, cfg->store);
+	if (SSL_CTX_use_certificate(ctx, cfg->cert) != 1 ||
+	    SSL_CTX_set1_chain(ctx, cfg->chain) != 1 ||
+	    SSL_CTX_use_PrivateKey(ctx, cfg->key) != 1 ||
 	    SSL_CTX_check_private_key(ctx) != 1) {
 		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
 			      "cannot use certificate %s with key %s%s",
@@ -239,6 +269,7 @@ SSL_CTX *ktm_tls_ctx_new(const struct ktm_config *cfg, struct ktm_error **errp)
 		mode = SSL_VERIFY_PEER |
 		       (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
 	SSL_CTX_set_verify(ctx, mode, verify_cb);
+	SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);
 	return ctx;
 
 err_free_ctx:
@@ -246,11 +277,43 @@ err_free_ctx:
 	return NULL;
 }
 
+/* The client's check of the server's name: an IP address against IP SANs,
+ * a name against DNS SANs, no partial wildcards. */
+static bool expect_host(SSL *ssl, struct ktm_hs *hs, const char *host)
+{
+	unsigned char ip[16];
+
+	snprintf(hs->expected_host, sizeof(hs->expected_host), "%s", host);
+	SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	if (inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1)
+		return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host);
+	return SSL_set1_host(ssl, host) && SSL_set_tlsext_host_name(ssl, host);
+}
+
+SSL_CTX *ktm_tls_ctx_new(const struct ktm_config *cfg, struct ktm_error **errp)
+{
+	/* The cache is the one mutable part of a config: built once, under
+	 * the lock, and shared (each caller gets its own reference). */
+	struct ktm_config *c = (struct ktm_config *)cfg;
+	SSL_CTX *ctx;
+
+	pthread_mutex_lock(&c->ctx_lock);
+	if (!c->ctx) {
+		c->ctx = ctx_build(cfg, errp);
+		if (c->ctx)
+			c->ctx_builds++;
+	}
+	ctx = c->ctx;
+	if (ctx)
+		SSL_CTX_up_ref(ctx);
+	pthread_mutex_unlock(&c->ctx_lock);
+	return ctx;
+}
+
 SSL *ktm_tls_ssl_new(SSL_CTX *ctx, int fd, struct ktm_hs *hs,
 		     const char *host, struct ktm_error **errp)
 {
 	const struct ktm_config *cfg = hs->cfg;
-	unsigned char ip[16];
 	char why[256];
 	SSL *ssl;
 
@@ -269,19 +332,8 @@ SSL *ktm_tls_ssl_new(SSL_CTX *ctx, int fd, struct ktm_hs *hs,
 		SSL_set_connect_state(ssl);
 		if (cfg->hostname)
 			host = cfg->hostname;
-		if (host && cfg->verify_peer) {
-			snprintf(hs->expected_host, sizeof(hs->expected_host),
-				 "%s", host);
-			if (inet_pton(AF_INET, host, ip) == 1 ||
-			    inet_pton(AF_INET6, host, ip) == 1) {
-				if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl),
-								   host))
-					goto err_free_ssl;
-			} else if (!SSL_set1_host(ssl, host) ||
-				   !SSL_set_tlsext_host_name(ssl, host)) {
-				goto err_free_ssl;
-			}
-		}
+		if (host && cfg->verify_peer && !expect_host(ssl, hs, host))
+			goto err_free_ssl;
 	} else {
 		SSL_set_accept_state(ssl);
 	}
@@ -293,6 +345,30 @@ err_free_ssl:
 		      ktm_ossl_reason(why, sizeof(why)));
 	SSL_free(ssl);
 	return NULL;
+}
+
+/*
+ * We refused the peer's certificate and OpenSSL sent the alert.  In TLS
+ * 1.3 a client's handshake ends before the server's verdict, so it may
+ * already be sending data; closing with that unread would reset the
+ * connection and the reset can overtake the alert.  Half-close and read
+ * what is in flight for a moment instead, so the peer reads why.
+ */
+static void linger_after_refusal(int fd)
+{
+	uint64_t end = ktm_now_ms() + 500;
+	char buf[4096];
+
+	if (shutdown(fd, SHUT_WR))
+		return;
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		uint64_t now = ktm_now_ms();
+
+		if (now >= end || poll(&p, 1, (int)(end - now)) <= 0 ||
+		    read(fd, buf, sizeof(buf)) <= 0)
+			return;
+	}
 }
 
 bool ktm_tls_handshake(SSL *ssl, int fd, const char *peer, uint64_t deadline_ms,
@@ -324,6 +400,8 @@ bool ktm_tls_handshake(SSL *ssl, int fd, const char *peer, uint64_t deadline_ms,
 			ktm_tls_handshake_error(ssl, cfg, peer,
 						hs->have_first ? hs->first_bytes : NULL,
 						errp);
+			if (hs->verify_err != X509_V_OK)
+				linger_after_refusal(fd);
 			return false;
 		}
 		now = ktm_now_ms();
@@ -347,6 +425,25 @@ bool ktm_tls_handshake(SSL *ssl, int fd, const char *peer, uint64_t deadline_ms,
 }
 
 /* ---- keys ---------------------------------------------------------------- */
+
+bool ktm_fd_key_records(int fd, enum ktm_cipher cipher, enum ktm_dir dir,
+			uint64_t *records, struct ktm_error **errp)
+{
+	struct ktm_ktls_crypto c;
+	char eb[24];
+	int ret;
+
+	ret = ktm_ktls_read_back(NULL, fd, dir == KTM_DIR_RX ? KTM_KTLS_RX :
+				 KTM_KTLS_TX, cipher, &c);
+	if (!ret)
+		*records = ktm_ktls_crypto_rec_seq(&c);
+	ktm_ktls_crypto_wipe(&c);
+	if (ret)
+		ktm_error_set(errp, KTM_ERR_KTLS_INSTALL, ret,
+			      "cannot read the record count of kernel TLS on "
+			      "fd %d (%s)", fd, ktm_errno_name(ret, eb));
+	return !ret;
+}
 
 bool ktm_tls_negotiated(SSL *ssl, uint16_t *version, enum ktm_cipher *cipher)
 {

@@ -27,9 +27,12 @@ struct ktm_hs {
 	bool have_first;
 	/* the first certificate verification failure */
 	long verify_err;
-	char verify_subject[256];
-	char verify_sans[512];
+	char verify_subject[KTM_ID_SUBJECT_MAX];
+	char verify_sans[KTM_ID_SANS_MAX];
+	char verify_issuer[KTM_ID_SUBJECT_MAX];
+	char verify_serial[80];		/* hex, as openssl x509 -serial */
 	char not_before[32], not_after[32];
+	bool authz_refused;		/* verified, but not on the allow-list */
 	char expected_host[256];
 };
 
@@ -43,9 +46,12 @@ struct ktm_dir_keys {
 	uint64_t seq;
 };
 
-/* Read a PEM CRL (config.c); NULL with *errp. */
-X509_CRL *ktm_crl_load(const char *path, struct ktm_error **errp);
-/* An SSL_CTX for @cfg; NULL with *errp. */
+/* Add every CRL of the PEM file @path to @store (only parse when @store is
+ * NULL; config.c); their number, or -1 with *errp. */
+int ktm_crls_load(const char *path, X509_STORE *store, struct ktm_error **errp);
+/* A reference to @cfg's SSL_CTX (built at the first call, and again after
+ * the credentials or TLS settings changed); release with SSL_CTX_free.
+ * NULL with *errp. */
 SSL_CTX *ktm_tls_ctx_new(const struct ktm_config *cfg, struct ktm_error **errp);
 /* An SSL on @fd with @hs attached; the client verifies @host (DNS or IP). */
 SSL *ktm_tls_ssl_new(SSL_CTX *ctx, int fd, struct ktm_hs *hs,
@@ -66,9 +72,12 @@ bool ktm_tls_derive(SSL *ssl, struct ktm_hs *hs, bool is_client,
 bool ktm_tls13_next_keys(const char *digest, uint8_t *secret, size_t len,
 			 size_t key_len, struct ktm_dir_keys *out,
 			 struct ktm_error **errp);
-/* Alert @desc received from @peer → *errp. */
-void ktm_tls_alert_error(uint8_t level, uint8_t desc, const char *peer,
-			 struct ktm_error **errp);
+/* Alert @desc received from @peer → *errp (@cfg names our certificate's
+ * CA when the peer does not know it). */
+void ktm_tls_alert_error(const struct ktm_config *cfg, uint8_t level,
+			 uint8_t desc, const char *peer, struct ktm_error **errp);
+/* Whether the allow-list of @cfg (if any) admits the verified @cert. */
+bool ktm_authz_allows(const struct ktm_config *cfg, X509 *cert);
 /* Monotonic milliseconds. */
 uint64_t ktm_now_ms(void);
 

@@ -7,7 +7,9 @@
  * peer and the value that did not match.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
 #include <openssl/err.h>
@@ -30,105 +32,285 @@ const char *ktm_ossl_reason(char *buf, size_t len)
 	return buf;
 }
 
-void ktm_x509_sans(X509 *cert, char *buf, size_t len)
+/* ---- identity text ------------------------------------------------------------ */
+
+/*
+ * Identity strings reach hooks (argv/env), text and JSON reports.  Every
+ * byte outside printable ASCII, and the separators a reader splits on
+ * (',' between names, '\\' our escape, '"' for JSON), is written as \xHH,
+ * so one name can never read as two, nor forge a line or end a string.
+ */
+static bool id_needs_escape(unsigned char c)
+{
+	return c < 0x20 || c > 0x7e || c == ',' || c == '\\' || c == '"';
+}
+
+/* Append @n bytes of @p, escaped, to @out (which has room for 4 * n + 1). */
+static size_t id_escape(char *out, const unsigned char *p, size_t n)
+{
+	static const char hexd[] = "0123456789abcdef";
+	size_t i, o = 0;
+
+	for (i = 0; i < n; i++) {
+		if (!id_needs_escape(p[i])) {
+			out[o++] = (char)p[i];
+			continue;
+		}
+		out[o++] = '\\';
+		out[o++] = 'x';
+		out[o++] = hexd[p[i] >> 4];
+		out[o++] = hexd[p[i] & 15];
+	}
+	out[o] = '\0';
+	return o;
+}
+
+/* One GENERAL_NAME as "TYPE:value" into a malloc'd string, decoded by its
+ * type with its length checked; NULL on ENOMEM. */
+static char *san_text(const GENERAL_NAME *g)
+{
+	const ASN1_STRING *str = NULL;
+	const char *tag = NULL;
+	char ip[INET6_ADDRSTRLEN], *out;
+	size_t n;
+
+	switch (g->type) {
+	case GEN_DNS:
+		tag = "DNS", str = g->d.dNSName;
+		break;
+	case GEN_EMAIL:
+		tag = "email", str = g->d.rfc822Name;
+		break;
+	case GEN_URI:
+		tag = "URI", str = g->d.uniformResourceIdentifier;
+		break;
+	case GEN_IPADD:
+		n = (size_t)ASN1_STRING_length(g->d.iPAddress);
+		if ((n != 4 && n != 16) ||
+		    !inet_ntop(n == 4 ? AF_INET : AF_INET6,
+			       ASN1_STRING_get0_data(g->d.iPAddress), ip,
+			       sizeof(ip))) {
+			return asprintf(&out, "IP:invalid(%zu bytes)", n) < 0 ?
+			       NULL : out;
+		}
+		return asprintf(&out, "IP:%s", ip) < 0 ? NULL : out;
+	default:
+		return asprintf(&out, "other:type%d", g->type) < 0 ? NULL : out;
+	}
+	n = (size_t)ASN1_STRING_length(str);
+	out = malloc(strlen(tag) + 2 + 4 * n);
+	if (!out)
+		return NULL;
+	n = (size_t)sprintf(out, "%s:", tag);
+	id_escape(out + n, ASN1_STRING_get0_data(str),
+		  (size_t)ASN1_STRING_length(str));
+	return out;
+}
+
+/* Append @one (whole or not at all) after ", "; keep room for ", ...". */
+static bool sans_append(char *buf, size_t len, size_t *used, const char *one)
+{
+	size_t need = strlen(one) + (*used ? 2 : 0);
+
+	if (*used + need + sizeof(", ...") > len)
+		return false;
+	*used += (size_t)sprintf(buf + *used, "%s%s", *used ? ", " : "", one);
+	return true;
+}
+
+size_t ktm_x509_sans(X509 *cert, char *buf, size_t len)
 {
 	GENERAL_NAMES *names;
 	size_t used = 0;
-	int i;
+	int i, n;
 
+	if (!len)
+		return 0;
 	buf[0] = '\0';
 	names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
 	if (!names)
-		return;
-	for (i = 0; i < sk_GENERAL_NAME_num(names); i++) {
-		const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
-		char one[INET6_ADDRSTRLEN + 8];
-		int n;
+		return 0;
+	n = sk_GENERAL_NAME_num(names);
+	for (i = 0; i < n; i++) {
+		char *one = san_text(sk_GENERAL_NAME_value(names, i));
+		bool fit = one && sans_append(buf, len, &used, one);
 
-		if (g->type == GEN_DNS) {
-			snprintf(one, sizeof(one), "DNS:%.*s",
-				 ASN1_STRING_length(g->d.dNSName) > 200 ? 200 :
-				 ASN1_STRING_length(g->d.dNSName),
-				 (const char *)ASN1_STRING_get0_data(g->d.dNSName));
-		} else if (g->type == GEN_IPADD) {
-			int l = ASN1_STRING_length(g->d.iPAddress);
-			char ip[INET6_ADDRSTRLEN] = "?";
-
-			/* only 4 or 16 bytes are an address (RFC 5280
-			 * 4.2.1.6); inet_ntop reads that many */
-			if (l == 4 || l == 16)
-				inet_ntop(l == 16 ? AF_INET6 : AF_INET,
-					  ASN1_STRING_get0_data(g->d.iPAddress),
-					  ip, sizeof(ip));
-			snprintf(one, sizeof(one), "IP:%s", ip);
-		} else {
-			continue;
-		}
-		n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", one);
-		if (n < 0 || (size_t)n >= len - used) {
-			buf[used] = '\0';	/* no half name that reads as another */
+		free(one);
+		if (!fit)
 			break;
-		}
-		used += (size_t)n;
 	}
+	/* say so rather than show a partial list as complete */
+	if (i < n && used + sizeof(", ...") <= len)
+		used += (size_t)sprintf(buf + used, "%s...", used ? ", " : "");
 	GENERAL_NAMES_free(names);
+	return used;
 }
+
+size_t ktm_x509_name_text(const X509_NAME *name, char *buf, size_t len)
+{
+	/* RFC 2253 with every control and non-ASCII byte as \XX, then our
+	 * escape for what a list reader or JSON would split on. */
+	unsigned long fl = XN_FLAG_RFC2253 & ~ASN1_STRFLGS_UTF8_CONVERT;
+	BIO *b = BIO_new(BIO_s_mem());
+	char *raw = NULL, *out;
+	long n;
+	size_t used = 0;
+
+	if (!len)
+		return 0;
+	buf[0] = '\0';
+	if (!b)
+		return 0;
+	if (X509_NAME_print_ex(b, name, 0, fl) >= 0 &&
+	    (n = BIO_get_mem_data(b, &raw)) > 0 && (out = malloc(4 * (size_t)n + 1))) {
+		size_t i, o = 0;
+
+		/* RFC 2253 escapes ',' as "\,": keep that, escape the rest */
+		for (i = 0; i < (size_t)n; i++) {
+			unsigned char c = (unsigned char)raw[i];
+
+			if (c == ',' || c == '\\')
+				out[o++] = (char)c;
+			else
+				o += id_escape(out + o, &c, 1);
+		}
+		out[o] = '\0';
+		if (o < len) {
+			memcpy(buf, out, o + 1);
+			used = o;
+		} else if (len > 4) {	/* never a partial name shown whole */
+			memcpy(buf, out, len - 4);
+			memcpy(buf + len - 4, "...", 4);
+			used = len - 1;
+		}
+		free(out);
+	}
+	BIO_free(b);
+	return used;
+}
+
+bool ktm_cert_names(const void *der, size_t der_len, char *subject,
+		    size_t subject_len, char *sans, size_t sans_len,
+		    struct ktm_error **errp)
+{
+	const unsigned char *p = der;
+	X509 *x;
+
+	if (subject_len)
+		subject[0] = '\0';
+	if (sans_len)
+		sans[0] = '\0';
+	if (der_len > LONG_MAX || !(x = d2i_X509(NULL, &p, (long)der_len))) {
+		ERR_clear_error();
+		ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EINVAL,
+			      "certificate of %zu bytes is not valid DER", der_len);
+		return false;
+	}
+	ktm_x509_name_text(X509_get_subject_name(x), subject, subject_len);
+	ktm_x509_sans(x, sans, sans_len);
+	X509_free(x);
+	ERR_clear_error();
+	return true;
+}
+
+/* What a hint must name besides the phrase. */
+enum verify_detail {
+	VD_NONE, VD_CA,		/* the issuer and the CA file */
+	VD_CRL,			/* the serial and the CRL file */
+	VD_CRL_FILE,		/* the CRL file */
+};
 
 /* Certificate verification codes → phrase after "certificate of PEER". */
 static const struct verify_row {
 	long code;
 	const char *phrase;
 	const char *hint;
-	bool names_dir;		/* the hint is about our credentials */
+	enum verify_detail detail;
 } verify_rows[] = {
 	{ X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
-	  "is not signed by a trusted CA",
-	  "ca-cert.pem must hold the CA that issued it", true },
+	  "is not signed by a trusted CA", "must hold the CA that issued it", VD_CA },
 	{ X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT,
-	  "is not signed by a trusted CA",
-	  "ca-cert.pem must hold the CA that issued it", true },
+	  "is not signed by a trusted CA", "must hold the CA that issued it", VD_CA },
 	{ X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE,
-	  "is not signed by a trusted CA",
-	  "ca-cert.pem must hold the CA that issued it", true },
+	  "is not signed by a trusted CA", "must hold the CA that issued it", VD_CA },
 	{ X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT,
-	  "is self-signed and not trusted",
-	  "issue it from the CA in ca-cert.pem", true },
+	  "is self-signed and not trusted", "must hold the CA that issued it "
+	  "(issue the certificate from that CA)", VD_CA },
 	{ X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN,
-	  "chains to a root CA that is not trusted",
-	  "ca-cert.pem must hold that root CA", true },
+	  "chains to a root CA that is not trusted", "must hold that root CA", VD_CA },
 	{ X509_V_ERR_CERT_SIGNATURE_FAILURE,
-	  "has a signature that does not verify", NULL, false },
+	  "has a signature that does not verify", NULL, VD_NONE },
 	{ X509_V_ERR_CERT_HAS_EXPIRED, "has expired",
-	  "renew the certificate (and check both hosts' clocks)", false },
+	  "renew the certificate (and check both hosts' clocks)", VD_NONE },
 	{ X509_V_ERR_CERT_NOT_YET_VALID, "is not valid yet",
-	  "check both hosts' clocks", false },
+	  "check both hosts' clocks", VD_NONE },
 	{ X509_V_ERR_CERT_REVOKED, "has been revoked",
-	  "ca-crl.pem lists it; issue a new certificate", true },
+	  "lists it; issue a new certificate", VD_CRL },
 	{ X509_V_ERR_UNABLE_TO_GET_CRL,
 	  "cannot be checked for revocation: ca-crl.pem has no CRL from its CA",
-	  "update ca-crl.pem", true },
+	  "needs the CRL of every CA in the chain; update it", VD_CRL_FILE },
 	{ X509_V_ERR_CRL_HAS_EXPIRED,
 	  "cannot be checked for revocation: ca-crl.pem has expired",
-	  "update ca-crl.pem", true },
+	  "is past its nextUpdate; update it", VD_CRL_FILE },
 	{ X509_V_ERR_INVALID_PURPOSE,
 	  "is not meant for this role (extendedKeyUsage)",
-	  "servers need serverAuth, clients clientAuth", false },
+	  "servers need serverAuth, clients clientAuth", VD_NONE },
 };
+
+/* The hint of @r, naming what the user must look at. */
+static void verify_hint(const struct verify_row *r, const struct ktm_hs *hs,
+			const struct ktm_config *cfg, struct ktm_error **errp)
+{
+	const char *ca = cfg->ca_path ? cfg->ca_path : "ca-cert.pem";
+	const char *crl = cfg->crl_path ? cfg->crl_path : "ca-crl.pem";
+
+	switch (r->detail) {
+	case VD_CA:
+		ktm_error_hint_set(errp, "%s %s: %s", ca, r->hint,
+				   hs->verify_issuer[0] ? hs->verify_issuer : "?");
+		break;
+	case VD_CRL:
+		ktm_error_hint_set(errp, "%s %s", crl, r->hint);
+		break;
+	case VD_CRL_FILE:
+		ktm_error_hint_set(errp, "%s %s", crl, r->hint);
+		break;
+	case VD_NONE:
+		if (r->hint)
+			ktm_error_hint_set(errp, "%s", r->hint);
+		break;
+	}
+}
 
 static void verify_error(const struct ktm_hs *hs, const struct ktm_config *cfg,
 			 const char *peer, struct ktm_error **errp)
 {
 	const char *who = cfg->endpoint == KTM_ENDPOINT_CLIENT ? "server" : "client";
-	const char *dir = cfg->creds_dir ? cfg->creds_dir : "the credentials directory";
-	char when[64] = "";
+	char when[160] = "";
 	size_t i;
 
+	if (hs->authz_refused) {
+		char rules[600];
+
+		ktm_authz_describe(cfg, rules, sizeof(rules));
+		ktm_error_set(errp, KTM_ERR_TLS_VERIFY, EACCES,
+			      "%s %s is not allowed by %s: subject %s, names %s",
+			      who, peer, rules, hs->verify_subject[0] ?
+			      hs->verify_subject : "(empty)",
+			      hs->verify_sans[0] ? hs->verify_sans : "(none)");
+		ktm_error_hint_set(errp, "to admit it, add a rule such as "
+				   "dn:%s (--allow, or a line of the allow file)",
+				   hs->verify_subject);
+		return;
+	}
 	if (hs->verify_err == X509_V_ERR_HOSTNAME_MISMATCH ||
 	    hs->verify_err == X509_V_ERR_IP_ADDRESS_MISMATCH) {
 		ktm_error_set(errp, KTM_ERR_TLS_VERIFY, EACCES,
 			      "%s certificate does not match expected host '%s'",
 			      who, hs->expected_host);
-		ktm_error_hint_set(errp, "names in the certificate: %s",
+		ktm_error_hint_set(errp, "names in the certificate: %s; connect "
+				   "by one of them, or name the one to expect "
+				   "with --hostname (QEMU's tls-hostname)",
 				   hs->verify_sans[0] ? hs->verify_sans : "(none)");
 		return;
 	}
@@ -136,6 +318,8 @@ static void verify_error(const struct ktm_hs *hs, const struct ktm_config *cfg,
 		snprintf(when, sizeof(when), " (not after %s)", hs->not_after);
 	else if (hs->verify_err == X509_V_ERR_CERT_NOT_YET_VALID)
 		snprintf(when, sizeof(when), " (not before %s)", hs->not_before);
+	else if (hs->verify_err == X509_V_ERR_CERT_REVOKED)
+		snprintf(when, sizeof(when), " (serial %s)", hs->verify_serial);
 
 	for (i = 0; i < sizeof(verify_rows) / sizeof(verify_rows[0]); i++) {
 		const struct verify_row *r = &verify_rows[i];
@@ -143,13 +327,12 @@ static void verify_error(const struct ktm_hs *hs, const struct ktm_config *cfg,
 		if (r->code != hs->verify_err)
 			continue;
 		ktm_error_set(errp, KTM_ERR_TLS_VERIFY, EACCES,
-			      "%s certificate of %s %s%s: %s", who, peer,
-			      r->phrase, when, hs->verify_subject);
-		if (r->hint)
-			ktm_error_hint_set(errp, "%s%s%s%s", r->hint,
-					   r->names_dir ? " (credentials: " : "",
-					   r->names_dir ? dir : "",
-					   r->names_dir ? ")" : "");
+			      "%s certificate of %s %s%s: %s%s%s%s", who, peer,
+			      r->phrase, when, hs->verify_subject,
+			      r->detail == VD_CA ? " (issuer " : "",
+			      r->detail == VD_CA ? hs->verify_issuer : "",
+			      r->detail == VD_CA ? ")" : "");
+		verify_hint(r, hs, cfg, errp);
 		return;
 	}
 	ktm_error_set(errp, KTM_ERR_TLS_VERIFY, EACCES,
@@ -167,7 +350,8 @@ static const struct alert_row {
 	{ SSL_R_TLSV1_ALERT_UNKNOWN_CA, "does not trust the CA of our certificate",
 	  "the peer's ca-cert.pem must hold the CA that issued our certificate" },
 	{ SSL_R_SSLV3_ALERT_BAD_CERTIFICATE, "rejected our certificate (bad certificate)",
-	  NULL },
+	  "our certificate may be missing from the peer's allow-list "
+	  "(--allow, --allow-file); the peer's log names the reason" },
 	{ SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED, "rejected our certificate as expired",
 	  "renew our certificate (and check both hosts' clocks)" },
 	{ SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED, "rejected our certificate as revoked",
@@ -183,6 +367,16 @@ static const struct alert_row {
 	{ SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE,
 	  "aborted the handshake (no common cipher or version?)", NULL },
 };
+
+/* The peer does not know our CA: say which CA that is. */
+static void unknown_ca_hint(const struct ktm_config *cfg, struct ktm_error **errp)
+{
+	char issuer[KTM_ID_SUBJECT_MAX];
+
+	ktm_x509_name_text(X509_get_issuer_name(cfg->cert), issuer, sizeof(issuer));
+	ktm_error_hint_set(errp, "the peer's ca-cert.pem must hold the CA that "
+			   "issued our certificate %s: %s", cfg->cert_path, issuer);
+}
 
 void ktm_tls_handshake_error(SSL *ssl, const struct ktm_config *cfg,
 			     const char *peer, const char *first_bytes,
@@ -206,7 +400,9 @@ void ktm_tls_handshake_error(SSL *ssl, const struct ktm_config *cfg,
 		ktm_error_set(errp, reason == SSL_R_TLSV1_ALERT_PROTOCOL_VERSION ?
 			      KTM_ERR_TLS_PROTOCOL : KTM_ERR_TLS_VERIFY, EACCES,
 			      "peer %s %s", peer, alert_rows[i].what);
-		if (alert_rows[i].hint)
+		if (reason == SSL_R_TLSV1_ALERT_UNKNOWN_CA && cfg->cert)
+			unknown_ca_hint(cfg, errp);
+		else if (alert_rows[i].hint)
 			ktm_error_hint_set(errp, "%s", alert_rows[i].hint);
 		return;
 	}
@@ -273,8 +469,8 @@ void ktm_tls_handshake_error(SSL *ssl, const struct ktm_config *cfg,
 		      ktm_ossl_reason(why, sizeof(why)));
 }
 
-void ktm_tls_alert_error(uint8_t level, uint8_t desc, const char *peer,
-			 struct ktm_error **errp)
+void ktm_tls_alert_error(const struct ktm_config *cfg, uint8_t level,
+			 uint8_t desc, const char *peer, struct ktm_error **errp)
 {
 	/* OpenSSL's reason codes for received alerts are 1000 + the alert
 	 * description (SSL_AD_REASON_OFFSET). */
@@ -286,7 +482,9 @@ void ktm_tls_alert_error(uint8_t level, uint8_t desc, const char *peer,
 			continue;
 		ktm_error_set(errp, KTM_ERR_TLS_VERIFY, EACCES, "peer %s %s", peer,
 			      alert_rows[i].what);
-		if (alert_rows[i].hint)
+		if (reason == SSL_R_TLSV1_ALERT_UNKNOWN_CA && cfg && cfg->cert)
+			unknown_ca_hint(cfg, errp);
+		else if (alert_rows[i].hint)
 			ktm_error_hint_set(errp, "%s", alert_rows[i].hint);
 		return;
 	}

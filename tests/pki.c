@@ -46,6 +46,14 @@ static const struct pki_ext pki_ca_exts[] = {
 
 /* "keyid:always" copies the issuer's subjectKeyIdentifier (the CA's has to
  * exist); leaves get their own too, as RFC 5280 4.2.1.2 recommends. */
+/* An intermediate: may sign leaves only (pathlen 0). */
+static const struct pki_ext pki_int_exts[] = {
+	{ NID_basic_constraints, "critical,CA:TRUE,pathlen:0" },
+	{ NID_key_usage, "critical,keyCertSign,cRLSign" },
+	{ NID_subject_key_identifier, "hash" },
+	{ NID_authority_key_identifier, "keyid:always" },
+};
+
 static const struct pki_ext pki_server_exts[] = {
 	{ NID_basic_constraints, "critical,CA:FALSE" },
 	{ NID_key_usage, "critical,digitalSignature" },
@@ -77,8 +85,12 @@ struct pki_cert_spec {
 /* All objects of one set; pki_set_free() releases whatever is set. */
 struct pki_set {
 	EVP_PKEY *ca_key, *foreign_key, *server_key, *client_key, *wrong_key;
-	X509 *ca, *foreign_ca, *server, *client;
-	X509_CRL *crl;
+	EVP_PKEY *int_key;
+	X509 *ca, *foreign_ca, *server, *client, *inter;
+	X509_CRL *crl, *int_crl;
+	const char *passphrase;
+	mode_t key_mode;
+	bool int_in_ca;
 };
 
 /* Report an OpenSSL failure and empty the queue so it cannot leak into
@@ -342,6 +354,9 @@ err_free_time:
 
 static void pki_set_free(struct pki_set *s)
 {
+	X509_CRL_free(s->int_crl);
+	X509_free(s->inter);
+	EVP_PKEY_free(s->int_key);
 	X509_CRL_free(s->crl);
 	X509_free(s->client);
 	X509_free(s->server);
@@ -353,6 +368,8 @@ static void pki_set_free(struct pki_set *s)
 	EVP_PKEY_free(s->foreign_key);
 	EVP_PKEY_free(s->ca_key);
 }
+
+static int pki_crls_build(struct pki_set *s, const struct t_pki_opts *o);
 
 static int pki_set_build(struct pki_set *s, const struct t_pki_opts *o)
 {
@@ -370,9 +387,16 @@ static int pki_set_build(struct pki_set *s, const struct t_pki_opts *o)
 		.not_before = -3 * PKI_DAY, .not_after = 365 * PKI_DAY,
 	};
 	/* an hour back so a little clock skew between peers does not matter */
+	static const char *const no_dns[T_PKI_MAX_NAMES];
+	struct pki_cert_spec inter = {
+		.cn = T_PKI_INT_CN, PKI_EXTS(pki_int_exts),
+		.not_before = -3 * PKI_DAY, .not_after = 300 * PKI_DAY,
+	};
 	struct pki_cert_spec server = {
-		.cn = dns[0], PKI_EXTS(pki_server_exts),
-		.dns = dns, .ip = o->server_ip,
+		.cn = o->server_cn ? o->server_cn : dns[0],
+		PKI_EXTS(pki_server_exts),
+		.dns = o->server_cn && !o->server_dns[0] ? no_dns : dns,
+		.ip = o->server_ip,
 		.not_before = -PKI_HOUR, .not_after = 30 * PKI_DAY,
 	};
 	struct pki_cert_spec client = {
@@ -397,6 +421,13 @@ static int pki_set_build(struct pki_set *s, const struct t_pki_opts *o)
 		return ret;
 	server_ca = client_ca = s->ca;
 	server_ca_key = client_ca_key = s->ca_key;
+	if (o->intermediate || o->flaw == T_PKI_REVOKED_INTERMEDIATE) {
+		ret = pki_issue(&inter, s->ca, s->ca_key, &s->int_key, &s->inter);
+		if (ret)
+			return ret;
+		server_ca = client_ca = s->inter;
+		server_ca_key = client_ca_key = s->int_key;
+	}
 	if (o->flaw == T_PKI_UNKNOWN_CA || o->flaw == T_PKI_CLIENT_UNKNOWN_CA) {
 		ret = pki_issue(&foreign_ca, NULL, NULL, &s->foreign_key,
 				&s->foreign_ca);
@@ -422,11 +453,26 @@ static int pki_set_build(struct pki_set *s, const struct t_pki_opts *o)
 		if (!s->wrong_key)
 			return pki_ossl_error("generating a P-256 key");
 	}
-	if (o->with_crl || o->flaw == T_PKI_REVOKED)
-		return pki_crl_new(s->ca, s->ca_key,
-				   o->flaw == T_PKI_REVOKED ? s->server : NULL,
-				   &s->crl);
-	return 0;
+	return pki_crls_build(s, o);
+}
+
+/* The root's CRL and, under an intermediate, the intermediate's; each
+ * lists what the flaw revokes. */
+static int pki_crls_build(struct pki_set *s, const struct t_pki_opts *o)
+{
+	bool rev_leaf = o->flaw == T_PKI_REVOKED;
+	bool rev_int = o->flaw == T_PKI_REVOKED_INTERMEDIATE;
+	int ret;
+
+	if (!o->with_crl && !rev_leaf && !rev_int)
+		return 0;
+	ret = pki_crl_new(s->ca, s->ca_key,
+			  rev_int ? s->inter : (rev_leaf && !s->inter) ?
+			  s->server : NULL, &s->crl);
+	if (ret || !s->inter)
+		return ret;
+	return pki_crl_new(s->inter, s->int_key, rev_leaf ? s->server : NULL,
+			   &s->int_crl);
 }
 
 /*
@@ -469,26 +515,39 @@ out_close_fd:
 
 enum pki_pem { PKI_PEM_CERT, PKI_PEM_KEY, PKI_PEM_CRL };
 
-/* One file of the set; a NULL @obj means the file must not exist. */
+/* One file of the set; a NULL @obj means the file must not exist.  @obj2,
+ * when set, follows @obj in the same file (a chain, a second CRL). */
 struct pki_file {
 	const char *name;
 	enum pki_pem kind;
-	void *obj;
+	void *obj, *obj2;
 	mode_t mode;
+	const char *passphrase;		/* keys only: encrypt with it */
 };
+
+static int pki_pem_one(BIO *bio, const struct pki_file *f, void *obj)
+{
+	const char *pw = f->passphrase;
+
+	switch (f->kind) {
+	case PKI_PEM_CERT:
+		return PEM_write_bio_X509(bio, obj);
+	case PKI_PEM_KEY:	/* PKCS#8, as QEMU reads it */
+		return PEM_write_bio_PrivateKey(bio, obj,
+						pw ? EVP_aes_256_cbc() : NULL,
+						(const unsigned char *)pw,
+						pw ? (int)strlen(pw) : 0,
+						NULL, NULL);
+	case PKI_PEM_CRL:
+		return PEM_write_bio_X509_CRL(bio, obj);
+	}
+	return 0;
+}
 
 static int pki_pem_encode(BIO *bio, const struct pki_file *f)
 {
-	switch (f->kind) {
-	case PKI_PEM_CERT:
-		return PEM_write_bio_X509(bio, f->obj);
-	case PKI_PEM_KEY:	/* PKCS#8, unencrypted, as QEMU reads it */
-		return PEM_write_bio_PrivateKey(bio, f->obj, NULL, NULL, 0,
-						NULL, NULL);
-	case PKI_PEM_CRL:
-		return PEM_write_bio_X509_CRL(bio, f->obj);
-	}
-	return 0;
+	return pki_pem_one(bio, f, f->obj) &&
+	       (!f->obj2 || pki_pem_one(bio, f, f->obj2));
 }
 
 /*
@@ -530,14 +589,18 @@ out_free_bio:
 
 static int pki_set_write(int dfd, struct pki_set *s)
 {
+	X509 *chain = s->int_in_ca ? NULL : s->inter;
 	const struct pki_file files[] = {
-		{ T_PKI_CA_CERT, PKI_PEM_CERT, s->ca, 0644 },
-		{ T_PKI_SERVER_CERT, PKI_PEM_CERT, s->server, 0644 },
+		{ T_PKI_CA_CERT, PKI_PEM_CERT, s->ca,
+		  s->int_in_ca ? s->inter : NULL, 0644, NULL },
+		{ T_PKI_SERVER_CERT, PKI_PEM_CERT, s->server, chain, 0644, NULL },
 		{ T_PKI_SERVER_KEY, PKI_PEM_KEY,
-		  s->wrong_key ? s->wrong_key : s->server_key, 0600 },
-		{ T_PKI_CLIENT_CERT, PKI_PEM_CERT, s->client, 0644 },
-		{ T_PKI_CLIENT_KEY, PKI_PEM_KEY, s->client_key, 0600 },
-		{ T_PKI_CA_CRL, PKI_PEM_CRL, s->crl, 0644 },
+		  s->wrong_key ? s->wrong_key : s->server_key, NULL,
+		  s->key_mode, s->passphrase },
+		{ T_PKI_CLIENT_CERT, PKI_PEM_CERT, s->client, chain, 0644, NULL },
+		{ T_PKI_CLIENT_KEY, PKI_PEM_KEY, s->client_key, NULL,
+		  s->key_mode, s->passphrase },
+		{ T_PKI_CA_CRL, PKI_PEM_CRL, s->crl, s->int_crl, 0644, NULL },
 	};
 	size_t i;
 	int ret;
@@ -586,6 +649,9 @@ int t_pki_make(const char *dir, const struct t_pki_opts *opts)
 	dfd = pki_dir_open(dir);
 	if (dfd < 0)
 		return dfd;
+	set.passphrase = opts->key_passphrase;
+	set.key_mode = opts->key_mode ? (mode_t)opts->key_mode : 0600;
+	set.int_in_ca = opts->intermediate_in_ca;
 	ret = pki_set_build(&set, opts);
 	if (!ret)
 		ret = pki_set_write(dfd, &set);

@@ -31,6 +31,7 @@
 #define T_PKI_MAX_NAMES		4
 
 #define T_PKI_CA_CN		"ktm-test-ca"
+#define T_PKI_INT_CN		"ktm-test-intermediate-ca"
 #define T_PKI_CLIENT_CN		"ktm-test-client"
 
 /* What is wrong with the set; exactly one flaw per set. */
@@ -50,6 +51,9 @@ enum t_pki_flaw {
 	T_PKI_KEY_MISMATCH,
 	/* only the client cert is signed by a foreign CA */
 	T_PKI_CLIENT_UNKNOWN_CA,
+	/* implies .intermediate: the intermediate CA is listed in the root's
+	 * CRL; ca-crl.pem holds that CRL and the intermediate's (empty) one */
+	T_PKI_REVOKED_INTERMEDIATE,
 	T_PKI_FLAW_COUNT
 };
 
@@ -60,8 +64,21 @@ struct t_pki_opts {
 	const char *server_dns[T_PKI_MAX_NAMES];
 	/* IP SANs, e.g. "127.0.0.1", "::1"; NULL-terminated (or all 4 used) */
 	const char *server_ip[T_PKI_MAX_NAMES];
-	/* write ca-cert's CRL (empty unless T_PKI_REVOKED) to ca-crl.pem */
+	/* write ca-cert's CRL (empty unless T_PKI_REVOKED) to ca-crl.pem;
+	 * with an intermediate, its CRL follows (two CRLs in the file) */
 	bool with_crl;
+	/* the CN of the server leaf instead of server_dns[0]; when set and
+	 * server_dns[0] is NULL the leaf has no DNS SAN (only server_ip) */
+	const char *server_cn;
+	/* both leaves are issued by an intermediate CA (CN T_PKI_INT_CN)
+	 * that the root signed; the intermediate follows each leaf in its
+	 * cert file (a chain file), or with intermediate_in_ca, follows the
+	 * root in ca-cert.pem instead (a CA file with two certificates) */
+	bool intermediate, intermediate_in_ca;
+	/* encrypt both key files (PKCS#8, AES-256-CBC) with this passphrase */
+	const char *key_passphrase;
+	/* mode of the key files; 0 means 0600 */
+	unsigned int key_mode;
 };
 
 /*

@@ -6,6 +6,9 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -16,7 +19,8 @@
 static void usage(FILE *out)
 {
 	fprintf(out,
-"Usage: %s proxy source (--unix PATH | --listen [HOST:]PORT) --connect HOST:PORT\n"
+"Usage: %s proxy source (--unix PATH | --listen [HOST:]PORT --insecure-local-tcp)\n"
+"                          --connect HOST:PORT\n"
 "                          --creds DIR [OPTIONS]\n"
 "       %s proxy dest --listen [HOST:]PORT (--unix PATH | --connect HOST:PORT)\n"
 "                          --creds DIR [OPTIONS]\n"
@@ -29,7 +33,8 @@ static void usage(FILE *out)
 "and thread each); the return path (postcopy, return-path) flows back the\n"
 "same way.\n"
 "\n"
-"  source: QEMU runs  migrate unix:PATH  (or tcp:127.0.0.1:PORT with --listen)\n"
+"  source: QEMU runs  migrate unix:PATH  (or tcp:127.0.0.1:PORT with --listen\n"
+"          and --insecure-local-tcp)\n"
 "          the proxy connects to the destination end at --connect HOST:PORT\n"
 "  dest:   QEMU runs  -incoming unix:PATH  (or migrate-incoming after\n"
 "          -incoming defer); the proxy accepts sessions on --listen and, only\n"
@@ -51,9 +56,20 @@ static void usage(FILE *out)
 "  --unix PATH         QEMU's unix socket: created by the source end (mode 0600;\n"
 "                      a stale socket is replaced, removed at exit), connected\n"
 "                      to by the dest end\n"
-"  --listen ADDR       source: a loopback TCP port for QEMU instead of --unix;\n"
-"                      dest: where to accept TLS sessions ([HOST:]PORT, no\n"
-"                      host: every address; port 0: any free port)\n"
+"  --unix-owner USER   source: give the socket to USER (name or uid), e.g.\n"
+"                      libvirt-qemu; that user may then connect\n"
+"  --unix-group GROUP  source: give the socket to GROUP (name or gid); a process\n"
+"                      whose primary group it is may connect\n"
+"  --unix-mode MODE    source: the socket's mode, octal (default 0600)\n"
+"                      Every connection is checked (SO_PEERCRED): only root,\n"
+"                      the proxy's user, --unix-owner and --unix-group get in\n"
+"  --listen ADDR       source: a loopback TCP port for QEMU instead of --unix,\n"
+"                      only with --insecure-local-tcp; dest: where to accept\n"
+"                      TLS sessions ([HOST:]PORT, no host: every address;\n"
+"                      port 0: any free port)\n"
+"  --insecure-local-tcp  source: allow --listen.  RISK: any local user can\n"
+"                      connect to a TCP port and inject a migration stream\n"
+"                      into the destination QEMU; prefer --unix\n"
 "  --connect ADDR      source: the destination end (HOST:PORT, [IPv6]:PORT);\n"
 "                      dest: QEMU's loopback TCP port instead of --unix\n"
 "  --hostname NAME     source: the name the destination's certificate must\n"
@@ -68,6 +84,12 @@ static void usage(FILE *out)
 "                      chacha20-poly1305 (default: all, in that order)\n"
 "  --pin SHA256        also require the peer's public key (SPKI) SHA-256: 64\n"
 "                      hex digits or sha256//BASE64; repeatable\n"
+TOOL_IDENTITY_HELP
+"  --check-hook PATH   pre-connection check, run as PATH - migrate pmc ADDR with\n"
+"                      the verified peer in KTM_PEER_* variables (as migrate's);\n"
+"                      a non-zero exit, a signal or the timeout refuses the\n"
+"                      connection before any byte reaches QEMU\n"
+TOOL_KEY_LIMIT_HELP
 "  --max-conns N       serve N connections, then exit (default: until SIGINT\n"
 "                      or SIGTERM).  A plain QEMU migration is 1 connection,\n"
 "                      multifd with C channels is C + 1.\n"
@@ -79,10 +101,14 @@ static void usage(FILE *out)
 "given without scheme or as tcp:HOST:PORT; --unix PATH is unix:PATH.\n"
 "\n"
 "Output: at start, on standard output, \"listening on ADDRESS\" (the bound\n"
-"port when 0 was asked for).  At the end of each connection one line:\n"
+"port when 0 was asked for), and on standard error who may connect\n"
+"(\"authorization: any certificate signed by the CA in ...\" by default).\n"
+"SIGHUP reads the credentials directory again for new connections and says\n"
+"so on standard error.  At the end of each connection one line:\n"
 "\n"
 "  conn 1 unix:/run/mig.sock -> 10.0.0.7:4444: ok: sent 4294967296 bytes,\n"
-"  received 31 bytes, 4.12 s, 1042 MB/s, path kernel, TLS 1.3 AES-GCM-128\n"
+"  received 31 bytes, 4.12 s, 1042 MB/s, path kernel, TLS 1.3 AES-GCM-128,\n"
+"  peer CN=dst.example [DNS:dst.example] issuer CN=ca spki 3f2a...\n"
 "\n"
 "(one line; path kernel, kernel-hw or userspace with the reason).  A failed\n"
 "connection prints the same line with \"failed\" and then the error on\n"
@@ -104,7 +130,9 @@ static void usage(FILE *out)
 }
 
 struct opts {
-	bool source, quiet;
+	bool source, quiet, insecure_tcp;
+	long unix_owner, unix_group;
+	unsigned int unix_mode;
 	const char *creds, *unix_path, *listen, *connect;
 	unsigned int max_conns;
 	struct tool_tls tls;
@@ -112,10 +140,43 @@ struct opts {
 
 #define bad_usage(...) tool_usage_error("proxy", __VA_ARGS__)
 
+/* --unix-owner/--unix-group (name or number), --unix-mode (octal). */
+static int parse_access(struct opts *o, char what, const char *arg)
+{
+	char *end = NULL;
+	unsigned long v = strtoul(arg, &end, what == 'm' ? 8 : 10);
+
+	if (what == 'm') {
+		if (*end || !*arg || v > 0777)
+			return bad_usage("--unix-mode takes an octal mode, not '%s'", arg);
+		o->unix_mode = (unsigned int)v;
+	} else if (*arg && !*end) {
+		*(what == 'u' ? &o->unix_owner : &o->unix_group) = (long)v;
+	} else if (what == 'u') {
+		struct passwd *pw = getpwnam(arg);
+
+		if (!pw)
+			return bad_usage("--unix-owner: no user '%s'", arg);
+		o->unix_owner = (long)pw->pw_uid;
+	} else {
+		struct group *gr = getgrnam(arg);
+
+		if (!gr)
+			return bad_usage("--unix-group: no group '%s'", arg);
+		o->unix_group = (long)gr->gr_gid;
+	}
+	return 0;
+}
+
 static int parse(int argc, char **argv, struct opts *o)
 {
-	enum { O_UNIX = 256, O_LISTEN, O_CONNECT, O_MAX, O_QUIET };
+	enum { O_UNIX = 256, O_LISTEN, O_CONNECT, O_MAX, O_QUIET, O_OWNER,
+	       O_GROUP, O_MODE, O_INSECURE };
 	static const struct option lo[] = {
+		{ "unix-owner", required_argument, NULL, O_OWNER },
+		{ "unix-group", required_argument, NULL, O_GROUP },
+		{ "unix-mode", required_argument, NULL, O_MODE },
+		{ "insecure-local-tcp", no_argument, NULL, O_INSECURE },
 		{ "unix", required_argument, NULL, O_UNIX },
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "connect", required_argument, NULL, O_CONNECT },
@@ -123,11 +184,13 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "help", no_argument, NULL, 'h' },
 		TOOL_TLS_OPTIONS,
+		TOOL_CONN_OPTIONS,
 		{ 0 }
 	};
 	int c, ret;
 
 	tool_tls_init(&o->tls, KTM_KTLS_PREFER);
+	o->unix_owner = o->unix_group = -1;
 	ret = tool_pick_mode(argc, argv, "source", "dest", "proxy");
 	if (ret == -1)
 		usage(stdout);
@@ -145,6 +208,15 @@ static int parse(int argc, char **argv, struct opts *o)
 		case O_LISTEN: o->listen = optarg; break;
 		case O_CONNECT: o->connect = optarg; break;
 		case O_QUIET: o->quiet = true; break;
+		case O_INSECURE: o->insecure_tcp = true; break;
+		case O_OWNER:
+		case O_GROUP:
+		case O_MODE:
+			ret = parse_access(o, c == O_OWNER ? 'u' : c == O_GROUP ?
+					   'g' : 'm', optarg);
+			if (ret)
+				return ret;
+			break;
 		case O_MAX:
 			o->max_conns = (unsigned int)strtoul(optarg, &end, 10);
 			if (*end || !o->max_conns)
@@ -169,6 +241,10 @@ static int parse(int argc, char **argv, struct opts *o)
 			return bad_usage("source needs --connect HOST:PORT (the destination end)");
 		if (!!o->unix_path == !!o->listen)
 			return bad_usage("source needs one of --unix PATH or --listen [HOST:]PORT (where QEMU migrates to)");
+		if (o->listen && !o->insecure_tcp)
+			return bad_usage("source --listen opens a TCP port any local user can inject a migration stream into; use --unix PATH, or add --insecure-local-tcp to accept that risk");
+		if (!o->unix_path && (o->unix_owner >= 0 || o->unix_group >= 0 || o->unix_mode))
+			return bad_usage("--unix-owner, --unix-group and --unix-mode need --unix PATH");
 	} else {
 		if (!o->listen)
 			return bad_usage("dest needs --listen [HOST:]PORT (where the source end connects)");
@@ -219,6 +295,13 @@ static void report(const struct ktm_proxy_conn *conn,
 		       why ? " (" : "", why ? why : "", why ? ")" : "",
 		       ktm_tls_version_name(ktm_session_version(s)),
 		       ktm_cipher_name(ktm_session_cipher(s)));
+		/* the verified peer; the library escapes these strings */
+		if (ktm_session_peer_subject(s)[0])
+			printf(", peer %s [%s] issuer %s spki %s",
+			       ktm_session_peer_subject(s),
+			       ktm_session_peer_sans(s),
+			       ktm_session_peer_issuer(s),
+			       ktm_session_peer_spki_sha256(s));
 	}
 	printf("\n");
 	fflush(stdout);
@@ -231,16 +314,59 @@ static void report(const struct ktm_proxy_conn *conn,
 	}
 }
 
-static struct ktm_config *make_config(const struct opts *o)
+static struct ktm_config *make_config(struct opts *o)
 {
 	struct ktm_error *err = NULL;
-	struct ktm_config *cfg = tool_tls_config(&o->tls, o->source ?
-						 KTM_ENDPOINT_CLIENT :
-						 KTM_ENDPOINT_SERVER, &err);
+	struct ktm_config *cfg;
 
+	o->tls.hook_uri = o->source ? o->connect : o->listen;
+	cfg = tool_tls_config(&o->tls, o->source ? KTM_ENDPOINT_CLIENT :
+			      KTM_ENDPOINT_SERVER, &err);
 	if (!cfg)
 		tool_error(err);
+	else if (!o->quiet)
+		tool_identity_note(cfg);
 	return cfg;
+}
+
+/* SIGHUP: read the credentials again, in a thread of its own (never in a
+ * signal handler); sessions made after it use them. */
+static void *reload_thread(void *arg)
+{
+	struct ktm_config *cfg = arg;
+	sigset_t set;
+	int sig;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	while (sigwait(&set, &sig) == 0) {
+		struct ktm_error *err = NULL;
+
+		if (ktm_config_reload(cfg, &err)) {
+			fprintf(stderr, "%s: SIGHUP: reloaded the credentials "
+				"for new connections\n", tool_prog);
+		} else {
+			fprintf(stderr, "%s: SIGHUP: kept the old credentials: ",
+				tool_prog);
+			tool_error(err);
+		}
+	}
+	return NULL;
+}
+
+/* Block SIGHUP in every thread (the proxy's inherit the mask) and serve
+ * it in one.  false when the thread cannot start. */
+static bool reload_on_sighup(struct ktm_config *cfg, pthread_t *tid)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	if (pthread_create(tid, NULL, reload_thread, cfg))
+		return false;
+	pthread_detach(*tid);
+	return true;
 }
 
 int cmd_proxy(int argc, char **argv)
@@ -251,6 +377,7 @@ int cmd_proxy(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = on_signal };
 	struct ktm_config *cfg;
 	struct ktm_proxy *p;
+	pthread_t reloader;
 	char local[300];
 	struct opts o = { 0 };
 	int ret, failed;
@@ -261,6 +388,9 @@ int cmd_proxy(int argc, char **argv)
 	cfg = make_config(&o);
 	if (!cfg)
 		return 1;
+	if (!reload_on_sighup(cfg, &reloader))
+		fprintf(stderr, "%s: SIGHUP will not reload the credentials "
+			"(no thread for it)\n", tool_prog);
 	if (o.unix_path)
 		snprintf(local, sizeof(local), "unix:%s", o.unix_path);
 	else
@@ -269,6 +399,15 @@ int cmd_proxy(int argc, char **argv)
 	p = ktm_proxy_new(cfg, local, o.source ? o.connect : o.listen, &err);
 	if (!p) {
 		tool_error(err);
+		ktm_config_free(cfg);
+		return 1;
+	}
+	if (o.source && o.unix_path &&
+	    (o.unix_owner >= 0 || o.unix_group >= 0 || o.unix_mode) &&
+	    !ktm_proxy_set_unix_access(p, o.unix_owner, o.unix_group,
+				       o.unix_mode, &err)) {
+		tool_error(err);
+		ktm_proxy_free(p);
 		ktm_config_free(cfg);
 		return 1;
 	}

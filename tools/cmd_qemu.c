@@ -6,6 +6,7 @@
  * QEMU then writes and reads plaintext; the kernel does the crypto.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <poll.h>
@@ -63,6 +64,12 @@ static void usage(FILE *out)
 "                      chacha20-poly1305 (default: all, in that order)\n"
 "  --pin SHA256        also require the peer's public key (SPKI) SHA-256;\n"
 "                      repeatable\n"
+TOOL_IDENTITY_HELP
+"  --check-hook PATH   pre-migration check, run as PATH - migrate pmc ADDR with\n"
+"                      the verified peer in KTM_PEER_* variables (as migrate's);\n"
+"                      a non-zero exit, a signal or the timeout refuses before\n"
+"                      QEMU gets the socket\n"
+TOOL_KEY_LIMIT_HELP
 "  --fd-name NAME      the name of the fd in QEMU (default ktm-migrate)\n"
 "  --accept-timeout S  qemu-recv: give up when no source connects within S\n"
 "                      seconds (default: wait)\n"
@@ -72,7 +79,9 @@ static void usage(FILE *out)
 "\n"
 "Output: one line on success, e.g.\n"
 "  migration completed: 134217728 bytes in 1.20 s (112 MB/s), path kernel,\n"
-"  TLS 1.3 AES-GCM-128, peer 10.0.0.7:4444\n"
+"  TLS 1.3 AES-GCM-128, peer 10.0.0.7:4444 CN=dst.example [DNS:dst.example]\n"
+"  issuer CN=ca spki 3f2a...\n"
+"and, first, on standard error who may connect (\"authorization: ...\").\n"
 "On failure the reason on standard error, as QEMU or the handshake gave it:\n"
 "  %s: QEMU reports the migration failed: Unable to write to socket: ...\n"
 "  %s: server certificate does not match expected host 'dst.example'\n"
@@ -120,6 +129,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "help", no_argument, NULL, 'h' },
 		TOOL_TLS_OPTIONS,
+		TOOL_CONN_OPTIONS,
 		{ 0 }
 	};
 	int c, ret;
@@ -164,16 +174,30 @@ static int parse(int argc, char **argv, struct opts *o)
 	return 0;
 }
 
-static struct ktm_config *make_config(const struct opts *o)
+static struct ktm_config *make_config(struct opts *o)
 {
 	struct ktm_error *err = NULL;
-	struct ktm_config *cfg = tool_tls_config(&o->tls, o->send ?
-						 KTM_ENDPOINT_CLIENT :
-						 KTM_ENDPOINT_SERVER, &err);
+	struct ktm_config *cfg;
 
+	o->tls.hook_uri = o->send ? o->connect : o->listen;
+	cfg = tool_tls_config(&o->tls, o->send ? KTM_ENDPOINT_CLIENT :
+			      KTM_ENDPOINT_SERVER, &err);
 	if (!cfg)
 		tool_error(err);
+	else
+		tool_identity_note(cfg);
 	return cfg;
+}
+
+/* ", peer ADDR SUBJECT [SANS] issuer ISSUER spki SHA256" (escaped by the
+ * library) for the success line. */
+static void peer_identity(const struct opts *o, const struct ktm_session *s,
+			  char *buf, size_t len)
+{
+	snprintf(buf, len, ", peer%s%s %s [%s] issuer %s spki %s",
+		 o->send ? " " : "", o->send ? o->connect : "",
+		 ktm_session_peer_subject(s), ktm_session_peer_sans(s),
+		 ktm_session_peer_issuer(s), ktm_session_peer_spki_sha256(s));
 }
 
 static struct ktm_session *make_session(const struct opts *o,
@@ -233,6 +257,76 @@ static void *relay_main(void *arg)
 	return NULL;
 }
 
+/* What fd mode watches on the socket QEMU writes to. */
+struct key_watch {
+	int fd;			/* a duplicate of QEMU's socket, or -1 */
+	enum ktm_cipher cipher;
+	uint64_t limit;		/* 0: none */
+};
+
+/*
+ * QEMU owns the kernel-TLS socket and cannot update its key, so watch the
+ * live record count (the kernel's rec_seq, through our duplicate fd) and
+ * cancel the migration before the key-usage limit.  Cancels a little
+ * early: QEMU keeps writing between two looks.  true when it cancelled
+ * (the sentence printed).
+ */
+static bool key_watch_stop(struct ktm_qmp *q, const struct key_watch *w)
+{
+	uint64_t n = 0, margin = w->limit / 8 ? w->limit / 8 : 1;
+
+	if (w->fd < 0 || !w->limit ||
+	    !ktm_fd_key_records(w->fd, w->cipher, KTM_DIR_TX, &n, NULL) ||
+	    n + margin < w->limit)
+		return false;
+	free(ktm_qmp_execute(q, "{\"execute\": \"migrate_cancel\"}", -1, NULL));
+	fprintf(stderr, "%s: cancelled the migration (migrate_cancel): the "
+		"kernel-TLS socket QEMU writes to has sealed %llu records under one "
+		"key, close to the %s usage limit of %llu, and QEMU cannot update "
+		"the key of a socket it was handed\n", tool_prog,
+		(unsigned long long)n, ktm_cipher_name(w->cipher),
+		(unsigned long long)w->limit);
+	fprintf(stderr, "  hint: migrate this guest through '%s proxy' (it "
+		"updates keys in place or stops cleanly), or use --cipher "
+		"chacha20-poly1305\n", tool_prog);
+	return true;
+}
+
+/* ktm_qmp_migrate_wait() in short steps, looking at the key in between;
+ * @timeout_s 0: no limit.  At that limit it prints the sentence itself and
+ * returns false with *errp left NULL. */
+static bool wait_watching(struct ktm_qmp *q, unsigned int timeout_s,
+			  const struct key_watch *w, uint64_t *transferred,
+			  uint64_t *total_ms, struct ktm_error **errp)
+{
+	struct timespec t0, t1;
+
+	if (w->fd < 0 || !w->limit)
+		return ktm_qmp_migrate_wait(q, timeout_s * 1000u, transferred,
+					    total_ms, errp);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		struct ktm_error *e = NULL;
+
+		if (ktm_qmp_migrate_wait(q, 50, transferred, total_ms, &e))
+			return true;
+		if (ktm_error_errno(e) != ETIMEDOUT) {
+			*errp = e;
+			return false;
+		}
+		ktm_error_free(e);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		if (timeout_s && t1.tv_sec - t0.tv_sec >= (time_t)timeout_s) {
+			fprintf(stderr, "%s: migration did not complete within "
+				"%u s\n", tool_prog, timeout_s);
+			return false;
+		}
+		if (key_watch_stop(q, w))
+			return ktm_qmp_migrate_wait(q, 10000, transferred,
+						    total_ms, errp);
+	}
+}
+
 int cmd_qemu(int argc, char **argv)
 {
 	struct ktm_error *err = NULL;
@@ -240,9 +334,10 @@ int cmd_qemu(int argc, char **argv)
 	struct ktm_session *s;
 	struct ktm_qmp *q;
 	struct relay relay = { .fd = -1 };
+	struct key_watch watch = { .fd = -1 };
 	struct timespec t0, t1;
 	struct opts o = { 0 };
-	char path[32], why[300] = "", peer_note[64] = "";
+	char path[32], why[300] = "", peer_note[4096] = "";
 	const char *cipher, *version;
 	uint64_t transferred = 0, total_ms = 0;
 	int ret, fd = -1, pair[2];
@@ -276,9 +371,10 @@ int cmd_qemu(int argc, char **argv)
 		snprintf(why, sizeof(why), " (%s)", ktm_session_fallback_reason(s));
 	version = ktm_tls_version_name(ktm_session_version(s));
 	cipher = ktm_cipher_name(ktm_session_cipher(s));
-	if (o.send)
-		snprintf(peer_note, sizeof(peer_note), ", peer %s", o.connect);
+	peer_identity(&o, s, peer_note, sizeof(peer_note));
 
+	watch.cipher = ktm_session_cipher(s);
+	watch.limit = ktm_session_key_limit(s);
 	if (kernel) {
 		/* QEMU gets the kernel-TLS socket itself. */
 		fd = ktm_session_detach(s, &err);
@@ -300,6 +396,10 @@ int cmd_qemu(int argc, char **argv)
 		relay.s = s;
 		relay.fd = pair[1];
 	}
+	/* the sender's key limit is ours to watch; the receiver's is the
+	 * peer's to keep */
+	if (kernel && o.send)
+		watch.fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	ok = ktm_qmp_migrate_fd(q, o.send ? KTM_ENDPOINT_CLIENT : KTM_ENDPOINT_SERVER,
 				fd, o.fd_name, &err);
 	close(fd);	/* QEMU holds its own copy now */
@@ -321,12 +421,14 @@ int cmd_qemu(int argc, char **argv)
 			goto err_qmp;
 		}
 	}
-	ok = ktm_qmp_migrate_wait(q, o.timeout_s * 1000u, &transferred,
-				  &total_ms, &err);
+	ok = wait_watching(q, o.timeout_s, &watch, &transferred, &total_ms, &err);
+	if (watch.fd >= 0)
+		close(watch.fd);
 	if (!ok) {
-		bool timed_out = ktm_error_errno(err) == ETIMEDOUT;
+		bool timed_out = !err || ktm_error_errno(err) == ETIMEDOUT;
 
-		tool_error(err);
+		if (err)
+			tool_error(err);
 		err = NULL;
 		/* Giving up must not leave QEMU migrating behind our back. */
 		if (timed_out && o.send) {
@@ -370,6 +472,8 @@ int cmd_qemu(int argc, char **argv)
 	return 0;
 
 err_qmp:
+	if (watch.fd >= 0)
+		close(watch.fd);
 	ktm_qmp_close(q);
 	ktm_config_free(cfg);
 	return 1;

@@ -61,6 +61,9 @@ struct ktm_proxy {
 	pthread_mutex_t lock;		/* conns, reports */
 	struct proxy_conn *conns;
 	unsigned int next_id;
+	/* source on a unix socket: who may connect besides root and this
+	 * process's user (SO_PEERCRED); -1 when unset */
+	long peer_uid, peer_gid;
 };
 
 /* ---- addresses ------------------------------------------------------------- */
@@ -368,6 +371,7 @@ struct ktm_proxy *ktm_proxy_new(const struct ktm_config *cfg,
 	}
 	p->cfg = cfg;
 	p->listen_fd = -1;
+	p->peer_uid = p->peer_gid = -1;
 	p->wake[0] = p->wake[1] = -1;
 	pthread_mutex_init(&p->lock, NULL);
 	p->source = ktm_config_endpoint(cfg) == KTM_ENDPOINT_CLIENT;
@@ -392,6 +396,79 @@ struct ktm_proxy *ktm_proxy_new(const struct ktm_config *cfg,
 err_free:
 	ktm_proxy_free(p);
 	return NULL;
+}
+
+bool ktm_proxy_set_unix_access(struct ktm_proxy *p, long owner, long group,
+			       unsigned int mode, struct ktm_error **errp)
+{
+	const char *path = p->local.path;
+
+	if (!p->source || !p->local.is_unix) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
+			      "socket owner, group and mode are for the source "
+			      "end's unix socket");
+		return false;
+	}
+	if (mode & ~0777u) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
+			      "mode %o for unix socket %s is not a permission "
+			      "mode (0 to 0777)", mode, path);
+		return false;
+	}
+	if ((owner >= 0 || group >= 0) &&
+	    chown(path, owner >= 0 ? (uid_t)owner : (uid_t)-1,
+		  group >= 0 ? (gid_t)group : (gid_t)-1)) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, errno,
+			      "cannot give unix socket %s to uid %ld gid %ld: %s",
+			      path, owner, group, strerror(errno));
+		return false;
+	}
+	if (mode && chmod(path, mode)) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, errno,
+			      "cannot set mode %04o on unix socket %s: %s", mode,
+			      path, strerror(errno));
+		return false;
+	}
+	p->peer_uid = owner;
+	p->peer_gid = group;
+	return true;
+}
+
+/*
+ * Whoever connects to the source's socket feeds the destination QEMU as
+ * if it were the migrating QEMU, so the file mode is not the only lock:
+ * the peer's credentials must be root, this process's user, the socket's
+ * owner or its group (SO_PEERCRED: the primary group only).
+ */
+static bool unix_peer_allowed(const struct ktm_proxy *p, int fd,
+			      struct ktm_error **errp)
+{
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+	char uid[32] = "", gid[32] = "";
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len)) {
+		ktm_error_set(errp, KTM_ERR_IO, errno, "cannot learn who connected "
+			      "to %s (SO_PEERCRED): %s", p->address,
+			      strerror(errno));
+		return false;
+	}
+	if (cr.uid == 0 || cr.uid == geteuid() ||
+	    (p->peer_uid >= 0 && cr.uid == (uid_t)p->peer_uid) ||
+	    (p->peer_gid >= 0 && cr.gid == (gid_t)p->peer_gid))
+		return true;
+	ktm_error_set(errp, KTM_ERR_PEER, EACCES,
+		      "local process %ld (uid %u, gid %u) is not allowed to "
+		      "migrate through %s", (long)cr.pid, (unsigned int)cr.uid,
+		      (unsigned int)cr.gid, p->address);
+	if (p->peer_uid >= 0)
+		snprintf(uid, sizeof(uid), ", uid %ld", p->peer_uid);
+	if (p->peer_gid >= 0)
+		snprintf(gid, sizeof(gid), ", gid %ld", p->peer_gid);
+	ktm_error_hint_set(errp, "allowed: root, uid %u%s%s; give the socket to "
+			   "QEMU's user with --unix-owner/--unix-group",
+			   (unsigned int)geteuid(), uid, gid);
+	return false;
 }
 
 const char *ktm_proxy_address(const struct ktm_proxy *p)
@@ -476,8 +553,9 @@ static struct proxy_conn *conn_establish(struct ktm_proxy *p,
 	}
 	if (p->source) {
 		local_fd = fd;
-		s = ktm_session_connect(p->cfg, p->remote.host, p->remote.port,
-					&e);
+		if (!p->local.is_unix || unix_peer_allowed(p, fd, &e))
+			s = ktm_session_connect(p->cfg, p->remote.host,
+						p->remote.port, &e);
 	} else {
 		/* takes fd, also on failure */
 		s = ktm_session_new_fd(p->cfg, fd, NULL, &e);

@@ -47,6 +47,17 @@ struct ktm_proxy *ktm_proxy_new(const struct ktm_config *cfg,
  * proxy. */
 const char *ktm_proxy_address(const struct ktm_proxy *p);
 /* Report finished connections to @fn (NULL: no reports).  Before run. */
+/*
+ * The source end's unix socket (created 0600, owned by this process):
+ * give it to @owner / @group (-1: unchanged) and set @mode (0: keep 0600),
+ * e.g. for a QEMU running as libvirt-qemu.  Every connection is then
+ * checked with SO_PEERCRED: root, this process's user, @owner, or a
+ * process whose primary group is @group may connect; anyone else is
+ * refused before the destination is contacted, and the report says who
+ * it was.  Before run; false with *errp (KTM_ERR_CONFIG).
+ */
+bool ktm_proxy_set_unix_access(struct ktm_proxy *p, long owner, long group,
+			       unsigned int mode, struct ktm_error **errp);
 void ktm_proxy_set_report(struct ktm_proxy *p, ktm_proxy_report_fn fn,
 			  void *opaque);
 /*

@@ -78,6 +78,74 @@ static int parse_ciphers(struct tool_tls *t, const char *list, const char *cmd)
 	return ret;
 }
 
+static int identity_option(struct tool_tls *t, int c, const char *arg,
+			   const char *cmd)
+{
+	char *end = NULL;
+	unsigned long v;
+
+	switch (c) {
+	case TOOL_O_ALLOW:
+		if (t->nallow == TOOL_MAX_ALLOW)
+			return tool_usage_error(cmd, "at most %d --allow rules "
+						"(use --allow-file)", TOOL_MAX_ALLOW);
+		t->allow[t->nallow++] = arg;
+		return 1;
+	case TOOL_O_ALLOW_FILE:
+		t->allow_file = arg;
+		return 1;
+	case TOOL_O_KEY_PW:
+		t->passphrase_file = arg;
+		return 1;
+	case TOOL_O_HOOK:
+		t->hook = arg;
+		return 1;
+	case TOOL_O_KEY_LIMIT:
+		t->key_limit = strtoull(arg, &end, 10);
+		if (*end || t->key_limit < 2)
+			return tool_usage_error(cmd, "--key-limit takes a record "
+						"count of at least 2, not '%s'", arg);
+		return 1;
+	case TOOL_O_HOOK_TIMEOUT:
+		v = strtoul(arg, &end, 10);
+		if (*end || !v || v > 86400)
+			return tool_usage_error(cmd, "--hook-timeout takes seconds "
+						"(1 to 86400), not '%s'", arg);
+		t->hook_timeout_ms = (unsigned int)v * 1000;
+		return 1;
+	}
+	return 0;
+}
+
+void tool_identity_note(const struct ktm_config *cfg)
+{
+	char buf[1024];
+
+	ktm_config_authz(cfg, buf, sizeof(buf));
+	fprintf(stderr, "%s: authorization: %s\n", tool_prog, buf);
+	if (ktm_config_key_note(cfg, buf, sizeof(buf)))
+		fprintf(stderr, "%s: note: %s\n", tool_prog, buf);
+}
+
+/* The identity options into @cfg; false with *errp. */
+static bool identity_config(const struct tool_tls *t, struct ktm_config *cfg,
+			    struct ktm_error **errp)
+{
+	unsigned int i;
+
+	for (i = 0; i < t->nallow; i++)
+		if (!ktm_config_add_allow(cfg, t->allow[i], errp))
+			return false;
+	if (t->allow_file && !ktm_config_load_allow_file(cfg, t->allow_file, errp))
+		return false;
+	if (t->hook && !ktm_config_set_check_exec(cfg, t->hook, "-",
+						  t->hook_uri, errp))
+		return false;
+	ktm_config_set_check_timeout(cfg, t->hook_timeout_ms);
+	ktm_config_set_key_limit(cfg, t->key_limit);
+	return true;
+}
+
 int tool_tls_option(struct tool_tls *t, int c, const char *arg,
 		    const char *cmd)
 {
@@ -117,7 +185,7 @@ int tool_tls_option(struct tool_tls *t, int c, const char *arg,
 		t->pins[t->npins++] = arg;
 		return 1;
 	}
-	return 0;
+	return identity_option(t, c, arg, cmd);
 }
 
 struct ktm_config *tool_tls_config(const struct tool_tls *t,
@@ -130,7 +198,10 @@ struct ktm_config *tool_tls_config(const struct tool_tls *t,
 	if (!cfg)
 		return NULL;
 	ktm_config_set_ktls(cfg, t->policy);
-	if (!ktm_config_set_creds_dir(cfg, t->creds, errp) ||
+	if ((t->passphrase_file &&
+	     !ktm_config_set_key_passphrase_file(cfg, t->passphrase_file, errp)) ||
+	    !ktm_config_set_creds_dir(cfg, t->creds, errp) ||
+	    !identity_config(t, cfg, errp) ||
 	    !ktm_config_set_versions(cfg, t->vmin, t->vmax, errp) ||
 	    (t->nciphers && !ktm_config_set_ciphers(cfg, t->ciphers, t->nciphers,
 						    errp)) ||

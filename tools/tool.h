@@ -33,9 +33,17 @@ int tool_pick_mode(int argc, char **argv, const char *a, const char *b,
 /* ---- tls_opts.c: the TLS options of the networked commands ---- */
 
 #define TOOL_MAX_PINS 8
+#define TOOL_MAX_ALLOW 32
 
 struct tool_tls {
 	const char *creds, *hostname;
+	/* who may connect, the key's passphrase, the check hook (proxy,
+	 * qemu-*: --check-hook; migrate has its own) and its time limit */
+	const char *allow[TOOL_MAX_ALLOW];
+	unsigned int nallow;
+	const char *allow_file, *passphrase_file, *hook, *hook_uri;
+	unsigned int hook_timeout_ms;
+	unsigned long long key_limit;
 	enum ktm_ktls_policy policy;
 	enum ktm_tls_version vmin, vmax;
 	enum ktm_cipher ciphers[KTM_CIPHER_COUNT];
@@ -47,7 +55,8 @@ struct tool_tls {
 /* getopt_long codes, above any command's own */
 enum {
 	TOOL_O_CREDS = 0x1000, TOOL_O_HOSTNAME, TOOL_O_KTLS, TOOL_O_TLS,
-	TOOL_O_CIPHER, TOOL_O_PIN,
+	TOOL_O_CIPHER, TOOL_O_PIN, TOOL_O_ALLOW, TOOL_O_ALLOW_FILE,
+	TOOL_O_KEY_PW, TOOL_O_HOOK_TIMEOUT, TOOL_O_HOOK, TOOL_O_KEY_LIMIT,
 };
 
 /* Entries for a struct option array. */
@@ -57,7 +66,22 @@ enum {
 	{ "ktls", required_argument, NULL, TOOL_O_KTLS },		\
 	{ "tls", required_argument, NULL, TOOL_O_TLS },			\
 	{ "cipher", required_argument, NULL, TOOL_O_CIPHER },		\
-	{ "pin", required_argument, NULL, TOOL_O_PIN }
+	{ "pin", required_argument, NULL, TOOL_O_PIN },			\
+	{ "allow", required_argument, NULL, TOOL_O_ALLOW },		\
+	{ "allow-file", required_argument, NULL, TOOL_O_ALLOW_FILE },	\
+	{ "key-passphrase-file", required_argument, NULL, TOOL_O_KEY_PW }, \
+	{ "hook-timeout", required_argument, NULL, TOOL_O_HOOK_TIMEOUT }
+
+/* --check-hook and --key-limit for the commands without their own
+ * (proxy, qemu-*). */
+#define TOOL_CONN_OPTIONS						\
+	{ "check-hook", required_argument, NULL, TOOL_O_HOOK },		\
+	{ "key-limit", required_argument, NULL, TOOL_O_KEY_LIMIT }
+
+#define TOOL_KEY_LIMIT_HELP						\
+"  --key-limit N       (for tests) records one TLS key may seal before it is\n" \
+"                      updated (default: the cipher's limit, 2^24.5 for\n"	\
+"                      AES-GCM/CCM)\n"
 
 /* The help lines for them, for a command's usage text. */
 #define TOOL_TLS_HELP							\
@@ -73,13 +97,33 @@ enum {
 "  --hostname NAME     (connecting end) the name the peer's certificate must\n" \
 "                      carry (default: the host connected to)\n"		\
 "  --pin SHA256        accept only a peer whose public key (SPKI) has this\n" \
-"                      SHA-256: 64 hex digits or sha256//BASE64; repeatable\n"
+"                      SHA-256: 64 hex digits or sha256//BASE64; repeatable\n" \
+TOOL_IDENTITY_HELP
+
+/* Who may connect, the key passphrase, the hook's time limit. */
+#define TOOL_IDENTITY_HELP						\
+"  --allow RULE        admit only peers matching a rule (an allow-list, like\n" \
+"                      QEMU's tls-authz): dn:SUBJECT (exact, RFC 2253, e.g.\n" \
+"                      dn:CN=src.example,O=Example), dn-glob:PATTERN (fnmatch,\n" \
+"                      e.g. 'dn-glob:CN=*.example,O=Example'), dns:NAME,\n"	\
+"                      ip:ADDRESS (subjectAltName), spki:SHA256; repeatable.\n" \
+"                      Default (no rule): ANY certificate the CA signed is\n" \
+"                      admitted, so with a shared CA set an allow-list\n"	\
+"  --allow-file FILE   more rules, one per line ('#' comments)\n"		\
+"  --key-passphrase-file FILE  the passphrase of an encrypted private key\n" \
+"                      (first line; the tool never prompts).  A key file may\n" \
+"                      be readable by its group (0640), never by others\n"	\
+"  --hook-timeout S    the check hook's limit for its whole run (default 30);\n" \
+"                      at it the hook's process group is killed and the\n"	\
+"                      connection refused\n"
 
 void tool_tls_init(struct tool_tls *t, enum ktm_ktls_policy policy);
 /* 1: @c was a TLS option and is taken; 0: not one of them; 2: a bad
  * value (the usage error is printed). */
 int tool_tls_option(struct tool_tls *t, int c, const char *arg,
 		    const char *cmd);
+/* Print "authorization: ..." and the key note on standard error. */
+void tool_identity_note(const struct ktm_config *cfg);
 /* A configuration for @ep from the options; NULL with *errp. */
 struct ktm_config *tool_tls_config(const struct tool_tls *t,
 				   enum ktm_endpoint ep,

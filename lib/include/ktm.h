@@ -192,10 +192,37 @@ enum ktm_endpoint ktm_config_endpoint(const struct ktm_config *cfg);
  * server-cert.pem + server-key.pem (server), client-cert.pem +
  * client-key.pem (client), optional ca-crl.pem.  The files this endpoint
  * needs are read and checked now: they parse, the key matches the
- * certificate, and the key is not readable by group or others.
+ * certificate, and the key is not readable by others (its group may
+ * read it: see ktm_config_key_note()).  ca-cert.pem may hold several CA
+ * certificates (a root and intermediates), the certificate file a chain,
+ * and ca-crl.pem one CRL per CA; every certificate of the peer's chain is
+ * checked against its issuer's CRL when ca-crl.pem exists.
  */
 bool ktm_config_set_creds_dir(struct ktm_config *cfg, const char *dir,
 			      struct ktm_error **errp);
+/*
+ * The credentials are read once: every session, channel and reconnect made
+ * from this config shares one TLS context (CA, CRLs, certificate, key)
+ * built at the first session.  ktm_config_reload() reads the credentials
+ * directory again (all checks as above) for the sessions made after it;
+ * running sessions keep what they had.  On failure the old credentials
+ * stay in use.  Safe to call while other threads create sessions.
+ */
+bool ktm_config_reload(struct ktm_config *cfg, struct ktm_error **errp);
+/*
+ * The passphrase of an encrypted PEM private key: the first line of
+ * @path (a file not readable by others).  Call before
+ * ktm_config_set_creds_dir().  Without it an encrypted key is an error
+ * ("... is encrypted and no passphrase was given"); the library never
+ * prompts on a terminal.
+ */
+bool ktm_config_set_key_passphrase_file(struct ktm_config *cfg,
+					const char *path,
+					struct ktm_error **errp);
+/* A note for reports when the key file is readable by its group (mode
+ * 0640: accepted; readable by others is refused), in @buf; else NULL. */
+const char *ktm_config_key_note(const struct ktm_config *cfg, char *buf,
+				size_t len);
 /* Verify the peer's certificate (default true).  Off only for tests. */
 void ktm_config_set_verify_peer(struct ktm_config *cfg, bool verify);
 /* The name (DNS or IP) the server certificate must carry, instead of the
@@ -216,6 +243,33 @@ bool ktm_config_set_ciphers(struct ktm_config *cfg,
  * pins: 64 hex digits, or "sha256//" + base64 (as curl takes them). */
 bool ktm_config_add_pin(struct ktm_config *cfg, const char *pin,
 			struct ktm_error **errp);
+/*
+ * Who may connect.  By default any peer whose certificate the CA in
+ * ca-cert.pem signed (and that passes the pins and, on the client, the
+ * hostname check).  With rules, the peer must also match one of them (an
+ * allow-list, default deny, like QEMU's tls-authz with authz-simple or
+ * authz-list-file):
+ *   dn:SUBJECT       the subject exactly, as ktm_session_peer_subject()
+ *                    shows it (RFC 2253, e.g. "CN=src.example,O=Example")
+ *   dn-glob:PATTERN  the subject against an fnmatch(3) pattern
+ *                    (e.g. "CN=*.example,O=Example")
+ *   dns:NAME         a DNS subjectAltName (exact, case-insensitive)
+ *   ip:ADDRESS       an iPAddress subjectAltName
+ *   spki:SHA256      the public key's SHA-256 (64 hex digits)
+ * The check runs right after the chain verified, inside the handshake, so
+ * a refused peer never sees or sends an application byte; it gets a
+ * bad_certificate alert, and the error here names the peer's subject and
+ * SANs and the rule set.  An allow file holds one rule per line ('#'
+ * comments, blank lines ignored); a second file replaces the first, the
+ * --allow rules stay.  A file without rules is an error.
+ */
+bool ktm_config_add_allow(struct ktm_config *cfg, const char *rule,
+			  struct ktm_error **errp);
+bool ktm_config_load_allow_file(struct ktm_config *cfg, const char *path,
+				struct ktm_error **errp);
+/* Who may connect, in words for a report: "any certificate signed by the
+ * CA in PATH (no allow-list)" or "the allow-list FILE (N rules)". */
+void ktm_config_authz(const struct ktm_config *cfg, char *buf, size_t len);
 void ktm_config_set_ktls(struct ktm_config *cfg, enum ktm_ktls_policy policy);
 /* Promise that the peer sends TLS 1.3 records without padding, so kernel
  * TLS may decrypt straight into the reader's buffer (TLS_RX_EXPECT_NO_PAD,
@@ -244,15 +298,31 @@ void ktm_config_set_check(struct ktm_config *cfg, ktm_check_fn fn,
  * External: run @path like a libvirt hook, as
  *   PATH OBJECT migrate pmc URI
  * with the verified peer in the environment: KTM_PEER_SUBJECT,
- * KTM_PEER_SANS (comma separated), KTM_PEER_CERT_SHA256,
+ * KTM_PEER_SANS (", " separated, escaped as ktm_cert_names() says), KTM_PEER_CERT_SHA256,
  * KTM_PEER_SPKI_SHA256 (hex), KTM_TLS_VERSION, KTM_TLS_CIPHER,
  * KTM_DATA_PATH ("kernel" or "userspace"), KTM_ENDPOINT ("client" or
  * "server").  Exit status 0 allows; anything else vetoes, and the error
- * carries the hook's first line of stderr.  The hook gets 30 s.
+ * carries the hook's first line of stderr.  The hook runs in its own
+ * process group with stdin/stdout on /dev/null and no other inherited
+ * descriptor.  It fails closed: fork, exec or waitpid failing (e.g. the
+ * process ignores SIGCHLD), death by a signal, or the timeout (30 s by
+ * default, for the whole run; its process group is then killed) refuse
+ * the connection like a veto.
  */
 bool ktm_config_set_check_exec(struct ktm_config *cfg, const char *path,
 			       const char *object, const char *uri,
 			       struct ktm_error **errp);
+/*
+ * Records one key may protect in one direction, for the proxy and fd mode
+ * (0: the cipher's limit, 2^24.5 for AES-GCM and AES-CCM in TLS 1.3, none
+ * for ChaCha20-Poly1305).  A tiny value is for tests.
+ */
+void ktm_config_set_key_limit(struct ktm_config *cfg, uint64_t records);
+/* The limit in effect for @cipher (0: none). */
+uint64_t ktm_config_key_limit(const struct ktm_config *cfg,
+			      enum ktm_cipher cipher);
+/* The check hook's time limit in milliseconds (0: the default, 30 s). */
+void ktm_config_set_check_timeout(struct ktm_config *cfg, unsigned int ms);
 
 /* ------------------------------------------------------------------ */
 /* Sessions                                                            */
@@ -327,8 +397,26 @@ enum ktm_cipher ktm_session_cipher(const struct ktm_session *s);
  * Owned by the session. */
 const char *ktm_session_peer_subject(const struct ktm_session *s);
 const char *ktm_session_peer_sans(const struct ktm_session *s);
+/* The issuer of the peer's certificate, RFC 2253 like the subject. */
+const char *ktm_session_peer_issuer(const struct ktm_session *s);
 const char *ktm_session_peer_cert_sha256(const struct ktm_session *s);
 const char *ktm_session_peer_spki_sha256(const struct ktm_session *s);
+/*
+ * The identity text of a DER certificate (@der_len bytes at @der), as the
+ * session accessors above give it: @subject in RFC 2253 form, @sans as
+ * "DNS:a, IP:10.0.0.7".  Each SAN is decoded by its type with its length
+ * checked (an iPAddress of other than 4 or 16 bytes reads
+ * "IP:invalid(N bytes)"); every byte outside printable ASCII and every
+ * ',', '\\' or '"' inside a name is written as \xHH, so no name can pass
+ * for two, end a line or a JSON string.  Only whole names are written,
+ * with ", ..." when some did not fit (1024 and 2048 bytes always hold a
+ * legal subject and a longest DNS name).  A pure function of its input
+ * (the fuzz target tests/fuzz/cert_names.c calls it).  false with *errp
+ * when @der is not a certificate.
+ */
+bool ktm_cert_names(const void *der, size_t der_len, char *subject,
+		    size_t subject_len, char *sans, size_t sans_len,
+		    struct ktm_error **errp);
 /* Whether TLS_RX_EXPECT_NO_PAD is in effect on this session. */
 bool ktm_session_rx_no_pad(const struct ktm_session *s);
 /* Application bytes and TLS records moved in @dir since the switch. */
@@ -349,6 +437,21 @@ bool ktm_session_can_rekey(const struct ktm_session *s);
  * userspace path: OpenSSL does it).  False with *errp (KTM_ERR_KTLS_UNSUPPORTED
  * when in-place rekey is impossible; then reconnect instead). */
 bool ktm_session_rekey(struct ktm_session *s, struct ktm_error **errp);
+/* Whether the peer asked for our KeyUpdate and it is not sent yet (kernel
+ * path).  ktm_session_send() sends it first; a caller that writes to
+ * ktm_session_fd() itself (splice) calls ktm_session_rekey() from the
+ * thread that sends.  Any thread may ask. */
+bool ktm_session_rekey_owed(const struct ktm_session *s);
+/*
+ * The kernel's record sequence of @dir on a kernel-TLS socket @fd (e.g. a
+ * detached session's, dup'ed before it went to QEMU): how many records the
+ * current key sealed (TLS 1.3; TLS 1.2 started at 1).  @cipher is the
+ * session's.  false with *errp when @fd has no kernel TLS in @dir.
+ */
+bool ktm_fd_key_records(int fd, enum ktm_cipher cipher, enum ktm_dir dir,
+			uint64_t *records, struct ktm_error **errp);
+/* ktm_config_key_limit() of the session's config for its cipher. */
+uint64_t ktm_session_key_limit(const struct ktm_session *s);
 /* How many times @dir moved to a new key. */
 unsigned int ktm_session_rekeys(const struct ktm_session *s, enum ktm_dir dir);
 

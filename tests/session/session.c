@@ -10,6 +10,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <time.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -17,7 +19,11 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
+#include <pthread.h>
+#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -27,6 +33,7 @@
 #include "ktls.h"
 #include "peer.h"
 #include "pki.h"
+#include "proxy.h"	/* tools/: the proxy accept loop */
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -491,6 +498,660 @@ TEST(revoked_by_crl)
 	client_rejects(_metadata, T_PKI_REVOKED, "has been revoked", "ca-crl.pem");
 }
 
+/* ---- strict verification: chains, CRLs, names ------------------------------ */
+
+/* A session over the set @o: refused by the client with @want (and the
+ * server saw the failure), or, when @want is NULL, an echo round trip. */
+static void chain_case(struct t_meta *_metadata, const struct t_pki_opts *o,
+		       const char *host, const char *want)
+{
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, o, want ? T_ACCEPT : T_ECHO), 0);
+	if (host)
+		ASSERT_TRUE(ktm_config_set_hostname(p.ccfg, host, NULL));
+	p.s = t_connect(p.ccfg, "127.0.0.1", p.srv.port, &p.c);
+	if (!want) {
+		ASSERT_NE(p.s, NULL);
+		EXPECT_EQ(t_echo_check(p.s, 1000), 0);
+		t_finish(p.s);
+		EXPECT_EQ(t_server_wait(&p.srv, 20), 0);
+		EXPECT_TRUE(p.srv.out->ok);
+	} else {
+		EXPECT_EQ(p.s, NULL);
+		EXPECT_EQ(p.c.cls, KTM_ERR_TLS_VERIFY);
+		EXPECT_STRSTR(p.c.msg, want);
+		t_server_wait(&p.srv, 20);
+		EXPECT_FALSE(p.srv.out->ok);
+	}
+	pair_end(&p);
+}
+
+TEST(chain_through_an_intermediate_in_the_cert_files)
+{
+	struct t_pki_opts o = { .intermediate = true, .with_crl = true };
+
+	chain_case(_metadata, &o, "localhost", NULL);
+}
+
+TEST(chain_through_an_intermediate_in_a_two_cert_ca_file)
+{
+	struct t_pki_opts o = { .intermediate = true, .intermediate_in_ca = true,
+				.with_crl = true };
+
+	chain_case(_metadata, &o, "localhost", NULL);
+}
+
+static void t_read_error(struct ktm_session *s, char *msg, size_t len);
+
+/* The serial of certificate @index of @dir/@file, as the CRL lists it,
+ * read with OpenSSL here (hex, upper case). */
+static void t_serial(const char *dir, const char *file, int index, char *buf,
+		     size_t len)
+{
+	char path[128];
+	X509 *x = NULL;
+	BIGNUM *bn;
+	char *h;
+	FILE *f;
+	int i;
+
+	buf[0] = '\0';
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	f = fopen(path, "r");
+	for (i = 0; f && i <= index; i++) {
+		X509_free(x);
+		x = PEM_read_X509(f, NULL, NULL, NULL);
+	}
+	if (f)
+		fclose(f);
+	bn = x ? ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL) : NULL;
+	h = bn ? BN_bn2hex(bn) : NULL;
+	snprintf(buf, len, "%s", h ? h : "?");
+	OPENSSL_free(h);
+	BN_free(bn);
+	X509_free(x);
+}
+
+/* Revoked: the message names the subject and serial, the hint the CRL
+ * file; @index is the revoked one's place in server-cert.pem. */
+static void revoked_case(struct t_meta *_metadata, const struct t_pki_opts *o,
+			 int index, const char *subject)
+{
+	char want[300], serial[80], crl[128];
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, o, T_ACCEPT), 0);
+	t_serial(p.dir, T_PKI_SERVER_CERT, index, serial, sizeof(serial));
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	EXPECT_EQ(p.s, NULL);
+	snprintf(want, sizeof(want), "has been revoked (serial %s): %s", serial,
+		 subject);
+	EXPECT_STRSTR(p.c.msg, want);
+	snprintf(crl, sizeof(crl), "%s/" T_PKI_CA_CRL " lists it", p.dir);
+	EXPECT_STRSTR(p.c.hint, crl);
+	t_server_wait(&p.srv, 20);
+	EXPECT_STRSTR(p.srv.out->msg, "rejected our certificate as revoked");
+	pair_end(&p);
+}
+
+TEST(leaf_under_a_revoked_intermediate_is_refused)
+{
+	struct t_pki_opts o = { .flaw = T_PKI_REVOKED_INTERMEDIATE };
+
+	revoked_case(_metadata, &o, 1, "CN=" T_PKI_INT_CN);
+}
+
+TEST(revoked_leaf_found_in_the_second_crl)
+{
+	struct t_pki_opts o = { .flaw = T_PKI_REVOKED, .intermediate = true };
+
+	revoked_case(_metadata, &o, 0, "CN=localhost");
+}
+
+TEST(untrusted_chain_names_the_issuer_and_the_ca_file_on_both_sides)
+{
+	struct t_pki_opts o = { .flaw = T_PKI_UNKNOWN_CA };
+	char want[200];
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, &o, T_ACCEPT), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_STRSTR(p.c.msg, "is not signed by a trusted CA: CN=localhost "
+			       "(issuer CN=ktm-test-foreign-ca)");
+	snprintf(want, sizeof(want), "%s/" T_PKI_CA_CERT " must hold the CA that "
+		 "issued it: CN=ktm-test-foreign-ca", p.dir);
+	EXPECT_STRSTR(p.c.hint, want);
+	t_server_wait(&p.srv, 20);
+	/* the server, told by the alert, names its own certificate's CA */
+	EXPECT_STRSTR(p.srv.out->msg, "does not trust the CA of our certificate");
+	EXPECT_STRSTR(p.srv.out->hint, "issued our certificate");
+	EXPECT_STRSTR(p.srv.out->hint, ": CN=ktm-test-foreign-ca");
+	pair_end(&p);
+}
+
+TEST(client_rejected_for_its_ca_is_named_by_its_issuer)
+{
+	struct t_pki_opts o = { .flaw = T_PKI_CLIENT_UNKNOWN_CA };
+	char msg[1100];
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, &o, T_ACCEPT), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	if (p.s)
+		t_read_error(p.s, msg, sizeof(msg));
+	else
+		snprintf(msg, sizeof(msg), "%s — hint: %s", p.c.msg, p.c.hint);
+	EXPECT_STRSTR(msg, "does not trust the CA of our certificate");
+	EXPECT_STRSTR(msg, ": CN=ktm-test-foreign-ca");
+	t_server_wait(&p.srv, 20);
+	EXPECT_STRSTR(p.srv.out->msg, "client certificate of 127.0.0.1:");
+	EXPECT_STRSTR(p.srv.out->msg, "is not signed by a trusted CA: CN="
+				      T_PKI_CLIENT_CN " (issuer CN=ktm-test-foreign-ca)");
+	pair_end(&p);
+}
+
+TEST(partial_wildcard_never_matches)
+{
+	struct t_pki_opts o = { .server_dns = { "dst*.example" } };
+
+	chain_case(_metadata, &o, "dst7.example",
+		   "does not match expected host 'dst7.example'");
+}
+
+TEST(full_wildcard_matches_one_label)
+{
+	struct t_pki_opts o = { .server_dns = { "*.dst.example" } };
+
+	chain_case(_metadata, &o, "m7.dst.example", NULL);
+}
+
+TEST(common_name_is_ignored_when_the_cert_has_sans)
+{
+	/* CN=localhost with only an IP SAN: OpenSSL alone would take the CN */
+	struct t_pki_opts o = { .server_cn = "localhost",
+				.server_ip = { "10.9.9.9" } };
+
+	chain_case(_metadata, &o, "localhost",
+		   "does not match expected host 'localhost'");
+}
+
+/* ---- authorization: the allow-list ----------------------------------------- */
+
+/* Read until the session ends; the error message (or "") into @msg. */
+static void t_read_error(struct ktm_session *s, char *msg, size_t len)
+{
+	struct ktm_error *err = NULL;
+	char buf[256];
+	ssize_t n;
+
+	msg[0] = '\0';
+	/* read only: writing first would turn the alert into a reset */
+	while ((n = ktm_session_recv(s, buf, sizeof(buf), &err)) > 0)
+		;
+	if (err)
+		snprintf(msg, len, "%s — hint: %s", ktm_error_message(err),
+			 ktm_error_hint(err) ? ktm_error_hint(err) : "");
+	ktm_error_free(err);
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	if (f) {
+		fputs(text, f);
+		fclose(f);
+	}
+}
+
+TEST(allow_list_admits_an_exact_subject_and_a_glob_from_a_file)
+{
+	char file[128];
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, NULL, T_NONE), 0);
+	snprintf(file, sizeof(file), "%s/allow", p.dir);
+	write_file(file, "# the sources\n\n  dn-glob:CN=ktm-test-*  \n");
+	ASSERT_TRUE(ktm_config_load_allow_file(p.scfg, file, NULL));
+	ASSERT_TRUE(ktm_config_add_allow(p.ccfg, "dn:CN=localhost", NULL));
+	ASSERT_EQ(t_server_start(&p.srv, p.scfg, T_ECHO), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	ASSERT_NE(p.s, NULL);
+	EXPECT_EQ(t_echo_check(p.s, 100), 0);
+	t_finish(p.s);
+	EXPECT_EQ(t_server_wait(&p.srv, 20), 0);
+	EXPECT_TRUE(p.srv.out->ok);
+	pair_end(&p);
+}
+
+TEST(allow_list_admits_by_san_and_by_spki)
+{
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, NULL, T_NONE), 0);
+	ASSERT_TRUE(ktm_config_add_allow(p.scfg, "dns:KTM-TEST-CLIENT", NULL));
+	ASSERT_TRUE(ktm_config_add_allow(p.ccfg, "ip:10.1.2.3", NULL));
+	ASSERT_TRUE(ktm_config_add_allow(p.ccfg, "dns:localhost", NULL));
+	ASSERT_EQ(t_server_start(&p.srv, p.scfg, T_ECHO), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	ASSERT_NE(p.s, NULL);
+	EXPECT_EQ(t_echo_check(p.s, 100), 0);
+	t_finish(p.s);
+	EXPECT_EQ(t_server_wait(&p.srv, 20), 0);
+	EXPECT_TRUE(p.srv.out->ok);
+	pair_end(&p);
+}
+
+TEST(same_ca_client_outside_the_allow_list_is_refused_on_both_sides)
+{
+	char file[128], want[400], msg[1100];
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, NULL, T_NONE), 0);
+	snprintf(file, sizeof(file), "%s/allow", p.dir);
+	write_file(file, "dn:CN=src-01.example\nspki:"
+		   "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n");
+	ASSERT_TRUE(ktm_config_load_allow_file(p.scfg, file, NULL));
+	ASSERT_EQ(t_server_start(&p.srv, p.scfg, T_ACCEPT), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	/* TLS 1.3: the client's handshake ends before the server's verdict,
+	 * which arrives as an alert at the first read */
+	if (p.s) {
+		t_read_error(p.s, msg, sizeof(msg));
+	} else {
+		snprintf(msg, sizeof(msg), "%s — hint: %s", p.c.msg, p.c.hint);
+	}
+	printf("# client: %s\n", msg);
+	EXPECT_STRSTR(msg, "rejected our certificate (bad certificate)");
+	EXPECT_STRSTR(msg, "allow-list");
+	t_server_wait(&p.srv, 20);
+	EXPECT_FALSE(p.srv.out->ok);
+	EXPECT_EQ(p.srv.out->bytes_rx, 0);
+	snprintf(want, sizeof(want), "is not allowed by the allow-list %s (2 rules): "
+		 "subject CN=" T_PKI_CLIENT_CN ", names DNS:" T_PKI_CLIENT_CN, file);
+	EXPECT_STRSTR(p.srv.out->msg, "client 127.0.0.1:");
+	EXPECT_STRSTR(p.srv.out->msg, want);
+	EXPECT_STRSTR(p.srv.out->hint, "dn:CN=" T_PKI_CLIENT_CN);
+	pair_end(&p);
+}
+
+TEST(server_outside_the_clients_allow_list_is_refused)
+{
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, NULL, T_ACCEPT), 0);
+	ASSERT_TRUE(ktm_config_add_allow(p.ccfg, "dn-glob:CN=dst-*.example", NULL));
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_TLS_VERIFY);
+	EXPECT_STRSTR(p.c.msg, "is not allowed by the allow-list of --allow rules "
+			       "(1 rule): subject CN=localhost, names DNS:localhost");
+	t_server_wait(&p.srv, 20);
+	EXPECT_FALSE(p.srv.out->ok);
+	EXPECT_STRSTR(p.srv.out->msg, "rejected our certificate (bad certificate)");
+	pair_end(&p);
+}
+
+TEST(allow_rules_and_files_that_are_wrong_are_named)
+{
+	struct ktm_config *cfg = ktm_config_new(KTM_ENDPOINT_SERVER, NULL);
+	struct ktm_error *err = NULL;
+	char dir[] = "/tmp/ktm-allow-XXXXXX", file[128], desc[256];
+
+	ASSERT_NE(mkdtemp(dir), NULL);
+	EXPECT_FALSE(ktm_config_add_allow(cfg, "cn:foo", &err));
+	ASSERT_NE(err, NULL);
+	EXPECT_STRSTR(ktm_error_message(err), "allow rule 'cn:foo' is not one of dn:");
+	ktm_error_free(err);
+	err = NULL;
+	EXPECT_FALSE(ktm_config_add_allow(cfg, "ip:10.0.0", &err));
+	ktm_error_free(err);
+	err = NULL;
+	snprintf(file, sizeof(file), "%s/allow", dir);
+	write_file(file, "# nothing\n");
+	EXPECT_FALSE(ktm_config_load_allow_file(cfg, file, &err));
+	ASSERT_NE(err, NULL);
+	EXPECT_STRSTR(ktm_error_message(err), "holds no rule");
+	ktm_error_free(err);
+	err = NULL;
+	write_file(file, "dns:a.example\nspki:abc\n");
+	EXPECT_FALSE(ktm_config_load_allow_file(cfg, file, &err));
+	ASSERT_NE(err, NULL);
+	EXPECT_STRSTR(ktm_error_message(err), "allow rule 'spki:abc' in ");
+	EXPECT_STRSTR(ktm_error_message(err), "/allow:2 is not one of");
+	ktm_error_free(err);
+	ktm_config_authz(cfg, desc, sizeof(desc));
+	EXPECT_STRSTR(desc, "(no allow-list)");
+	unlink(file);
+	rmdir(dir);
+	ktm_config_free(cfg);
+}
+
+/* ---- the proxy: allow-list and the source's unix socket -------------------- */
+
+struct t_proxy {
+	struct ktm_proxy *p;
+	pthread_t thread;
+	unsigned int max;
+	int failed;
+	unsigned int nreports;
+	char msg[4][700];
+	unsigned int rekeys_tx;
+	uint64_t records_tx;
+};
+
+static void t_proxy_report(const struct ktm_proxy_conn *conn,
+			   const struct ktm_error *err, void *opaque)
+{
+	struct t_proxy *tp = opaque;
+
+	if (ktm_proxy_conn_session(conn)) {
+		tp->rekeys_tx = ktm_session_rekeys(ktm_proxy_conn_session(conn),
+						   KTM_DIR_TX);
+		tp->records_tx = ktm_session_records(ktm_proxy_conn_session(conn),
+						     KTM_DIR_TX);
+	}
+	if (tp->nreports < 4)
+		snprintf(tp->msg[tp->nreports], sizeof(tp->msg[0]), "%s — hint: %s",
+			 err ? ktm_error_message(err) : "ok",
+			 err && ktm_error_hint(err) ? ktm_error_hint(err) : "");
+	tp->nreports++;
+}
+
+static void *t_proxy_main(void *arg)
+{
+	struct t_proxy *tp = arg;
+
+	tp->failed = ktm_proxy_run(tp->p, tp->max, NULL);
+	return NULL;
+}
+
+static int t_proxy_start(struct t_proxy *tp, const struct ktm_config *cfg,
+			 const char *local, const char *remote, unsigned int max)
+{
+	memset(tp, 0, sizeof(*tp));
+	tp->max = max;
+	tp->p = ktm_proxy_new(cfg, local, remote, NULL);
+	if (!tp->p)
+		return -1;
+	ktm_proxy_set_report(tp->p, t_proxy_report, tp);
+	return pthread_create(&tp->thread, NULL, t_proxy_main, tp) ? -1 : 0;
+}
+
+static void t_proxy_end(struct t_proxy *tp)
+{
+	pthread_join(tp->thread, NULL);
+	ktm_proxy_free(tp->p);
+}
+
+/* Connect to unix socket @path as @uid (a child; 0: as we are), write a
+ * little, read to the end.  The child's exit status: 0 when it got EOF
+ * or a reset, 2 when it could not connect. */
+static int t_unix_client(const char *path, uid_t uid)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	pid_t pid = fork();
+	int st = -1;
+
+	if (pid == 0) {
+		char buf[64];
+		int fd;
+
+		if (uid && (setgid(uid) || setuid(uid)))
+			_exit(3);
+		snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+		fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)))
+			_exit(2);
+		if (send(fd, "QEVM", 4, MSG_NOSIGNAL) < 0)
+			_exit(0);
+		while (read(fd, buf, sizeof(buf)) > 0)
+			;
+		_exit(0);
+	}
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return -1;
+	return WEXITSTATUS(st);
+}
+
+TEST(proxy_same_ca_peer_outside_the_allow_list_is_refused_on_both_ends)
+{
+	struct t_proxy src, dst;
+	char sock[128], dst_addr[64], qemu_addr[64];
+	struct pair p;
+	int qemu_fd;
+	struct sockaddr_in sin;
+	socklen_t sl = sizeof(sin);
+
+	ASSERT_EQ(pair_start(&p, NULL, T_NONE), 0);
+	/* the destination "QEMU": a listener that must never see a connection */
+	qemu_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ASSERT_EQ(bind(qemu_fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ASSERT_EQ(listen(qemu_fd, 4), 0);
+	ASSERT_EQ(getsockname(qemu_fd, (struct sockaddr *)&sin, &sl), 0);
+	snprintf(qemu_addr, sizeof(qemu_addr), "127.0.0.1:%u", ntohs(sin.sin_port));
+	ASSERT_TRUE(ktm_config_add_allow(p.scfg, "dn:CN=src-01.example", NULL));
+	ASSERT_EQ(t_proxy_start(&dst, p.scfg, qemu_addr, "127.0.0.1:0", 1), 0);
+	/* the server certificate names localhost */
+	snprintf(dst_addr, sizeof(dst_addr), "localhost%s",
+		 strrchr(ktm_proxy_address(dst.p), ':'));
+	snprintf(sock, sizeof(sock), "unix:%s/src.sock", p.dir);
+	ASSERT_EQ(t_proxy_start(&src, p.ccfg, sock, dst_addr, 1), 0);
+	EXPECT_EQ(t_unix_client(sock + 5, 0), 0);
+	t_proxy_end(&src);
+	t_proxy_end(&dst);
+	EXPECT_EQ(src.failed, 1);
+	EXPECT_EQ(dst.failed, 1);
+	printf("# source: %s\n# dest: %s\n", src.msg[0], dst.msg[0]);
+	EXPECT_STRSTR(dst.msg[0], "is not allowed by the allow-list of --allow "
+				  "rules (1 rule): subject CN=" T_PKI_CLIENT_CN);
+	EXPECT_STRSTR(src.msg[0], "rejected our certificate");
+	EXPECT_STRSTR(src.msg[0], "allow-list");
+	EXPECT_LT(accept(qemu_fd, NULL, NULL), 0);	/* QEMU saw nothing */
+	close(qemu_fd);
+	pair_end(&p);
+}
+
+/* A plain TCP listener standing for the destination QEMU: counts what
+ * arrives on one connection until EOF. */
+struct t_sink {
+	int lfd;
+	pthread_t thread;
+	uint64_t bytes;
+	bool pattern_ok;
+	char addr[64];
+};
+
+static uint8_t t_pattern(uint64_t i)
+{
+	return (uint8_t)(i * 7 + (i >> 9));
+}
+
+static void *t_sink_main(void *arg)
+{
+	struct t_sink *k = arg;
+	uint8_t buf[65536];
+	int fd = accept(k->lfd, NULL, NULL);
+	ssize_t n, i;
+
+	k->pattern_ok = true;
+	while (fd >= 0 && (n = read(fd, buf, sizeof(buf))) > 0) {
+		for (i = 0; i < n; i++)
+			if (buf[i] != t_pattern(k->bytes + (uint64_t)i))
+				k->pattern_ok = false;
+		k->bytes += (uint64_t)n;
+	}
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+static int t_sink_start(struct t_sink *k)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sin);
+
+	memset(k, 0, sizeof(*k));
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	k->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (k->lfd < 0 || bind(k->lfd, (struct sockaddr *)&sin, sizeof(sin)) ||
+	    listen(k->lfd, 4) || getsockname(k->lfd, (struct sockaddr *)&sin, &sl))
+		return -1;
+	snprintf(k->addr, sizeof(k->addr), "127.0.0.1:%u", ntohs(sin.sin_port));
+	return pthread_create(&k->thread, NULL, t_sink_main, k) ? -1 : 0;
+}
+
+/* Write @len pattern bytes into unix socket @path, half-close, read to
+ * the end.  0, or -1 when it could not connect. */
+static int t_unix_feed(const char *path, size_t len)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	uint8_t buf[65536];
+	size_t done = 0, i;
+	int fd;
+
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)))
+		return -1;
+	while (done < len) {
+		size_t n = len - done < sizeof(buf) ? len - done : sizeof(buf);
+		ssize_t w;
+
+		for (i = 0; i < n; i++)
+			buf[i] = t_pattern(done + i);
+		w = send(fd, buf, n, MSG_NOSIGNAL);
+		if (w <= 0)
+			break;
+		done += (size_t)w;
+	}
+	shutdown(fd, SHUT_WR);
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	close(fd);
+	return 0;
+}
+
+/* The running kernel is at least @maj.@min (from uname, not the library). */
+static bool t_kernel_at_least(int maj, int min)
+{
+	struct utsname u;
+	int a = 0, b = 0;
+
+	if (uname(&u) || sscanf(u.release, "%d.%d", &a, &b) != 2)
+		return false;
+	return a > maj || (a == maj && b >= min);
+}
+
+/* 2 MiB through a source and a dest proxy whose source may seal only
+ * @limit records per key, TLS @version; the outcome in the structs. */
+static void key_limit_run(struct t_meta *_metadata, struct pair *p,
+			  enum ktm_tls_version version, uint64_t limit,
+			  struct t_proxy *src, struct t_proxy *dst,
+			  struct t_sink *sink)
+{
+	char sock[128], dst_addr[64];
+
+	ASSERT_EQ(pair_start(p, NULL, T_NONE), 0);
+	ASSERT_TRUE(ktm_config_set_versions(p->ccfg, version, version, NULL));
+	ktm_config_set_key_limit(p->ccfg, limit);
+	ASSERT_EQ(t_sink_start(sink), 0);
+	ASSERT_EQ(t_proxy_start(dst, p->scfg, sink->addr, "127.0.0.1:0", 1), 0);
+	snprintf(dst_addr, sizeof(dst_addr), "localhost%s",
+		 strrchr(ktm_proxy_address(dst->p), ':'));
+	snprintf(sock, sizeof(sock), "unix:%s/src.sock", p->dir);
+	ASSERT_EQ(t_proxy_start(src, p->ccfg, sock, dst_addr, 1), 0);
+	EXPECT_EQ(t_unix_feed(sock + 5, 2 << 20), 0);
+	t_proxy_end(src);
+	t_proxy_end(dst);
+	pthread_join(sink->thread, NULL);
+	close(sink->lfd);
+	printf("# source: %s (%u rekeys, %llu records)\n# dest: %s\n# QEMU got "
+	       "%llu bytes\n", src->msg[0], src->rekeys_tx,
+	       (unsigned long long)src->records_tx, dst->msg[0],
+	       (unsigned long long)sink->bytes);
+}
+
+TEST(proxy_rekeys_before_a_tiny_key_limit_or_stops_with_the_reason)
+{
+	struct t_proxy src, dst;
+	struct t_sink sink;
+	struct pair p;
+
+	key_limit_run(_metadata, &p, KTM_TLS_1_3, 8, &src, &dst, &sink);
+	/* userspace TLS 1.3 always rekeys; kernel TLS from 6.14 */
+	if (!t_kernel_has_ktls() || t_kernel_at_least(6, 14)) {
+		EXPECT_EQ(src.failed, 0);
+		EXPECT_EQ(dst.failed, 0);
+		EXPECT_EQ(sink.bytes, 2u << 20);
+		EXPECT_TRUE(sink.pattern_ok);
+		/* 128 full records at most 7 per key: 18 keys at least */
+		EXPECT_GE(src.rekeys_tx, 17);
+	} else {
+		EXPECT_EQ(src.failed, 1);
+		EXPECT_STRSTR(src.msg[0], "before its TLS key's usage limit");
+		EXPECT_STRSTR(src.msg[0], "needs 6.14");
+		EXPECT_LE(sink.bytes, 7u * 16384);
+	}
+	pair_end(&p);
+}
+
+TEST(proxy_stops_before_the_key_limit_when_tls12_cannot_rekey)
+{
+	struct t_proxy src, dst;
+	struct t_sink sink;
+	struct pair p;
+
+	key_limit_run(_metadata, &p, KTM_TLS_1_2, 8, &src, &dst, &sink);
+	EXPECT_EQ(src.failed, 1);
+	EXPECT_STRSTR(src.msg[0], "stopped the connection to localhost:");
+	EXPECT_STRSTR(src.msg[0], "before its TLS key's usage limit (");
+	EXPECT_STRSTR(src.msg[0], "TLS 1.2 has no KeyUpdate");
+	/* nothing past the limit left the source */
+	EXPECT_LE(sink.bytes, 7u * 16384);
+	EXPECT_LE(src.records_tx, 8);
+	pair_end(&p);
+}
+
+TEST(proxy_source_unix_socket_refuses_a_local_uid_not_allowed)
+{
+	char sock[128], path[128];
+	struct t_proxy src;
+	struct pair p;
+	struct stat st;
+
+	if (geteuid() != 0)
+		SKIP(return, "needs root to connect as other uids");
+	ASSERT_EQ(pair_start(&p, NULL, T_NONE), 0);
+	/* other users must reach the socket to be refused by SO_PEERCRED */
+	ASSERT_EQ(chmod(p.dir, 0755), 0);
+	snprintf(sock, sizeof(sock), "unix:%s/src.sock", p.dir);
+	snprintf(path, sizeof(path), "%s/src.sock", p.dir);
+	/* no destination at all: a refused peer never gets that far */
+	ASSERT_EQ(t_proxy_start(&src, p.ccfg, sock, "127.0.0.1:9", 2), 0);
+	ASSERT_TRUE(ktm_proxy_set_unix_access(src.p, 65533, -1, 0666, NULL));
+	ASSERT_EQ(stat(path, &st), 0);
+	EXPECT_EQ(st.st_uid, 65533);
+	EXPECT_EQ(st.st_mode & 0777, 0666);
+	EXPECT_EQ(t_unix_client(path, 65534), 0);
+	EXPECT_EQ(t_unix_client(path, 65533), 0);
+	t_proxy_end(&src);
+	EXPECT_EQ(src.nreports, 2);
+	printf("# 65534: %s\n# 65533: %s\n", src.msg[0], src.msg[1]);
+	EXPECT_STRSTR(src.msg[0], "(uid 65534, gid 65534) is not allowed to "
+				  "migrate through unix:");
+	EXPECT_STRSTR(src.msg[0], "allowed: root, uid 0, uid 65533");
+	/* the owner got in: its connection failed only at the destination */
+	EXPECT_EQ(strstr(src.msg[1], "is not allowed"), NULL);
+	EXPECT_STRSTR(src.msg[1], "127.0.0.1:9");
+	pair_end(&p);
+}
+
 TEST(hostname_mismatch_names_expected_host_and_sans)
 {
 	struct t_pki_opts o = { .server_dns = { "dst-07.example", "dst-07" },
@@ -505,7 +1166,9 @@ TEST(hostname_mismatch_names_expected_host_and_sans)
 	EXPECT_STREQ(p.c.msg, "server certificate does not match expected host "
 			      "'dst-7.example'");
 	EXPECT_STREQ(p.c.hint, "names in the certificate: DNS:dst-07.example, "
-			       "DNS:dst-07, IP:10.0.0.7");
+			       "DNS:dst-07, IP:10.0.0.7; connect by one of them, "
+			       "or name the one to expect with --hostname "
+			       "(QEMU's tls-hostname)");
 	pair_end(&p);
 }
 
@@ -612,24 +1275,147 @@ TEST(key_does_not_match_certificate)
 
 TEST(private_key_readable_by_others_is_refused)
 {
+	struct t_pki_opts o = { .key_mode = 0604 };
 	struct ktm_error *err = NULL;
 	struct ktm_config *cfg;
 	char dir[64], key[128], hint[160];
 
-	ASSERT_EQ(t_pki_make_temp(dir, sizeof(dir), NULL), 0);
+	ASSERT_EQ(t_pki_make_temp(dir, sizeof(dir), &o), 0);
 	snprintf(key, sizeof(key), "%s/server-key.pem", dir);
-	ASSERT_EQ(chmod(key, 0644), 0);
 	cfg = ktm_config_new(KTM_ENDPOINT_SERVER, NULL);
 	EXPECT_FALSE(ktm_config_set_creds_dir(cfg, dir, &err));
 	ASSERT_NE(err, NULL);
 	EXPECT_EQ(ktm_error_class(err), KTM_ERR_CONFIG);
-	EXPECT_STRSTR(ktm_error_message(err), "is readable by group or others "
-			                     "(mode 0644)");
+	EXPECT_STRSTR(ktm_error_message(err), "is readable by others (mode 0604)");
 	snprintf(hint, sizeof(hint), "chmod 600 %s", key);
-	EXPECT_STREQ(ktm_error_hint(err), hint);
+	EXPECT_STRSTR(ktm_error_hint(err), hint);
 	ktm_error_free(err);
 	ktm_config_free(cfg);
 	t_pki_remove(dir);
+}
+
+TEST(group_readable_key_is_accepted_and_reported)
+{
+	struct t_pki_opts o = { .key_mode = 0640 };
+	char note[512], want[200];
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, &o, T_ECHO), 0);
+	snprintf(want, sizeof(want), "private key %s/server-key.pem is readable "
+		 "by its group (mode 0640)", p.dir);
+	ASSERT_NE(ktm_config_key_note(p.scfg, note, sizeof(note)), NULL);
+	EXPECT_STREQ(note, want);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	ASSERT_NE(p.s, NULL);
+	EXPECT_EQ(t_echo_check(p.s, 100), 0);
+	t_finish(p.s);
+	EXPECT_EQ(t_server_wait(&p.srv, 20), 0);
+	pair_end(&p);
+}
+
+/* A creds dir with encrypted keys, and a passphrase file holding @pw. */
+static void encrypted_set(struct t_meta *_metadata, char *dir, size_t len,
+			  char *pwfile, size_t pwlen, const char *pw)
+{
+	struct t_pki_opts o = { .key_passphrase = "correct horse" };
+
+	ASSERT_EQ(t_pki_make_temp(dir, len, &o), 0);
+	snprintf(pwfile, pwlen, "%s/passphrase", dir);
+	write_file(pwfile, pw);
+	ASSERT_EQ(chmod(pwfile, 0600), 0);
+}
+
+TEST(encrypted_key_works_with_the_passphrase_file)
+{
+	struct ktm_config *scfg, *ccfg;
+	char dir[64], pw[128];
+	struct t_server srv = { .lfd = -1 };
+	struct t_outcome c;
+	struct ktm_session *s;
+
+	encrypted_set(_metadata, dir, sizeof(dir), pw, sizeof(pw),
+		      "correct horse\n");
+	scfg = ktm_config_new(KTM_ENDPOINT_SERVER, NULL);
+	ccfg = ktm_config_new(KTM_ENDPOINT_CLIENT, NULL);
+	ASSERT_TRUE(ktm_config_set_key_passphrase_file(scfg, pw, NULL));
+	ASSERT_TRUE(ktm_config_set_key_passphrase_file(ccfg, pw, NULL));
+	ASSERT_TRUE(ktm_config_set_creds_dir(scfg, dir, NULL));
+	ASSERT_TRUE(ktm_config_set_creds_dir(ccfg, dir, NULL));
+	ASSERT_EQ(t_server_listen(&srv), 0);
+	ASSERT_EQ(t_server_start(&srv, scfg, T_ECHO), 0);
+	s = t_connect(ccfg, "localhost", srv.port, &c);
+	ASSERT_NE(s, NULL);
+	EXPECT_EQ(t_echo_check(s, 100), 0);
+	t_finish(s);
+	ktm_session_free(s);
+	EXPECT_EQ(t_server_wait(&srv, 20), 0);
+	t_server_close(&srv);
+	ktm_config_free(scfg);
+	ktm_config_free(ccfg);
+	t_pki_remove(dir);
+}
+
+TEST(encrypted_key_without_or_with_a_wrong_passphrase_is_named)
+{
+	struct ktm_config *cfg = ktm_config_new(KTM_ENDPOINT_SERVER, NULL);
+	struct ktm_error *err = NULL;
+	char dir[64], pw[128];
+
+	/* stdin is not read: a prompt would hang here, not fail */
+	encrypted_set(_metadata, dir, sizeof(dir), pw, sizeof(pw), "wrong\n");
+	EXPECT_FALSE(ktm_config_set_creds_dir(cfg, dir, &err));
+	ASSERT_NE(err, NULL);
+	EXPECT_STRSTR(ktm_error_message(err), "server-key.pem is encrypted and no "
+			                     "passphrase was given");
+	EXPECT_STRSTR(ktm_error_hint(err), "--key-passphrase-file");
+	ktm_error_free(err);
+	err = NULL;
+	ASSERT_TRUE(ktm_config_set_key_passphrase_file(cfg, pw, NULL));
+	EXPECT_FALSE(ktm_config_set_creds_dir(cfg, dir, &err));
+	ASSERT_NE(err, NULL);
+	EXPECT_STRSTR(ktm_error_message(err), "cannot decrypt private key ");
+	EXPECT_STRSTR(ktm_error_message(err), "with the passphrase from ");
+	ktm_error_free(err);
+	ktm_config_free(cfg);
+	t_pki_remove(dir);
+}
+
+TEST(credentials_are_read_once_and_reloaded_on_request)
+{
+	struct t_pki_opts other = { .server_dns = { "other.example" } };
+	struct pair p;
+	int i;
+
+	ASSERT_EQ(pair_start(&p, NULL, T_NONE), 0);
+	ASSERT_EQ(t_server_start(&p.srv, p.scfg, T_ECHO), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	ASSERT_NE(p.s, NULL);
+	t_finish(p.s);
+	ktm_session_free(p.s);
+	p.s = NULL;
+	EXPECT_EQ(t_server_wait(&p.srv, 20), 0);
+	/* a new set (new CA) on disk: sessions keep using what was loaded */
+	ASSERT_EQ(t_pki_make(p.dir, &other), 0);
+	for (i = 0; i < 2; i++) {
+		ASSERT_EQ(t_server_start(&p.srv, p.scfg, T_ECHO), 0);
+		p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+		ASSERT_NE(p.s, NULL);
+		t_finish(p.s);
+		ktm_session_free(p.s);
+		p.s = NULL;
+		EXPECT_EQ(t_server_wait(&p.srv, 20), 0);
+	}
+	EXPECT_EQ(p.ccfg->ctx_builds, 1);
+	/* reload: the client now trusts the new CA only, and the old server
+	 * (still on the old set) is refused */
+	ASSERT_TRUE(ktm_config_reload(p.ccfg, NULL));
+	ASSERT_EQ(t_server_start(&p.srv, p.scfg, T_ACCEPT), 0);
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_STRSTR(p.c.msg, "is not signed by a trusted CA");
+	t_server_wait(&p.srv, 20);
+	EXPECT_EQ(p.ccfg->ctx_builds, 2);
+	pair_end(&p);
 }
 
 TEST(peer_speaks_http)
@@ -893,6 +1679,133 @@ TEST(check_hook_executable_vetoes_with_its_stderr)
 	EXPECT_EQ(strstr(p.c.msg, "second line"), NULL);
 	t_server_wait(&p.srv, 20);
 	EXPECT_EQ(p.srv.out->bytes_rx, 0);
+	pair_end(&p);
+}
+
+/* Connect with @hook (body of a sh script) as the client's check hook,
+ * @sigchld_ignored set while connecting; the outcome in p->c. */
+static void hook_connect(struct t_meta *_metadata, struct pair *p,
+			 const char *body, unsigned int timeout_ms,
+			 bool sigchld_ignored)
+{
+	char hook[128];
+
+	ASSERT_EQ(pair_start(p, NULL, T_NONE), 0);
+	snprintf(hook, sizeof(hook), "%s/hook.sh", p->dir);
+	write_script(hook, body);
+	ASSERT_TRUE(ktm_config_set_check_exec(p->ccfg, hook, "vm1",
+					      "tcp://dst:4444", NULL));
+	ktm_config_set_check_timeout(p->ccfg, timeout_ms);
+	ASSERT_EQ(t_server_start(&p->srv, p->scfg, T_ECHO), 0);
+	if (sigchld_ignored)
+		signal(SIGCHLD, SIG_IGN);
+	p->s = t_connect(p->ccfg, "localhost", p->srv.port, &p->c);
+	signal(SIGCHLD, SIG_DFL);
+}
+
+TEST(check_hook_veto_holds_when_sigchld_is_ignored)
+{
+	struct pair p;
+
+	hook_connect(_metadata, &p, "echo no >&2; exit 1", 0, true);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_CHECK);
+	EXPECT_STRSTR(p.c.msg, "check hook ");
+	t_server_wait(&p.srv, 20);
+	EXPECT_EQ(p.srv.out->bytes_rx, 0);
+	pair_end(&p);
+}
+
+TEST(check_hook_status_lost_to_ignored_sigchld_refuses)
+{
+	struct pair p;
+
+	/* even an "allow" whose status nobody can read is no allow */
+	hook_connect(_metadata, &p, "exit 0", 0, true);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_CHECK);
+	EXPECT_STRSTR(p.c.msg, "cannot learn the exit status of check hook");
+	EXPECT_STRSTR(p.c.hint, "SIGCHLD");
+	t_server_wait(&p.srv, 20);
+	pair_end(&p);
+}
+
+static uint64_t t_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Whether @pid is gone (or a zombie nobody reaped yet). */
+static bool t_pid_gone(pid_t pid)
+{
+	char path[64], st[256];
+	FILE *f;
+	bool gone = true;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (f) {
+		gone = fgets(st, sizeof(st), f) && strstr(st, ") Z ");
+		fclose(f);
+	}
+	return gone;
+}
+
+TEST(check_hook_that_closes_stderr_and_sleeps_is_killed_at_its_timeout)
+{
+	char body[512], pidf[128], buf[32] = "";
+	uint64_t t0 = t_ms(), took;
+	struct pair p;
+	pid_t child;
+	FILE *f;
+	int i;
+
+	memset(&p, 0, sizeof(p));
+	snprintf(pidf, sizeof(pidf), "/tmp/ktm-hook-%d.pid", (int)getpid());
+	snprintf(body, sizeof(body), "exec 2>&-\nsleep 30 &\necho $! > %s\nwait",
+		 pidf);
+	hook_connect(_metadata, &p, body, 700, false);
+	took = t_ms() - t0;
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_CHECK);
+	EXPECT_STRSTR(p.c.msg, "did not finish within 700 ms: killed, "
+			       "connection refused");
+	EXPECT_LT(took, 10000);
+	f = fopen(pidf, "r");
+	ASSERT_NE(f, NULL);
+	ASSERT_NE(fgets(buf, sizeof(buf), f), NULL);
+	fclose(f);
+	unlink(pidf);
+	child = (pid_t)atoi(buf);
+	ASSERT_GT(child, 0);
+	/* the hook's own child, in its process group, went with it */
+	for (i = 0; i < 100 && !t_pid_gone(child); i++)
+		usleep(20000);
+	EXPECT_TRUE(t_pid_gone(child));
+	t_server_wait(&p.srv, 20);
+	EXPECT_EQ(p.srv.out->bytes_rx, 0);
+	pair_end(&p);
+}
+
+TEST(check_hook_inherits_no_descriptors)
+{
+	struct pair p;
+	int fd = open("/dev/null", O_RDONLY);	/* no O_CLOEXEC on purpose */
+
+	ASSERT_EQ(dup2(fd, 50), 50);
+	hook_connect(_metadata, &p,
+		     "if [ -e /proc/$$/fd/50 ] || ls -l /proc/$$/fd | grep -q "
+		     "socket; then echo leaked a descriptor >&2; exit 1; fi", 0,
+		     false);
+	EXPECT_NE(p.s, NULL);
+	if (p.s)
+		t_finish(p.s);
+	t_server_wait(&p.srv, 20);
+	close(50);
+	close(fd);
 	pair_end(&p);
 }
 
