@@ -162,9 +162,8 @@ demo-vm: deps
 # against an ASan+UBSan build of the library in $(O)/fuzz; seeds in
 # fuzz/corpus/TARGET.  `make check-fuzz` (and `make check`) runs each for
 # FUZZ_SECONDS (30) on a copy of its corpus.
-# Slot: the destination's frame handler (being factored out of
-# lib/migrate_recv.c so it runs without sockets) gets fuzz/dest_frames.c
-# with seeds in fuzz/corpus/dest_frames; nothing else to add here.
+# The destination's frame handler (ktm_dest_frame, no sockets) is
+# fuzz/dest_frames.c.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_SRC := $(wildcard fuzz/*.c)
