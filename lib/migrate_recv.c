@@ -394,8 +394,10 @@ static struct ktm_session *wait_resume(struct ktm_chan *c,
 static bool dest_reconnect(struct ktm_chan *c, const struct ktm_frame *f,
 			   struct ktm_error **errp)
 {
-	uint8_t byte;
-	ssize_t n = ktm_session_recv(c->s, &byte, 1, errp);
+	/* room for a whole alert record: on the kernel path a smaller read
+	 * takes part of the close_notify and leaves the rest undecodable */
+	uint8_t buf[64];
+	ssize_t n = ktm_session_recv(c->s, buf, sizeof(buf), errp);
 
 	if (n > 0)
 		return ktm_mig_malformed(errp, "source", c->idx,

@@ -832,9 +832,43 @@ uint64_t ktm_session_key_records(const struct ktm_session *s, enum ktm_dir dir)
 	return seq < 0 ? 0 : (uint64_t)seq - s->seq0[dir == KTM_DIR_RX];
 }
 
+/*
+ * One record (or the part of a data record that fits) into @buf.  The
+ * kernel hands out as much of a control record as the buffer holds and
+ * drops the rest, so a read shorter than @ctl first peeks at the record's
+ * type and takes a control record (alert, KeyUpdate) whole into @ctl.
+ */
+static ssize_t recv_record(struct ktm_session *s, void *buf, size_t len,
+			   uint8_t *ctl, size_t ctl_len, struct ktm_ktls_rec *rec,
+			   const uint8_t **got)
+{
+	ssize_t n;
+
+	*got = buf;
+	if (len < ctl_len) {
+		do {
+			n = ktm_ktls_recv_record(s->fd, ctl, ctl_len, MSG_PEEK,
+						 rec);
+		} while (n == -EINTR);
+		if (n <= 0)
+			return n;
+		if (rec->type != KTM_KTLS_REC_DATA) {
+			buf = ctl;
+			len = ctl_len;
+			*got = ctl;
+		}
+	}
+	do {
+		n = ktm_ktls_recv_record(s->fd, buf, len, 0, rec);
+	} while (n == -EINTR);
+	return n;
+}
+
 ssize_t ktm_session_recv(struct ktm_session *s, void *buf, size_t len,
 			 struct ktm_error **errp)
 {
+	uint8_t ctl[64];
+	const uint8_t *got;
 	struct ktm_ktls_rec rec;
 	ssize_t n;
 
@@ -861,9 +895,7 @@ ssize_t ktm_session_recv(struct ktm_session *s, void *buf, size_t len,
 	/* KeyUpdates are taken in this loop, however many the peer sends
 	 * (no recursion per message) */
 	for (;;) {
-		do {
-			n = ktm_ktls_recv_record(s->fd, buf, len, 0, &rec);
-		} while (n == -EINTR);
+		n = recv_record(s, buf, len, ctl, sizeof(ctl), &rec, &got);
 		if (n < 0) {
 			io_error(s, (int)-n, "receiving from", errp);
 			return -1;
@@ -886,11 +918,11 @@ ssize_t ktm_session_recv(struct ktm_session *s, void *buf, size_t len,
 		}
 		if (rec.type != KTM_KTLS_REC_HANDSHAKE || !s->secret_len)
 			break;
-		if (!key_update_received(s, buf, (size_t)n, errp))
+		if (!key_update_received(s, got, (size_t)n, errp))
 			return -1;
 	}
 	if (rec.type != KTM_KTLS_REC_DATA)
-		return control_record(s, &rec, buf, n, errp);
+		return control_record(s, &rec, got, n, errp);
 	s->bytes[KTM_DIR_RX] += (uint64_t)n;
 	return n;
 }

@@ -220,6 +220,35 @@ TEST_F_TIMEOUT(session, prefer_round_trip_both_ways, 60)
 	EXPECT_STREQ(self->srv.out->msg, "");
 }
 
+/* A reader that takes one byte at a time still sees the peer's
+ * close_notify as the clean end of the stream: on the kernel path a
+ * short read must not split the alert record (the kernel drops what does
+ * not fit). */
+TEST_F_TIMEOUT(session, one_byte_reads_end_cleanly_at_close_notify, 60)
+{
+	struct ktm_error *err = NULL;
+	struct t_outcome c;
+	struct ktm_session *s;
+	uint8_t byte;
+	ssize_t n;
+
+	start_pair(_metadata, self, variant, KTM_KTLS_PREFER, KTM_KTLS_PREFER,
+		   T_ECHO);
+	s = t_connect(self->ccfg, "localhost", self->srv.port, &c);
+	ASSERT_NE(s, NULL);
+	ASSERT_EQ(t_echo_check(s, 3), 0);
+	ASSERT_TRUE(ktm_session_shutdown(s, &err));
+	/* the echo server answers our close_notify with its own */
+	n = ktm_session_recv(s, &byte, 1, &err);
+	if (err)
+		TH_LOG("recv: %s", ktm_error_message(err));
+	EXPECT_EQ(n, 0);
+	ktm_error_free(err);
+	ktm_session_free(s);
+	ASSERT_EQ(t_server_wait(&self->srv, 20), 0);
+	EXPECT_TRUE(self->srv.out->ok);
+}
+
 TEST_F_TIMEOUT(session, require_takes_the_kernel_or_names_why, 60)
 {
 	struct t_outcome c;
