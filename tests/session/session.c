@@ -282,6 +282,9 @@ TEST_F_TIMEOUT(session, rekey_in_place_or_refused_and_counts_go_on, 60)
 	ASSERT_EQ(t_echo_check(s, 40000), 0);
 	before = ktm_session_records(s, KTM_DIR_TX);
 	EXPECT_EQ(ktm_session_key_records(s, KTM_DIR_TX), before);
+	/* the oracle, from the tier and the booted kernel's version */
+	EXPECT_EQ(ktm_session_can_rekey(s), variant->version == KTM_TLS_1_3 &&
+		  (!t_kernel_has_ktls() || t_kernel_at_least(6, 14)));
 	if (!ktm_session_can_rekey(s)) {
 		EXPECT_FALSE(ktm_session_rekey(s, &err));
 		ASSERT_NE(err, NULL);
