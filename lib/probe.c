@@ -197,11 +197,13 @@ static void probe_rekey(struct ktm_probe *p)
 			 "kernel %s cannot replace keys on a live socket "
 			 "(needs 6.14 or later); long migrations reconnect instead",
 			 p->kernel);
+	else if (ret == -ENOENT)
+		item_set(&p->rekey, KTM_UNSUPPORTED, "no kernel TLS to rekey "
+			 "(TCP_ULP \"tls\" or the AES-GCM module: ENOENT)");
 	else
-		item_set(&p->rekey, ret == -ENOENT ? KTM_UNSUPPORTED :
-			 KTM_PROBE_FAILED, "cannot tell whether the kernel "
-			 "replaces keys (a second TLS_TX on a test socket: %s)",
-			 ktm_errno_name(ret, eb));
+		item_set(&p->rekey, KTM_PROBE_FAILED, "cannot tell whether "
+			 "the kernel replaces keys (a second TLS_TX on a test "
+			 "socket: %s)", ktm_errno_name(ret, eb));
 }
 
 static void probe_io_uring(struct ktm_probe *p)
