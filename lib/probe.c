@@ -223,14 +223,44 @@ static void probe_io_uring(struct ktm_probe *p)
 }
 
 /* NIC TLS offload: which interfaces offer tls-hw-tx/rx-offload. */
+static const char *offload_word(bool on, bool avail)
+{
+	return on ? "on" : avail ? "off" : "no";
+}
+
+/* "eth0 (tx on, rx off), ..." for the interfaces that offer TLS offload;
+ * false when none does. */
+static bool offload_list(const struct ktm_ktls_offload *nics, int n,
+			 char *list, size_t len)
+{
+	size_t used = 0;
+	bool any = false;
+	int i, w;
+
+	list[0] = '\0';
+	for (i = 0; i < n; i++) {
+		const struct ktm_ktls_offload *o = &nics[i];
+
+		if (!o->tx_avail && !o->rx_avail && !o->tx_on && !o->rx_on)
+			continue;
+		any = true;
+		w = snprintf(list + used, len - used, "%s%s (tx %s, rx %s)",
+			     used ? ", " : "", o->ifname,
+			     offload_word(o->tx_on, o->tx_avail),
+			     offload_word(o->rx_on, o->rx_avail));
+		if (w < 0 || (size_t)w >= len - used)
+			break;
+		used += (size_t)w;
+	}
+	return any;
+}
+
 static void probe_offload(struct ktm_probe *p)
 {
 	struct ktm_ktls_offload nics[16];
-	char list[KTM_REASON_LEN] = "";
-	size_t used = 0;
+	char list[KTM_REASON_LEN];
 	char eb[24];
-	int n, i;
-	bool any = false;
+	int n;
 
 	n = ktm_ktls_offload_scan(nics, 16);
 	if (n < 0) {
@@ -239,22 +269,7 @@ static void probe_offload(struct ktm_probe *p)
 			 ktm_errno_name(n, eb));
 		return;
 	}
-	for (i = 0; i < n && i < 16; i++) {
-		const struct ktm_ktls_offload *o = &nics[i];
-		int w;
-
-		if (!o->tx_avail && !o->rx_avail && !o->tx_on && !o->rx_on)
-			continue;
-		any = true;
-		w = snprintf(list + used, sizeof(list) - used, "%s%s (tx %s, rx %s)",
-			     used ? ", " : "", o->ifname,
-			     o->tx_on ? "on" : o->tx_avail ? "off" : "no",
-			     o->rx_on ? "on" : o->rx_avail ? "off" : "no");
-		if (w < 0 || (size_t)w >= sizeof(list) - used)
-			break;
-		used += (size_t)w;
-	}
-	if (any)
+	if (offload_list(nics, n < 16 ? n : 16, list, sizeof(list)))
 		item_set(&p->offload, KTM_SUPPORTED, "%s", list);
 	else if (n == 0)
 		item_set(&p->offload, KTM_UNSUPPORTED,
