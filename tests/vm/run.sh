@@ -134,6 +134,8 @@ if [[ -n ${KTM_VM_SKIP_MODULES:-} ]]; then
 	read -ra skip <<<"${KTM_VM_SKIP_MODULES//,/ }"
 	mapfile -t modules < <(printf '%s\n' "${modules[@]}" | grep -vxF -f <(printf '%s\n' "${skip[@]}"))
 	mapfile -t required < <(printf '%s\n' "${required[@]}" | grep -vxF -f <(printf '%s\n' "${skip[@]}"))
+	# and the kernel must not load them on demand either
+	skip_append=" module_blacklist=$(IFS=,; echo "${skip[*]}")"
 fi
 
 # Prints "R|O relative/path.ko" in load order; "missing NAME" for required
@@ -345,7 +347,7 @@ qemu_args=(
 	-nodefaults -no-user-config -display none -no-reboot
 	"${accel_args[@]}" -m "$mem" -smp "$smp"
 	-kernel "$kernel_dir/vmlinuz" -initrd "$tmp/initrd"
-	-append "console=ttyS0 quiet loglevel=2 panic=-1 rdinit=/init 8250.nr_uarts=1${KTM_VM_APPEND:+ $KTM_VM_APPEND}"
+	-append "console=ttyS0 quiet loglevel=2 panic=-1 rdinit=/init 8250.nr_uarts=1${skip_append:-}${KTM_VM_APPEND:+ $KTM_VM_APPEND}"
 	-serial stdio
 	-device virtio-rng-pci
 	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
