@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "ktls.h"
 
 #define KTM_CIPHER(name_, K, label_)					\
@@ -97,26 +98,6 @@ static void ktm_ktls_fields(struct ktm_ktls_crypto *c,
 	f->rec_seq = f->salt + row->salt_len;
 }
 
-static void put_be64(unsigned char *p, uint64_t v)
-{
-	int i;
-
-	for (i = 7; i >= 0; i--) {
-		p[i] = (unsigned char)(v & 0xff);
-		v >>= 8;
-	}
-}
-
-static uint64_t get_be64(const unsigned char *p)
-{
-	uint64_t v = 0;
-	int i;
-
-	for (i = 0; i < 8; i++)
-		v = (v << 8) | p[i];
-	return v;
-}
-
 int ktm_ktls_crypto_fill(struct ktm_ktls_crypto *c, uint16_t version,
 			 unsigned int cipher, const uint8_t *key,
 			 size_t key_len, const uint8_t iv[KTM_KTLS_IV_LEN],
@@ -143,7 +124,7 @@ int ktm_ktls_crypto_fill(struct ktm_ktls_crypto *c, uint16_t version,
 	 * RFC 8446 §5.3). */
 	memcpy(f.salt, iv, row->salt_len);
 	memcpy(f.iv, iv + row->salt_len, row->iv_len);
-	put_be64(f.rec_seq, seq);
+	ktm_put_be64(f.rec_seq, seq);
 	return 0;
 }
 
@@ -158,7 +139,7 @@ uint64_t ktm_ktls_crypto_rec_seq(const struct ktm_ktls_crypto *c)
 	/* The fields are only read; the cast spares a const twin of
 	 * ktm_ktls_fields(). */
 	ktm_ktls_fields((struct ktm_ktls_crypto *)c, row, &f);
-	return get_be64(f.rec_seq);
+	return ktm_get_be64(f.rec_seq);
 }
 
 void ktm_ktls_crypto_wipe(struct ktm_ktls_crypto *c)

@@ -315,12 +315,56 @@ static int on_error(struct sockaddr_nl *nla, struct nlmsgerr *e, void *arg)
 	return NL_STOP;
 }
 
+/* The FEATURES_GET request for @ifname (or @ifindex); 0 or -errno. */
+static int build_request(struct nl_msg *msg, int family, const char *ifname,
+			 int ifindex)
+{
+	struct nlattr *hdr;
+	int ret;
+
+	/* No ETHTOOL_A_HEADER_FLAGS: the verbose bitsets carry the names.
+	 * The kernel validates strictly, so nests must say NLA_F_NESTED. */
+	if (!genlmsg_put(msg, NL_AUTO_PORT, NL_AUTO_SEQ, family, 0, 0,
+			 ETHTOOL_MSG_FEATURES_GET, ETHTOOL_GENL_VERSION))
+		return -ENOMEM;
+	hdr = nla_nest_start(msg, ETHTOOL_A_FEATURES_HEADER | NLA_F_NESTED);
+	if (!hdr)
+		return -ENOMEM;
+	ret = ifname ? nla_put_string(msg, ETHTOOL_A_HEADER_DEV_NAME, ifname)
+		     : nla_put_u32(msg, ETHTOOL_A_HEADER_DEV_INDEX,
+				   (uint32_t)ifindex);
+	if (ret < 0)
+		return nle_errno(ret);
+	nla_nest_end(msg, hdr);
+	return 0;
+}
+
+/* Send @msg and read until the reply and its ACK (or an error) came. */
+static int exchange(struct nl_sock *sk, struct nl_msg *msg, struct nl_cb *cb,
+		    struct query_ctx *ctx)
+{
+	int ret = nl_send_auto(sk, msg);
+
+	if (ret < 0)
+		return nle_errno(ret);
+	/* the reply, then the ACK libnl asked for; or only an error */
+	while (!ctx->done) {
+		ret = nl_recvmsgs(sk, cb);
+		if (ret < 0 && !ctx->done) {
+			ctx->ret = ctx->ret ? ctx->ret : nle_errno(ret);
+			break;
+		}
+	}
+	if (ctx->ret)
+		return ctx->ret;
+	return ctx->got_reply ? 0 : -ENODATA;
+}
+
 /* One FEATURES_GET on a connected genetlink socket, by name or index. */
 static int query_on(struct nl_sock *sk, int family, const char *ifname,
 		    int ifindex, struct ktm_ktls_offload *out)
 {
 	struct query_ctx ctx = { .out = out };
-	struct nlattr *hdr;
 	struct nl_msg *msg;
 	struct nl_cb *cb;
 	int ret;
@@ -329,27 +373,9 @@ static int query_on(struct nl_sock *sk, int family, const char *ifname,
 	msg = nlmsg_alloc();
 	if (!msg)
 		return -ENOMEM;
-	/* No ETHTOOL_A_HEADER_FLAGS: the verbose bitsets carry the names.
-	 * The kernel validates strictly, so nests must say NLA_F_NESTED. */
-	if (!genlmsg_put(msg, NL_AUTO_PORT, NL_AUTO_SEQ, family, 0, 0,
-			 ETHTOOL_MSG_FEATURES_GET, ETHTOOL_GENL_VERSION)) {
-		ret = -ENOMEM;
+	ret = build_request(msg, family, ifname, ifindex);
+	if (ret)
 		goto out_free_msg;
-	}
-	hdr = nla_nest_start(msg, ETHTOOL_A_FEATURES_HEADER | NLA_F_NESTED);
-	if (!hdr) {
-		ret = -ENOMEM;
-		goto out_free_msg;
-	}
-	ret = ifname ? nla_put_string(msg, ETHTOOL_A_HEADER_DEV_NAME, ifname)
-		     : nla_put_u32(msg, ETHTOOL_A_HEADER_DEV_INDEX,
-				   (uint32_t)ifindex);
-	if (ret < 0) {
-		ret = nle_errno(ret);
-		goto out_free_msg;
-	}
-	nla_nest_end(msg, hdr);
-
 	cb = nl_cb_alloc(NL_CB_DEFAULT);
 	if (!cb) {
 		ret = -ENOMEM;
@@ -358,27 +384,9 @@ static int query_on(struct nl_sock *sk, int family, const char *ifname,
 	nl_cb_set(cb, NL_CB_VALID, NL_CB_CUSTOM, on_reply, &ctx);
 	nl_cb_set(cb, NL_CB_ACK, NL_CB_CUSTOM, on_ack, &ctx);
 	nl_cb_err(cb, NL_CB_CUSTOM, on_error, &ctx);
-
-	ret = nl_send_auto(sk, msg);
-	if (ret < 0) {
-		ret = nle_errno(ret);
-		goto out_put_cb;
-	}
-	/* the reply, then the ACK libnl asked for; or only an error */
-	while (!ctx.done) {
-		ret = nl_recvmsgs(sk, cb);
-		if (ret < 0 && !ctx.done) {
-			ctx.ret = ctx.ret ? ctx.ret : nle_errno(ret);
-			break;
-		}
-	}
-	if (ctx.ret)
-		ret = ctx.ret;
-	else
-		ret = ctx.got_reply ? 0 : -ENODATA;
+	ret = exchange(sk, msg, cb, &ctx);
 	if (ret)
 		memset(out, 0, sizeof(*out));
-out_put_cb:
 	nl_cb_put(cb);
 out_free_msg:
 	nlmsg_free(msg);

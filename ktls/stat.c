@@ -16,49 +16,78 @@ static bool is_space(char c)
 	return c == ' ' || c == '\t';
 }
 
+static const char *skip_spaces(const char *p, const char *end)
+{
+	while (p < end && is_space(*p))
+		p++;
+	return p;
+}
+
+/* Decimal digits at *pp into *v; the number of digits or -ERANGE. */
+static int parse_u64(const char **pp, const char *end, uint64_t *v)
+{
+	const char *p = *pp;
+	int digits = 0;
+
+	*v = 0;
+	while (p < end && *p >= '0' && *p <= '9') {
+		if (*v > (UINT64_MAX - 9) / 10)
+			return -ERANGE;
+		*v = *v * 10 + (uint64_t)(*p - '0');
+		p++;
+		digits++;
+	}
+	*pp = p;
+	return digits;
+}
+
+/* One "Name<ws>value" line at *pp (name not empty) into @st. */
+static int parse_line(const char **pp, const char *end, struct ktm_ktls_stat *st)
+{
+	const char *p = *pp, *name = p, *name_end;
+	uint64_t v;
+	int digits;
+
+	while (p < end && *p != '\n' && !is_space(*p))
+		p++;
+	name_end = p;
+	p = skip_spaces(p, end);
+	digits = parse_u64(&p, end, &v);
+	if (digits < 0)
+		return digits;
+	p = skip_spaces(p, end);
+	if (!digits || (p < end && *p != '\n'))
+		return -EINVAL;
+	if (p < end)
+		p++;
+	if (st->count == KTM_KTLS_STAT_MAX)
+		return -E2BIG;
+	if ((size_t)(name_end - name) >= sizeof(st->e[0].name))
+		return -EINVAL;
+	memcpy(st->e[st->count].name, name, (size_t)(name_end - name));
+	st->e[st->count].name[name_end - name] = '\0';
+	st->e[st->count].value = v;
+	st->count++;
+	*pp = p;
+	return 0;
+}
+
 int ktm_ktls_stat_parse(const char *text, size_t len, struct ktm_ktls_stat *st)
 {
 	const char *p = text, *end = text + len;
+	int ret;
 
 	st->count = 0;
 	while (p < end) {
-		const char *name = p, *name_end;
-		uint64_t v = 0;
-		int digits = 0;
-
-		while (p < end && *p != '\n' && !is_space(*p))
+		if (*p == '\n') {		/* blank line */
 			p++;
-		name_end = p;
-		if (name_end == name) {		/* blank line */
-			if (p < end && *p == '\n') {
-				p++;
-				continue;
-			}
-			return -EINVAL;
+			continue;
 		}
-		while (p < end && is_space(*p))
-			p++;
-		while (p < end && *p >= '0' && *p <= '9') {
-			if (v > (UINT64_MAX - 9) / 10)
-				return -ERANGE;
-			v = v * 10 + (uint64_t)(*p - '0');
-			p++;
-			digits++;
-		}
-		while (p < end && is_space(*p))
-			p++;
-		if (!digits || (p < end && *p != '\n'))
+		if (is_space(*p))		/* no name */
 			return -EINVAL;
-		if (p < end)
-			p++;
-		if (st->count == KTM_KTLS_STAT_MAX)
-			return -E2BIG;
-		if ((size_t)(name_end - name) >= sizeof(st->e[0].name))
-			return -EINVAL;
-		memcpy(st->e[st->count].name, name, (size_t)(name_end - name));
-		st->e[st->count].name[name_end - name] = '\0';
-		st->e[st->count].value = v;
-		st->count++;
+		ret = parse_line(&p, end, st);
+		if (ret)
+			return ret;
 	}
 	return (int)st->count;
 }

@@ -108,6 +108,11 @@ static inline int ktm_hex_digit(char c)
  * failure.  Used by the probe and by the tests. */
 int ktm_net_tcp_pair(int fds[2]);
 
+/* Can this kernel replace TLS keys on a live socket?  0 yes, -EBUSY no
+ * (before 6.14), another -errno when it cannot tell (no tls module,
+ * ...).  Asked once per process, on a throwaway socket pair (probe.c). */
+int ktm_kernel_rekey_check(void);
+
 struct sockaddr;
 /* "10.0.0.7:4444", "[::1]:4444" or "?" for @sa into @buf (net.c); the one
  * socket-address text of the library. */

@@ -6,6 +6,7 @@
  * kernel >= 6.14 silently accepts a second key.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,28 +150,60 @@ static int probe_ulp(struct ktm_probe *p)
 	return ret;
 }
 
-static void probe_rekey(struct ktm_probe *p)
-{
-	struct ktm_ktls_stat st;
-	uint64_t v;
-	char eb[24];
-	int ret;
+/* The one answer to "can this kernel rekey": a throwaway loopback pair
+ * takes a TX key, then a second one.  Kernels from 6.14 take it (and
+ * would on a live socket too, silently: never try this on a session);
+ * older ones say EBUSY (DESIGN.md §3). */
+static int rekey_answer = 1;	/* 1: not asked yet */
+static pthread_once_t rekey_once = PTHREAD_ONCE_INIT;
 
-	ret = ktm_ktls_stat_read(NULL, &st);
-	if (ret < 0) {
-		item_set(&p->rekey, KTM_UNSUPPORTED,
-			 "no kernel TLS counters (/proc/net/tls_stat: %s)",
-			 ktm_errno_name(ret, eb));
+static void rekey_try(void)
+{
+	int fds[2], ret;
+
+	ret = ktm_net_tcp_pair(fds);
+	if (ret) {
+		rekey_answer = ret;
 		return;
 	}
-	if (!ktm_ktls_stat_get(&st, "TlsTxRekeyOk", &v))
+	ret = ktm_ktls_ulp_attach(NULL, fds[0]);
+	if (!ret)
+		ret = try_install(fds[0], KTM_KTLS_TX, KTM_TLS_1_3,
+				  KTM_CIPHER_AES_GCM_128);
+	if (!ret)
+		ret = try_install(fds[0], KTM_KTLS_TX, KTM_TLS_1_3,
+				  KTM_CIPHER_AES_GCM_128);
+	rekey_answer = ret;
+	close(fds[0]);
+	close(fds[1]);
+}
+
+int ktm_kernel_rekey_check(void)
+{
+	pthread_once(&rekey_once, rekey_try);
+	return rekey_answer;
+}
+
+static void probe_rekey(struct ktm_probe *p)
+{
+	char eb[24];
+	int ret = ktm_kernel_rekey_check();
+
+	if (!ret)
 		item_set(&p->rekey, KTM_SUPPORTED,
 			 "TLS 1.3 KeyUpdate on a live socket");
-	else
+	else if (ret == -EBUSY)
 		item_set(&p->rekey, KTM_UNSUPPORTED,
 			 "kernel %s cannot replace keys on a live socket "
 			 "(needs 6.14 or later); long migrations reconnect instead",
 			 p->kernel);
+	else if (ret == -ENOENT)
+		item_set(&p->rekey, KTM_UNSUPPORTED, "no kernel TLS to rekey "
+			 "(TCP_ULP \"tls\" or the AES-GCM module: ENOENT)");
+	else
+		item_set(&p->rekey, KTM_PROBE_FAILED, "cannot tell whether "
+			 "the kernel replaces keys (a second TLS_TX on a test "
+			 "socket: %s)", ktm_errno_name(ret, eb));
 }
 
 static void probe_io_uring(struct ktm_probe *p)
@@ -190,14 +223,44 @@ static void probe_io_uring(struct ktm_probe *p)
 }
 
 /* NIC TLS offload: which interfaces offer tls-hw-tx/rx-offload. */
+static const char *offload_word(bool on, bool avail)
+{
+	return on ? "on" : avail ? "off" : "no";
+}
+
+/* "eth0 (tx on, rx off), ..." for the interfaces that offer TLS offload;
+ * false when none does. */
+static bool offload_list(const struct ktm_ktls_offload *nics, int n,
+			 char *list, size_t len)
+{
+	size_t used = 0;
+	bool any = false;
+	int i, w;
+
+	list[0] = '\0';
+	for (i = 0; i < n; i++) {
+		const struct ktm_ktls_offload *o = &nics[i];
+
+		if (!o->tx_avail && !o->rx_avail && !o->tx_on && !o->rx_on)
+			continue;
+		any = true;
+		w = snprintf(list + used, len - used, "%s%s (tx %s, rx %s)",
+			     used ? ", " : "", o->ifname,
+			     offload_word(o->tx_on, o->tx_avail),
+			     offload_word(o->rx_on, o->rx_avail));
+		if (w < 0 || (size_t)w >= len - used)
+			break;
+		used += (size_t)w;
+	}
+	return any;
+}
+
 static void probe_offload(struct ktm_probe *p)
 {
 	struct ktm_ktls_offload nics[16];
-	char list[KTM_REASON_LEN] = "";
-	size_t used = 0;
+	char list[KTM_REASON_LEN];
 	char eb[24];
-	int n, i;
-	bool any = false;
+	int n;
 
 	n = ktm_ktls_offload_scan(nics, 16);
 	if (n < 0) {
@@ -206,22 +269,7 @@ static void probe_offload(struct ktm_probe *p)
 			 ktm_errno_name(n, eb));
 		return;
 	}
-	for (i = 0; i < n && i < 16; i++) {
-		const struct ktm_ktls_offload *o = &nics[i];
-		int w;
-
-		if (!o->tx_avail && !o->rx_avail && !o->tx_on && !o->rx_on)
-			continue;
-		any = true;
-		w = snprintf(list + used, sizeof(list) - used, "%s%s (tx %s, rx %s)",
-			     used ? ", " : "", o->ifname,
-			     o->tx_on ? "on" : o->tx_avail ? "off" : "no",
-			     o->rx_on ? "on" : o->rx_avail ? "off" : "no");
-		if (w < 0 || (size_t)w >= sizeof(list) - used)
-			break;
-		used += (size_t)w;
-	}
-	if (any)
+	if (offload_list(nics, n < 16 ? n : 16, list, sizeof(list)))
 		item_set(&p->offload, KTM_SUPPORTED, "%s", list);
 	else if (n == 0)
 		item_set(&p->offload, KTM_UNSUPPORTED,

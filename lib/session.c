@@ -192,16 +192,11 @@ static int64_t live_seq(const struct ktm_session *s, enum ktm_ktls_dir dir)
 	return seq;
 }
 
-/* Kernels from 6.14 replace keys in place and count it (TlsTxRekeyOk);
- * older ones answer a second key with EBUSY.  Never probe by trying: a
- * new kernel silently takes the second key. */
+/* Kernels from 6.14 replace keys in place; older ones answer a second
+ * key with EBUSY.  Asked on a throwaway pair, never on this session. */
 static bool kernel_can_rekey(void)
 {
-	struct ktm_ktls_stat st;
-	uint64_t v;
-
-	return ktm_ktls_stat_read(NULL, &st) > 0 &&
-	       !ktm_ktls_stat_get(&st, "TlsTxRekeyOk", &v);
+	return ktm_kernel_rekey_check() == 0;
 }
 
 /* A kernel refusal that means "not in this kernel" rather than a bug. */

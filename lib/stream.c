@@ -4,60 +4,28 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "ktm.h"
 #include "stream.h"
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)(v >> 16));
-	put16(p + 2, (uint16_t)v);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)(v >> 32));
-	put32(p + 4, (uint32_t)v);
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)get16(p) << 16 | get16(p + 2);
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
 
 void ktm_frame_encode(const struct ktm_frame *f, uint8_t out[KTM_FRAME_LEN])
 {
 	out[0] = f->type;
 	out[1] = f->flags;
-	put16(out + 2, 0);
-	put32(out + 4, f->len);
-	put64(out + 8, f->offset);
-	put64(out + 16, f->aux);
+	ktm_put_be16(out + 2, 0);
+	ktm_put_be32(out + 4, f->len);
+	ktm_put_be64(out + 8, f->offset);
+	ktm_put_be64(out + 16, f->aux);
 }
 
 int ktm_frame_decode(const uint8_t in[KTM_FRAME_LEN], struct ktm_frame *f)
 {
 	f->type = in[0];
 	f->flags = in[1];
-	f->len = get32(in + 4);
-	f->offset = get64(in + 8);
-	f->aux = get64(in + 16);
-	if (!f->type || f->type > KTM_F_MAX || get16(in + 2))
+	f->len = ktm_get_be32(in + 4);
+	f->offset = ktm_get_be64(in + 8);
+	f->aux = ktm_get_be64(in + 16);
+	if (!f->type || f->type > KTM_F_MAX || ktm_get_be16(in + 2))
 		return -EBADMSG;
 	return 0;
 }
@@ -68,32 +36,32 @@ void ktm_hello_encode(const struct ktm_hello *h, uint8_t out[KTM_HELLO_LEN])
 {
 	memset(out, 0, KTM_HELLO_LEN);
 	memcpy(out, hello_magic, 8);
-	put16(out + 8, h->version);
-	put16(out + 10, h->features);
-	put16(out + 12, h->channel);
-	put16(out + 14, h->nchannels);
-	put32(out + 16, h->page_size);
-	put32(out + 20, h->chunk_size);
-	put64(out + 24, h->image_size);
+	ktm_put_be16(out + 8, h->version);
+	ktm_put_be16(out + 10, h->features);
+	ktm_put_be16(out + 12, h->channel);
+	ktm_put_be16(out + 14, h->nchannels);
+	ktm_put_be32(out + 16, h->page_size);
+	ktm_put_be32(out + 20, h->chunk_size);
+	ktm_put_be64(out + 24, h->image_size);
 	memcpy(out + 32, h->stream_id, 16);
-	put64(out + 48, h->first_chunk);
-	put16(out + 56, h->digest);
+	ktm_put_be64(out + 48, h->first_chunk);
+	ktm_put_be16(out + 56, h->digest);
 }
 
 int ktm_hello_decode(const uint8_t in[KTM_HELLO_LEN], struct ktm_hello *h)
 {
 	if (memcmp(in, hello_magic, 8))
 		return -EBADMSG;
-	h->version = get16(in + 8);
-	h->features = get16(in + 10);
-	h->channel = get16(in + 12);
-	h->nchannels = get16(in + 14);
-	h->page_size = get32(in + 16);
-	h->chunk_size = get32(in + 20);
-	h->image_size = get64(in + 24);
+	h->version = ktm_get_be16(in + 8);
+	h->features = ktm_get_be16(in + 10);
+	h->channel = ktm_get_be16(in + 12);
+	h->nchannels = ktm_get_be16(in + 14);
+	h->page_size = ktm_get_be32(in + 16);
+	h->chunk_size = ktm_get_be32(in + 20);
+	h->image_size = ktm_get_be64(in + 24);
 	memcpy(h->stream_id, in + 32, 16);
-	h->first_chunk = get64(in + 48);
-	h->digest = get16(in + 56);
+	h->first_chunk = ktm_get_be64(in + 48);
+	h->digest = ktm_get_be16(in + 56);
 	if (h->version != KTM_STREAM_VERSION)
 		return -EPROTONOSUPPORT;
 	if (!h->nchannels || h->channel >= h->nchannels ||
@@ -103,7 +71,7 @@ int ktm_hello_decode(const uint8_t in[KTM_HELLO_LEN], struct ktm_hello *h)
 	    h->first_chunk > ktm_chunk_count(h->image_size))
 		return -EINVAL;
 	if ((h->features & ~KTM_FEAT_ALL) || !ktm_digest_len(h->digest) ||
-	    get16(in + 58) || get32(in + 60))
+	    ktm_get_be16(in + 58) || ktm_get_be32(in + 60))
 		return -EINVAL;
 	return 0;
 }

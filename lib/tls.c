@@ -20,6 +20,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "bytes.h"
 #include "ktls.h"
 #include "tls.h"
 
@@ -528,14 +529,6 @@ bool ktm_tls13_next_keys(const char *digest, uint8_t *secret, size_t len,
 	return true;
 }
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-	int i;
-
-	for (i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (uint8_t)v;
-}
-
 /*
  * TLS 1.2 key block (RFC 5246 §6.3): PRF(master, "key expansion",
  * server_random + client_random) = client key, server key, client IV,
@@ -581,8 +574,8 @@ static bool tls12_keys(SSL *ssl, const char *digest, size_t key_len,
 		c->seq = s->seq = 1;
 		if (fixed_iv == 4) {
 			/* explicit nonce = sequence number, as OpenSSL does */
-			put_be64(tx->iv + 4, tx->seq);
-			put_be64(rx->iv + 4, rx->seq);
+			ktm_put_be64(tx->iv + 4, tx->seq);
+			ktm_put_be64(rx->iv + 4, rx->seq);
 		}
 	}
 	OPENSSL_cleanse(master, sizeof(master));

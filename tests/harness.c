@@ -4,6 +4,7 @@
  * with a timeout, TAP output.  See harness.h.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -274,9 +275,74 @@ static int wait_child(pid_t pid, unsigned int timeout, int *status,
 	}
 }
 
+/*
+ * The kernel log around each test, with KTM_KMSG_CHECK=1 (the kernel-TLS
+ * tiers set it): /dev/kmsg is opened at its end before the test and read
+ * after it; a WARNING, BUG, Oops, call trace, or a warning-or-worse line
+ * naming TLS fails the test.  -1 when not asked.
+ */
+static int kmsg_open(struct t_meta *m)
+{
+	const char *want = getenv("KTM_KMSG_CHECK");
+	int fd;
+
+	if (!want || strcmp(want, "1"))
+		return -1;
+	fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		m->result = T_FAIL;
+		snprintf(m->reason, sizeof(m->reason), "KTM_KMSG_CHECK=1 but "
+			 "/dev/kmsg cannot be read: %s", strerror(errno));
+		return -1;
+	}
+	lseek(fd, 0, SEEK_END);
+	return fd;
+}
+
+static bool kmsg_bad(const char *rec)
+{
+	const char *text = strchr(rec, ';');
+	int level = atoi(rec) & 7;
+
+	if (!text)
+		return false;
+	text++;
+	return strstr(text, "WARNING:") || strstr(text, "BUG:") ||
+	       strstr(text, "Oops") || strstr(text, "Call Trace") ||
+	       (level <= 4 && (strstr(text, "tls") || strstr(text, "TLS")));
+}
+
+static void kmsg_check(int fd, struct t_meta *m)
+{
+	char rec[1024];
+	ssize_t n;
+
+	if (fd < 0)
+		return;
+	for (;;) {
+		n = read(fd, rec, sizeof(rec) - 1);
+		if (n < 0 && errno == EPIPE)
+			continue;	/* overwritten records: go on */
+		if (n <= 0)
+			break;
+		rec[n] = '\0';
+		if (!kmsg_bad(rec))
+			continue;
+		rec[strcspn(rec, "\n")] = '\0';
+		printf("# kernel log: %s\n", rec);
+		if (m->result != T_FAIL) {
+			m->result = T_FAIL;
+			snprintf(m->reason, sizeof(m->reason),
+				 "the kernel logged a warning: %.400s", rec);
+		}
+	}
+	close(fd);
+}
+
 static int run_one(const struct t_test *t, const struct t_variant *v,
 		   unsigned int num, struct t_meta *m)
 {
+	int kmsg;
 	char name[256];
 	bool timed_out;
 	int status = 0;
@@ -292,9 +358,12 @@ static int run_one(const struct t_test *t, const struct t_variant *v,
 	memset(m, 0, sizeof(*m));
 	printf("#  RUN           %s ...\n", name);
 	fflush(stdout);
+	kmsg = kmsg_open(m);
 	pid = fork();
 	if (pid < 0) {
 		printf("not ok %u %s # fork: %s\n", num, name, strerror(errno));
+		if (kmsg >= 0)
+			close(kmsg);
 		return T_FAIL;
 	}
 	if (pid == 0) {
@@ -325,6 +394,7 @@ static int run_one(const struct t_test *t, const struct t_variant *v,
 	}
 	/* kill what the test left behind in its process group */
 	kill(-pid, SIGKILL);
+	kmsg_check(kmsg, m);
 
 	if (m->result == T_SKIP && skip_is_failure()) {
 		printf("# %s: skipped, which KTLS_REQUIRE=1/CI=true forbids: %s\n",

@@ -58,7 +58,11 @@ void t_outcome_set(struct t_outcome *o, const struct ktm_session *s,
 struct ktm_config *t_config(enum ktm_endpoint ep, const char *dir,
 			    enum ktm_ktls_policy policy);
 
-/* Does this kernel have kernel TLS (the probe says so)? */
+/* Should sessions take the kernel path here?  KTLS_REQUIRE=1: yes, by
+ * the tier's definition; else whether the kernel takes TCP_ULP "tls"
+ * (asked directly, not through ktm_probe). */
 bool t_kernel_has_ktls(void);
+/* The booted kernel's release (uname -r) is at least MAJOR.MINOR. */
+bool t_kernel_at_least(unsigned int major, unsigned int minor);
 
 #endif /* KTM_TEST_PEER_H */

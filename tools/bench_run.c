@@ -81,6 +81,29 @@ static pid_t kid_start(struct bench_kid *k, struct bench_end *e)
  * failing (say, the sender cannot connect) is seen at once even while the
  * other waits for it; fail by the deadline or when an end dies.
  */
+/* Read what kid @i has ready into its message; 1 when the message is
+ * complete, 0 for more to come, -1 on failure (@err says why). */
+static int kid_read_one(struct bench_kid *k, size_t *got, const char *who,
+			char *err, size_t errlen)
+{
+	ssize_t n = read(k->res, (char *)&k->m + *got, sizeof(k->m) - *got);
+
+	if (n < 0 && errno == EINTR)
+		return 0;
+	if (n <= 0) {
+		snprintf(err, errlen, "the %s died", who);
+		return -1;
+	}
+	*got += (size_t)n;
+	if (*got < sizeof(k->m))
+		return 0;
+	if (k->m.phase == 'E' || (k->m.phase == 'D' && !k->m.ok)) {
+		snprintf(err, errlen, "%s: %s", who, k->m.err);
+		return -1;
+	}
+	return 1;
+}
+
 static bool kids_read(struct bench_kid *kids[2], double deadline, char *err,
 		      size_t errlen)
 {
@@ -108,29 +131,13 @@ static bool kids_read(struct bench_kid *kids[2], double deadline, char *err,
 			return false;
 		}
 		for (j = 0; j < np; j++) {
-			struct bench_kid *k;
-			ssize_t n;
-
 			if (!p[j].revents)
 				continue;
 			i = map[j];
-			k = kids[i];
-			n = read(k->res, (char *)&k->m + got[i],
-				 sizeof(k->m) - got[i]);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0) {
-				snprintf(err, errlen, "the %s died", who[i]);
+			r = kid_read_one(kids[i], &got[i], who[i], err, errlen);
+			if (r < 0)
 				return false;
-			}
-			got[i] += (size_t)n;
-			if (got[i] < sizeof(k->m))
-				continue;
-			left--;
-			if (k->m.phase == 'E' || (k->m.phase == 'D' && !k->m.ok)) {
-				snprintf(err, errlen, "%s: %s", who[i], k->m.err);
-				return false;
-			}
+			left -= r;
 		}
 	}
 	return true;

@@ -158,6 +158,22 @@ static void usage(FILE *out)
 		BENCH_MAX_CH, BENCH_MAX_RUNS, tool_prog, tool_prog);
 }
 
+/* Does the --modes word @t (a mode's name or a group) take @m? */
+static bool mode_in_group(const struct bench_mode *m, const char *t)
+{
+	if (!strcmp(t, m->name) || !strcmp(t, "all"))
+		return true;
+	if (!strcmp(t, "plain"))
+		return m->xport == XP_TCP;
+	if (!strcmp(t, "tls"))
+		return m->xport != XP_TCP;
+	if (!strcmp(t, "ktls"))
+		return m->xport == XP_KTLS;
+	if (!strcmp(t, "peers"))
+		return m->xport == XP_OPENSSL || m->xport == XP_TUNNEL;
+	return false;
+}
+
 static bool select_modes(struct bench_opts *o, const char *list)
 {
 	char *dup = strdup(list), *save = NULL, *t;
@@ -169,18 +185,9 @@ static bool select_modes(struct bench_opts *o, const char *list)
 	     t = strtok_r(NULL, ",", &save)) {
 		bool hit = false;
 
-		for (i = 0; i < BENCH_NMODES; i++) {
-			const struct bench_mode *m = &bench_modes[i];
-			bool on = !strcmp(t, m->name) || !strcmp(t, "all") ||
-				  (!strcmp(t, "plain") && m->xport == XP_TCP) ||
-				  (!strcmp(t, "tls") && m->xport != XP_TCP) ||
-				  (!strcmp(t, "ktls") && m->xport == XP_KTLS) ||
-				  (!strcmp(t, "peers") &&
-				   (m->xport == XP_OPENSSL || m->xport == XP_TUNNEL));
-
-			if (on)
+		for (i = 0; i < BENCH_NMODES; i++)
+			if (mode_in_group(&bench_modes[i], t))
 				o->mode_on[i] = hit = true;
-		}
 		if (!hit) {
 			fprintf(stderr, "%s: unknown mode '%s' (see --help)\n",
 				tool_prog, t);

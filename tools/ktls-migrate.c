@@ -81,41 +81,20 @@ static void print_item_json(const char *key, enum ktm_support s,
 	printf("}%s\n", last ? "" : ",");
 }
 
-int cmd_probe(int argc, char **argv)
+/* One probe line: "NAME: yes: reason" or a JSON member. */
+static void print_item(bool json, const char *text_name, const char *json_key,
+		       enum ktm_support s, const char *reason, int last)
 {
-	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ 0 }
-	};
-	static const enum ktm_tls_version versions[] = { KTM_TLS_1_2,
-							 KTM_TLS_1_3 };
-	struct ktm_error *err = NULL;
-	struct ktm_probe *p;
-	const char *reason, *hint;
-	enum ktm_support ktls, s;
-	int json = 0, c, v, n;
+	if (json)
+		print_item_json(json_key, s, reason, last);
+	else
+		printf("%s: %s: %s\n", text_name, support_word(s), reason);
+}
 
-	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
-		switch (c) {
-		case 'j':
-			json = 1;
-			break;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			usage(stderr);
-			return 2;
-		}
-	}
-
-	p = ktm_probe_new(&err);
-	if (!p) {
-		tool_error(err);
-		return 2;
-	}
-	ktls = ktm_probe_ktls(p, &reason, &hint);
+static void print_ktls(bool json, const struct ktm_probe *p,
+		       enum ktm_support ktls, const char *reason,
+		       const char *hint)
+{
 	if (json) {
 		printf("{\n  \"kernel\": ");
 		json_str(ktm_probe_kernel(p));
@@ -130,41 +109,83 @@ int cmd_probe(int argc, char **argv)
 		       ktm_probe_kernel(p), reason,
 		       hint ? "; " : "", hint ? hint : "");
 	}
-	if (ktls == KTM_SUPPORTED) {
-		for (v = 0; v < 2; v++) {
-			for (n = 1; n <= KTM_CIPHER_COUNT; n++) {
-				char key[64];
+}
 
-				s = ktm_probe_cipher(p, versions[v], n, &reason);
-				if (json) {
-					snprintf(key, sizeof(key), "%s %s",
-						 ktm_tls_version_name(versions[v]),
-						 ktm_cipher_name(n));
-					print_item_json(key, s, reason, 0);
-				} else {
-					printf("cipher %s %s: %s: %s\n",
-					       ktm_tls_version_name(versions[v]),
-					       ktm_cipher_name(n),
-					       support_word(s), reason);
-				}
-			}
+/* Every TLS version x cipher row. */
+static void print_ciphers(bool json, const struct ktm_probe *p)
+{
+	static const enum ktm_tls_version versions[] = { KTM_TLS_1_2,
+							 KTM_TLS_1_3 };
+	const char *reason;
+	int v, n;
+
+	for (v = 0; v < 2; v++) {
+		for (n = 1; n <= KTM_CIPHER_COUNT; n++) {
+			enum ktm_support s = ktm_probe_cipher(p, versions[v], n,
+							      &reason);
+			char name[64];
+
+			snprintf(name, sizeof(name), "%s%s %s", json ? "" : "cipher ",
+				 ktm_tls_version_name(versions[v]),
+				 ktm_cipher_name(n));
+			print_item(json, name, name, s, reason, 0);
 		}
 	}
+}
+
+/* --json (1), --help (-1), or a usage error (2). */
+static int probe_options(int argc, char **argv, bool *json)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	int c;
+
+	*json = false;
+	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
+		if (c == 'j') {
+			*json = true;
+		} else if (c == 'h') {
+			usage(stdout);
+			return -1;
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	return 1;
+}
+
+int cmd_probe(int argc, char **argv)
+{
+	struct ktm_error *err = NULL;
+	const char *reason, *hint;
+	enum ktm_support ktls, s;
+	struct ktm_probe *p;
+	bool json;
+	int ret = probe_options(argc, argv, &json);
+
+	if (ret != 1)
+		return ret < 0 ? 0 : ret;
+	p = ktm_probe_new(&err);
+	if (!p) {
+		tool_error(err);
+		return 2;
+	}
+	ktls = ktm_probe_ktls(p, &reason, &hint);
+	print_ktls(json, p, ktls, reason, hint);
+	if (ktls == KTM_SUPPORTED)
+		print_ciphers(json, p);
 	s = ktm_probe_rekey(p, &reason);
-	if (json)
-		print_item_json("rekey", s, reason, 0);
-	else
-		printf("rekey: %s: %s\n", support_word(s), reason);
+	print_item(json, "rekey", "rekey", s, reason, 0);
 	s = ktm_probe_io_uring(p, &reason);
-	if (json)
-		print_item_json("io_uring", s, reason, 0);
-	else
-		printf("io_uring: %s: %s\n", support_word(s), reason);
+	print_item(json, "io_uring", "io_uring", s, reason, 0);
 	s = ktm_probe_offload(p, &reason);
+	print_item(json, "NIC offload", "nic_offload", s, reason, 1);
 	if (json)
-		print_item_json("nic_offload", s, reason, 1), printf("}\n");
-	else
-		printf("NIC offload: %s: %s\n", support_word(s), reason);
+		printf("}\n");
 	ktm_probe_free(p);
 	return ktls == KTM_SUPPORTED ? 0 : ktls == KTM_UNSUPPORTED ? 1 : 2;
 }

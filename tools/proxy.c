@@ -504,34 +504,11 @@ static void conn_failed(struct ktm_proxy *p, struct ktm_proxy_conn *c,
 	(*failed)++;
 }
 
-/*
- * Set up one connection: accept on the listener, make the session (source:
- * connect to the destination end; destination: handshake on the accepted
- * socket, then connect to QEMU).  Returns the connection ready to relay,
- * or NULL when it failed (already reported; *failed counts it) or the
- * accept found nothing.
- */
-static struct proxy_conn *conn_establish(struct ktm_proxy *p,
-					 unsigned int *failed,
-					 struct ktm_error **fatal)
+/* A relay connection named for its peer and its plain side. */
+static struct ktm_proxy_conn *conn_named(struct ktm_proxy *p, int fd)
 {
 	char peer[300], local[300];
-	struct ktm_session *s = NULL;
-	struct ktm_proxy_conn *c;
-	struct ktm_error *e = NULL;
-	struct proxy_conn *pc;
-	int fd, local_fd = -1;
 
-	fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-	if (fd < 0) {
-		if (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED ||
-		    errno == EPROTO)
-			return NULL;
-		ktm_error_set(fatal, KTM_ERR_IO, errno,
-			      "cannot accept a connection on %s: %s",
-			      p->address, strerror(errno));
-		return NULL;
-	}
 	if (p->source) {
 		if (p->local.is_unix)
 			snprintf(local, sizeof(local), "%s", p->address);
@@ -542,15 +519,21 @@ static struct proxy_conn *conn_establish(struct ktm_proxy *p,
 		ktm_fd_addr_text(fd, true, peer, sizeof(peer));
 		snprintf(local, sizeof(local), "%s", p->local.text);
 	}
-	c = ktm_proxy_conn_new(++p->next_id, peer, local, NULL);
-	pc = calloc(1, sizeof(*pc));
-	if (!c || !pc) {
-		ktm_proxy_conn_free(c);
-		free(pc);
-		close(fd);
-		(*failed)++;
-		return NULL;
-	}
+	return ktm_proxy_conn_new(++p->next_id, peer, local, NULL);
+}
+
+/*
+ * The session and the plain socket of @c, around the accepted @fd (taken):
+ * source: @fd is the plain side, connect a session to the destination;
+ * destination: handshake on @fd, then connect to QEMU.  false (with the
+ * reason recorded on @c) when either failed.
+ */
+static bool conn_connect(struct ktm_proxy *p, struct ktm_proxy_conn *c, int fd)
+{
+	struct ktm_session *s = NULL;
+	struct ktm_error *e = NULL;
+	int local_fd = -1;
+
 	if (p->source) {
 		local_fd = fd;
 		if (!p->local.is_unix || unix_peer_allowed(p, fd, &e))
@@ -564,8 +547,48 @@ static struct proxy_conn *conn_establish(struct ktm_proxy *p,
 			local_fd = connect_local(&p->local, &e);
 	}
 	ktm_proxy_conn_attach(c, s, local_fd);
-	if (!s || local_fd < 0) {
-		conn_failed(p, c, e, failed);
+	if (s && local_fd >= 0)
+		return true;
+	ktm_proxy_conn_fail(c, e);
+	return false;
+}
+
+/*
+ * Set up one connection: accept on the listener, make the session (source:
+ * connect to the destination end; destination: handshake on the accepted
+ * socket, then connect to QEMU).  Returns the connection ready to relay,
+ * or NULL when it failed (already reported; *failed counts it) or the
+ * accept found nothing.
+ */
+static struct proxy_conn *conn_establish(struct ktm_proxy *p,
+					 unsigned int *failed,
+					 struct ktm_error **fatal)
+{
+	struct ktm_proxy_conn *c;
+	struct proxy_conn *pc;
+	int fd;
+
+	fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED ||
+		    errno == EPROTO)
+			return NULL;
+		ktm_error_set(fatal, KTM_ERR_IO, errno,
+			      "cannot accept a connection on %s: %s",
+			      p->address, strerror(errno));
+		return NULL;
+	}
+	c = conn_named(p, fd);
+	pc = calloc(1, sizeof(*pc));
+	if (!c || !pc) {
+		ktm_proxy_conn_free(c);
+		free(pc);
+		close(fd);
+		(*failed)++;
+		return NULL;
+	}
+	if (!conn_connect(p, c, fd)) {
+		conn_failed(p, c, NULL, failed);
 		free(pc);
 		return NULL;
 	}
@@ -614,13 +637,55 @@ static void drain_wake(struct ktm_proxy *p)
 		;
 }
 
+/* Give @c its thread and list it; when no thread starts, it fails. */
+static void conn_start(struct ktm_proxy *p, struct proxy_conn *c,
+		       unsigned int *failed)
+{
+	int ret = pthread_create(&c->thread, NULL, conn_main, c);
+
+	if (ret) {
+		struct ktm_error *e = NULL;
+
+		ktm_error_set(&e, KTM_ERR_IO, ret, "cannot start a thread for "
+			      "the connection from %s: %s",
+			      p->source ? ktm_proxy_conn_local(c->c) :
+			      ktm_proxy_conn_peer(c->c), strerror(ret));
+		conn_failed(p, c->c, e, failed);
+		free(c);
+		return;
+	}
+	pthread_mutex_lock(&p->lock);
+	c->next = p->conns;
+	p->conns = c;
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* Stopped or failed: cut what is still open, then wait for it. */
+static void cut_all(struct ktm_proxy *p, unsigned int *failed)
+{
+	struct proxy_conn *c;
+
+	pthread_mutex_lock(&p->lock);
+	for (c = p->conns; c; c = c->next) {
+		struct ktm_error *e = NULL;
+
+		if (c->done)
+			continue;
+		ktm_error_set(&e, KTM_ERR_IO, ECANCELED, "proxy stopped while "
+			      "the connection to %s was open",
+			      ktm_proxy_conn_peer(c->c));
+		ktm_proxy_conn_fail(c->c, e);
+	}
+	pthread_mutex_unlock(&p->lock);
+	reap(p, failed, true);
+}
+
 int ktm_proxy_run(struct ktm_proxy *p, unsigned int max_conns,
 		  struct ktm_error **errp)
 {
 	struct ktm_error *fatal = NULL;
 	unsigned int failed = 0, accepted = 0, active;
 	struct proxy_conn *c;
-	int ret;
 
 	for (;;) {
 		bool accepting = !max_conns || accepted < max_conns;
@@ -645,40 +710,10 @@ int ktm_proxy_run(struct ktm_proxy *p, unsigned int max_conns,
 		if (fatal)
 			break;
 		accepted++;
-		if (!c)
-			continue;
-		ret = pthread_create(&c->thread, NULL, conn_main, c);
-		if (ret) {
-			struct ktm_error *e = NULL;
-
-			ktm_error_set(&e, KTM_ERR_IO, ret, "cannot start a "
-				      "thread for the connection from %s: %s",
-				      p->source ? ktm_proxy_conn_local(c->c) :
-				      ktm_proxy_conn_peer(c->c), strerror(ret));
-			conn_failed(p, c->c, e, &failed);
-			free(c);
-			continue;
-		}
-		pthread_mutex_lock(&p->lock);
-		c->next = p->conns;
-		p->conns = c;
-		pthread_mutex_unlock(&p->lock);
+		if (c)
+			conn_start(p, c, &failed);
 	}
-
-	/* Stopped or failed: cut what is still open, then wait for it. */
-	pthread_mutex_lock(&p->lock);
-	for (c = p->conns; c; c = c->next) {
-		struct ktm_error *e = NULL;
-
-		if (c->done)
-			continue;
-		ktm_error_set(&e, KTM_ERR_IO, ECANCELED, "proxy stopped while "
-			      "the connection to %s was open",
-			      ktm_proxy_conn_peer(c->c));
-		ktm_proxy_conn_fail(c->c, e);
-	}
-	pthread_mutex_unlock(&p->lock);
-	reap(p, &failed, true);
+	cut_all(p, &failed);
 	if (fatal) {
 		ktm_error_propagate(errp, fatal);
 		return -1;

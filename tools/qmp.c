@@ -38,42 +38,54 @@ static const char *ws(const char *p)
 	return p;
 }
 
+static const char *skip_value(const char *p, int depth);
+
+/* After the string opening at @p (a '"'), or NULL when unterminated. */
+static const char *skip_string(const char *p)
+{
+	for (p++; *p && *p != '"'; p++)
+		if (*p == '\\' && !*++p)
+			return NULL;
+	return *p ? p + 1 : NULL;
+}
+
+/* After the object or array opening at @p, or NULL when malformed. */
+static const char *skip_container(const char *p, int depth)
+{
+	char close = *p == '{' ? '}' : ']';
+
+	p = ws(p + 1);
+	if (*p == close)
+		return p + 1;
+	for (;;) {
+		if (close == '}') {
+			p = skip_value(p, depth + 1);	/* key */
+			if (!p || *(p = ws(p)) != ':')
+				return NULL;
+			p++;
+		}
+		p = skip_value(p, depth + 1);
+		if (!p)
+			return NULL;
+		p = ws(p);
+		if (*p == close)
+			return p + 1;
+		if (*p != ',')
+			return NULL;
+		p++;
+	}
+}
+
 /* The first byte after the JSON value at @p, or NULL when malformed. */
 static const char *skip_value(const char *p, int depth)
 {
 	p = ws(p);
 	if (depth > 64)
 		return NULL;
-	if (*p == '"') {
-		for (p++; *p && *p != '"'; p++)
-			if (*p == '\\' && !*++p)
-				return NULL;
-		return *p ? p + 1 : NULL;
-	}
-	if (*p == '{' || *p == '[') {
-		char close = *p == '{' ? '}' : ']';
-
-		p = ws(p + 1);
-		if (*p == close)
-			return p + 1;
-		for (;;) {
-			if (close == '}') {
-				p = skip_value(p, depth + 1);	/* key */
-				if (!p || *(p = ws(p)) != ':')
-					return NULL;
-				p++;
-			}
-			p = skip_value(p, depth + 1);
-			if (!p)
-				return NULL;
-			p = ws(p);
-			if (*p == close)
-				return p + 1;
-			if (*p != ',')
-				return NULL;
-			p++;
-		}
-	}
+	if (*p == '"')
+		return skip_string(p);
+	if (*p == '{' || *p == '[')
+		return skip_container(p, depth);
 	if (!*p || strchr(",:]}", *p))
 		return NULL;
 	while (*p && !strchr(" \t\r\n,:]}", *p))
@@ -169,6 +181,65 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Room for another read in q->buf; false with *errp. */
+static bool grow_buf(struct ktm_qmp *q, const char *doing,
+		     struct ktm_error **errp)
+{
+	char *b;
+
+	if (q->len + 4096 + 1 <= q->cap)
+		return true;
+	if (q->cap >= QMP_MAX_LINE) {
+		ktm_error_set(errp, KTM_ERR_PEER, EMSGSIZE,
+			      "QMP %s sent a message longer than %d bytes "
+			      "while %s", q->path, QMP_MAX_LINE, doing);
+		return false;
+	}
+	b = realloc(q->buf, q->cap ? q->cap * 2 : 8192);
+	if (!b) {
+		ktm_error_set(errp, KTM_ERR_INTERNAL, ENOMEM,
+			      "out of memory for a QMP message");
+		return false;
+	}
+	q->buf = b;
+	q->cap = q->cap ? q->cap * 2 : 8192;
+	return true;
+}
+
+/* Wait until @deadline for bytes and append them; false with *errp. */
+static bool recv_some(struct ktm_qmp *q, int64_t deadline, const char *doing,
+		      struct ktm_error **errp)
+{
+	struct pollfd pf = { .fd = q->fd, .events = POLLIN };
+	int64_t left = deadline - now_ms();
+	int ready = left > 0 ? poll(&pf, 1, (int)left) : 0;
+	ssize_t n;
+	int err;
+
+	if (ready < 0 && errno == EINTR)
+		return true;	/* the caller's loop asks again */
+	if (ready == 0) {
+		ktm_error_set(errp, KTM_ERR_PEER, ETIMEDOUT,
+			      "QEMU did not answer on QMP %s within %u ms "
+			      "while %s", q->path, q->timeout_ms, doing);
+		return false;
+	}
+	n = ready < 0 ? -1 : recv(q->fd, q->buf + q->len, q->cap - q->len - 1, 0);
+	if (n < 0 && errno == EINTR)
+		return true;
+	if (n > 0) {
+		q->len += (size_t)n;
+		return true;
+	}
+	err = n < 0 ? errno : ECONNRESET;
+	ktm_error_set(errp, KTM_ERR_PEER, err,
+		      "QEMU closed its QMP socket %s while %s%s%s", q->path,
+		      doing, n < 0 ? ": " : "", n < 0 ? strerror(err) : "");
+	ktm_error_hint_set(errp, "QEMU exits when an incoming migration "
+			   "fails; its log (stderr) says why");
+	return false;
+}
+
 /*
  * The next message (a line), without its line end, in q->buf; it stays
  * there until the next call.  NULL with *errp when QEMU went away, sent
@@ -181,59 +252,15 @@ static char *read_line(struct ktm_qmp *q, size_t *consumed, const char *doing,
 	char *nl;
 
 	for (;;) {
-		struct pollfd pf = { .fd = q->fd, .events = POLLIN };
-		int64_t left;
-		ssize_t n;
-
 		nl = q->len ? memchr(q->buf, '\n', q->len) : NULL;
 		if (nl) {
 			*nl = '\0';
 			*consumed = (size_t)(nl - q->buf) + 1;
 			return q->buf;
 		}
-		if (q->len + 4096 + 1 > q->cap) {
-			char *b;
-
-			if (q->cap >= QMP_MAX_LINE) {
-				ktm_error_set(errp, KTM_ERR_PEER, EMSGSIZE,
-					      "QMP %s sent a message longer than "
-					      "%d bytes while %s", q->path,
-					      QMP_MAX_LINE, doing);
-				return NULL;
-			}
-			b = realloc(q->buf, q->cap ? q->cap * 2 : 8192);
-			if (!b) {
-				ktm_error_set(errp, KTM_ERR_INTERNAL, ENOMEM,
-					      "out of memory for a QMP message");
-				return NULL;
-			}
-			q->buf = b;
-			q->cap = q->cap ? q->cap * 2 : 8192;
-		}
-		left = deadline - now_ms();
-		if (left <= 0 || !poll(&pf, 1, (int)left)) {
-			ktm_error_set(errp, KTM_ERR_PEER, ETIMEDOUT,
-				      "QEMU did not answer on QMP %s within "
-				      "%u ms while %s", q->path, q->timeout_ms,
-				      doing);
+		if (!grow_buf(q, doing, errp) ||
+		    !recv_some(q, deadline, doing, errp))
 			return NULL;
-		}
-		n = recv(q->fd, q->buf + q->len, q->cap - q->len - 1, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			int err = n < 0 ? errno : ECONNRESET;
-
-			ktm_error_set(errp, KTM_ERR_PEER, err,
-				      "QEMU closed its QMP socket %s while %s%s%s",
-				      q->path, doing, n < 0 ? ": " : "",
-				      n < 0 ? strerror(err) : "");
-			ktm_error_hint_set(errp, "QEMU exits when an incoming "
-					   "migration fails; its log (stderr) "
-					   "says why");
-			return NULL;
-		}
-		q->len += (size_t)n;
 	}
 }
 

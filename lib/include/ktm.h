@@ -6,11 +6,20 @@
  * file descriptors, paths, host names and the plain enums below.  No kernel,
  * OpenSSL or libnl type appears here.
  *
+ * The library's boundary: configuration and credentials, the handshake, the
+ * session (switch into kernel TLS, fallback, rekey, status), the migration
+ * stream, pre-migration checks, fd passing, and the relay (a session seen
+ * as a plain fd).  Accepting connections, address policy and talking to
+ * QEMU (QMP) are the application's: ktls-migrate's proxy and QMP client
+ * (tools/proxy.c, tools/qmp.c) are built on this header alone.
+ *
  * Error convention (all calls that can fail): the last parameter is
  * `struct ktm_error **errp`.  It may be NULL.  On success it is left
  * untouched; on failure it is set exactly once to an error the caller owns
  * and releases with ktm_error_free().  The return value alone tells success:
- * true, a non-NULL pointer, or a non-negative number.
+ * true, a non-NULL pointer, or a non-negative number.  Setting an error over
+ * one already set is a programming error and aborts (unless built with
+ * -DNDEBUG); pass errors up with ktm_error_propagate().
  *
  * Threads: objects are not shared between threads unless a function says so.
  */

@@ -318,6 +318,9 @@ TEST_F_TIMEOUT(session, rekey_in_place_or_refused_and_counts_go_on, 60)
 	ASSERT_EQ(t_echo_check(s, 40000), 0);
 	before = ktm_session_records(s, KTM_DIR_TX);
 	EXPECT_EQ(ktm_session_key_records(s, KTM_DIR_TX), before);
+	/* the oracle, from the tier and the booted kernel's version */
+	EXPECT_EQ(ktm_session_can_rekey(s), variant->version == KTM_TLS_1_3 &&
+		  (!t_kernel_has_ktls() || t_kernel_at_least(6, 14)));
 	if (!ktm_session_can_rekey(s)) {
 		EXPECT_FALSE(ktm_session_rekey(s, &err));
 		ASSERT_NE(err, NULL);
@@ -1067,16 +1070,6 @@ static int t_unix_feed(const char *path, size_t len)
 }
 
 /* The running kernel is at least @maj.@min (from uname, not the library). */
-static bool t_kernel_at_least(int maj, int min)
-{
-	struct utsname u;
-	int a = 0, b = 0;
-
-	if (uname(&u) || sscanf(u.release, "%d.%d", &a, &b) != 2)
-		return false;
-	return a > maj || (a == maj && b >= min);
-}
-
 /* 2 MiB through a source and a dest proxy whose source may seal only
  * @limit records per key, TLS @version; the outcome in the structs. */
 static void key_limit_run(struct t_meta *_metadata, struct pair *p,

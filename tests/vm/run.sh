@@ -21,8 +21,8 @@ usage() {
 Usage: run.sh [--timeout SECONDS] [--mem MiB] [--smp N] KERNEL_DIR -- COMMAND [ARGS...]
 Exit status: COMMAND's, 124 on timeout, 125 when the VM failed, 2 on bad usage.
 Environment: KTM_CACHE_DIR, KTM_VM_ACCEL (kvm|tcg), KTM_VM_MODULES (extra
-modules to preload), KTM_VM_PATH (guest PATH), KTM_VM_APPEND (kernel command
-line), KTM_VM_BOOT_TIMEOUT (default 120), KTM_QEMU, KTM_BUSYBOX, V=1|2.
+modules to preload), KTM_VM_SKIP_MODULES (modules to leave out),
+KTM_VM_PATH (guest PATH), KTM_VM_APPEND (kernel command line), KTM_VM_BOOT_TIMEOUT (default 120), KTM_QEMU, KTM_BUSYBOX, V=1|2.
 Passed to the guest: CI, KTLS_REQUIRE, V and every KTM_* variable.
 EOF
 }
@@ -126,6 +126,16 @@ if [[ -n ${KTM_VM_MODULES:-} ]]; then
 	read -ra extra <<<"${KTM_VM_MODULES//,/ }"
 	modules+=("${extra[@]}")
 	required+=("${extra[@]}")
+fi
+# KTM_VM_SKIP_MODULES: leave these out (e.g. "gcm ccm chacha20poly1305":
+# tls loads but TLS_TX fails with ENOENT, so the library must fall back;
+# the tests under KTLS_REQUIRE=1 must then fail).
+if [[ -n ${KTM_VM_SKIP_MODULES:-} ]]; then
+	read -ra skip <<<"${KTM_VM_SKIP_MODULES//,/ }"
+	mapfile -t modules < <(printf '%s\n' "${modules[@]}" | grep -vxF -f <(printf '%s\n' "${skip[@]}"))
+	mapfile -t required < <(printf '%s\n' "${required[@]}" | grep -vxF -f <(printf '%s\n' "${skip[@]}"))
+	# and the kernel must not load them on demand either
+	skip_append=" module_blacklist=$(IFS=,; echo "${skip[*]}")"
 fi
 
 # Prints "R|O relative/path.ko" in load order; "missing NAME" for required
@@ -337,7 +347,7 @@ qemu_args=(
 	-nodefaults -no-user-config -display none -no-reboot
 	"${accel_args[@]}" -m "$mem" -smp "$smp"
 	-kernel "$kernel_dir/vmlinuz" -initrd "$tmp/initrd"
-	-append "console=ttyS0 quiet loglevel=2 panic=-1 rdinit=/init 8250.nr_uarts=1${KTM_VM_APPEND:+ $KTM_VM_APPEND}"
+	-append "console=ttyS0 quiet loglevel=2 panic=-1 rdinit=/init 8250.nr_uarts=1${skip_append:-}${KTM_VM_APPEND:+ $KTM_VM_APPEND}"
 	-serial stdio
 	-device virtio-rng-pci
 	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
