@@ -114,6 +114,7 @@ static void *dest_channel(void *arg)
 			goto out;
 		if (!ktm_mig_recv_frame(c->s, &f, "source", &err))
 			goto err;
+		c->last_io = ktm_mig_now_s();
 		ktm_mig_add(m, &m->wire_bytes, KTM_FRAME_LEN + (uint64_t)f.len);
 		switch (f.type) {
 		case KTM_F_PAGES:

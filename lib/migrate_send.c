@@ -191,6 +191,7 @@ static bool send_run(struct ktm_chan *c, const struct ktm_frame *f,
 
 	ktm_frame_encode(f, hdr);
 	ktm_mig_add(c->m, &c->m->wire_bytes, KTM_FRAME_LEN + (uint64_t)f->len);
+	c->last_io = ktm_mig_now_s();
 	if (!kernel_path(c))
 		return stage(c, hdr, sizeof(hdr), errp) &&
 		       (!f->len || stage(c, c->m->map + img_off, f->len, errp));
