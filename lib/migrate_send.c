@@ -560,7 +560,8 @@ static void source_fail_end(struct ktm_migration *m, struct ktm_error **errp)
 	/* the destination that said why waits for our close: no drain */
 	if (errp && *errp && !m->peer_aborted)
 		ktm_mig_send_abort(s, *errp);
-	ktm_mig_close_gently(s, m->peer_aborted ? 0 : 1000);
+	ktm_mig_close_gently(s, m->peer_aborted || (errp && *errp &&
+			     ktm_error_errno(*errp) == ETIMEDOUT) ? 0 : 1000);
 	m->ch[0].s = NULL;
 }
 
