@@ -104,6 +104,10 @@ $(O)/tests/%: tests/%.c $(HARNESS_OBJ) $(STATIC_LIB) $(TEST_TOOL_OBJ)
 
 $(HARNESS_OBJ): override CFLAGS += -Itests
 
+# The hostile tests run the tool next to them (O/ktls-migrate), also in the
+# sanitizer build.
+$(O)/tests/session/hostile: $(TOOL)
+
 # ---- tests ---------------------------------------------------------------
 # `make check`: unit tests natively, the same unit tests under ASan+UBSan,
 # then the kernel-TLS tests natively when this kernel has the tls ULP,

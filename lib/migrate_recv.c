@@ -424,6 +424,7 @@ static void *dest_channel(void *arg)
 			goto out;
 		if (!ktm_mig_recv_frame(c->s, &f, "source", &err))
 			goto err;
+		c->last_io = ktm_mig_now_s();
 		step = ktm_dest_frame(c, &f, &rx, &err);
 		if (step == KTM_DEST_ERROR)
 			goto err;
@@ -1037,12 +1038,15 @@ static void dest_fail_end(struct ktm_migration *m, const struct ktm_error *err)
 {
 	unsigned int i;
 
-	/* a source that said why waits for our close: no drain */
+	/* A source that said why waits for our close, a silent one sends
+	 * nothing more: no drain for either. */
+	bool quiet = m->peer_aborted ||
+		     (err && ktm_error_errno(err) == ETIMEDOUT);
+
 	if (m->ch[0].s && err && !m->peer_aborted)
 		ktm_mig_send_abort(m->ch[0].s, err);
 	for (i = 0; i < m->nch; i++) {
-		ktm_mig_close_gently(m->ch[i].s, m->peer_aborted ? 0 :
-				     i ? 200 : 1000);
+		ktm_mig_close_gently(m->ch[i].s, quiet ? 0 : i ? 200 : 1000);
 		m->ch[i].s = NULL;
 	}
 }

@@ -416,6 +416,7 @@ static bool send_run(struct ktm_chan *c, const struct ktm_frame *f,
 
 	ktm_frame_encode(f, hdr);
 	c->wire += KTM_FRAME_LEN + (uint64_t)f->len;
+	c->last_io = ktm_mig_now_s();
 	if (!kernel_path(c))
 		return stage(c, hdr, sizeof(hdr), errp) &&
 		       (!f->len || stage_pages(c, img_off, f->len, errp));
@@ -901,7 +902,8 @@ static void source_fail_end(struct ktm_migration *m, struct ktm_error **errp)
 	/* the destination that said why waits for our close: no drain */
 	if (errp && *errp && !m->peer_aborted)
 		ktm_mig_send_abort(s, *errp);
-	ktm_mig_close_gently(s, m->peer_aborted ? 0 : 1000);
+	ktm_mig_close_gently(s, m->peer_aborted || (errp && *errp &&
+			     ktm_error_errno(*errp) == ETIMEDOUT) ? 0 : 1000);
 	m->ch[0].s = NULL;
 }
 
