@@ -202,8 +202,13 @@ bool ktm_mig_malformed(struct ktm_error **errp, const char *peer_role,
 /*
  * The destination's handling of one decoded frame on channel @c, without
  * sockets: the payload comes from @rx (a session, or memory when fuzzing)
- * and lands in m->img_fd.  ktm_dest_prepare() sets up a migration for it
- * from a HELLO (no file, no socket).
+ * and lands in m->img_fd.  To drive it alone (tests/unit/dest_frame.c):
+ * ktm_migration_new(NULL, NULL); ktm_migration_request_pages() for any
+ * requests, then m->nreq_sent = m->nreq (as if sent); m->img_fd = a memfd
+ * of the HELLO's image size; ktm_dest_prepare(m, &hello) (sets up
+ * m->ch[0..nchannels-1]); ktm_dest_frame(&m->ch[i], ...) per frame;
+ * ktm_dest_release(m), free(m->chunk_digest), ktm_migration_free(m).
+ * Frames must pass ktm_frame_decode() first, as on the wire.
  */
 struct ktm_rx {
 	bool (*read)(void *opaque, void *buf, size_t len,

@@ -326,6 +326,9 @@ bool ktm_dest_prepare(struct ktm_migration *m, const struct ktm_hello *h,
 	m->chunk_digest = calloc(m->nchunks, KTM_DIGEST_LEN);
 	m->chunks = calloc(m->nchunks, sizeof(*m->chunks));
 	for (i = 0; m->chunk_digest && m->chunks && i < m->nch; i++) {
+		m->ch[i].m = m;
+		m->ch[i].idx = i;
+		m->ch[i].next_chunk = i;
 		m->ch[i].rbuf = malloc(KTM_RECV_BUF);
 		if (!m->ch[i].rbuf || !ktm_hash_init(&m->ch[i].hash, m->digest, NULL))
 			break;
@@ -394,9 +397,9 @@ static struct ktm_session *wait_resume(struct ktm_chan *c,
 static bool dest_reconnect(struct ktm_chan *c, const struct ktm_frame *f,
 			   struct ktm_error **errp)
 {
-	/* room for a whole alert record: on the kernel path a smaller read
-	 * takes part of the close_notify and leaves the rest undecodable */
-	uint8_t buf[64];
+	/* room for a whole control record: the kernel path reads the
+	 * close_notify alert into this buffer */
+	uint8_t buf[512];
 	ssize_t n = ktm_session_recv(c->s, buf, sizeof(buf), errp);
 
 	if (n > 0)

@@ -458,6 +458,7 @@ TEST_TIMEOUT(sparse_image_holes_are_neither_sent_nor_read, 60)
 	struct ktm_error *err = NULL;
 	struct ktm_migration *m;
 	uint64_t size = 64u << 20, mib = 1u << 20, zero = 0, i;
+	bool sparse;
 	static const uint8_t zpage[4096];
 	struct env e;
 	struct stat st;
@@ -477,6 +478,9 @@ TEST_TIMEOUT(sparse_image_holes_are_neither_sent_nor_read, 60)
 	for (i = 0; i < size; i += 4096)
 		zero += !memcmp(full + i, zpage, 4096) ? 4096 : 0;
 	EXPECT_GE(zero, size - 2 * mib);
+	/* a file system that filled the holes in has nothing to show */
+	ASSERT_EQ(stat(e.img, &st), 0);
+	sparse = (uint64_t)st.st_blocks * 512 <= 4 * mib;
 	start_dest(&e, 0, 0);
 	m = ktm_migration_new(e.ccfg, NULL);
 	fd = open(e.img, O_RDONLY);
@@ -498,7 +502,11 @@ TEST_TIMEOUT(sparse_image_holes_are_neither_sent_nor_read, 60)
 	 * read allocates, they were never read): 2 MiB of data, not 64. */
 	EXPECT_GE(st.st_blocks * 512, size);
 	ASSERT_EQ(stat(e.img, &st), 0);
-	EXPECT_LE(st.st_blocks * 512, 4 * mib);
+	TH_LOG("source image: %s, %lld bytes allocated after", sparse ?
+	       "sparse" : "not sparse on this file system",
+	       (long long)st.st_blocks * 512);
+	if (sparse)
+		EXPECT_LE(st.st_blocks * 512, 4 * mib);
 	free(full);
 	env_teardown(&e);
 }
