@@ -329,18 +329,118 @@ static STACK_OF(X509) *chain_load(const char *path, struct ktm_error **errp)
 	return chain;
 }
 
+/* One credentials directory, read: paths and objects, owned until
+ * creds_install() hands them to the config. */
+struct creds {
+	char *dir, *ca, *cert, *key, *crl;	/* crl NULL: no ca-crl.pem */
+	X509 *x;
+	EVP_PKEY *k;
+	X509_STORE *store;
+	STACK_OF(X509) *chain;
+	unsigned int mode;
+};
+
+static void creds_free(struct creds *c)
+{
+	sk_X509_pop_free(c->chain, X509_free);
+	X509_STORE_free(c->store);
+	EVP_PKEY_free(c->k);
+	X509_free(c->x);
+	free(c->dir);
+	free(c->ca);
+	free(c->cert);
+	free(c->key);
+	free(c->crl);
+}
+
+static bool creds_paths(struct creds *c, const char *dir, bool server,
+			struct ktm_error **errp)
+{
+	c->dir = strdup(dir);
+	c->ca = path_join(dir, "ca-cert.pem");
+	c->cert = path_join(dir, server ? "server-cert.pem" : "client-cert.pem");
+	c->key = path_join(dir, server ? "server-key.pem" : "client-key.pem");
+	c->crl = path_join(dir, "ca-crl.pem");
+	if (!c->dir || !c->ca || !c->cert || !c->key || !c->crl) {
+		ktm_error_set(errp, KTM_ERR_INTERNAL, ENOMEM,
+			      "out of memory for credential paths");
+		return false;
+	}
+	if (access(c->crl, F_OK)) {
+		free(c->crl);
+		c->crl = NULL;
+	}
+	return true;
+}
+
+/* Read and check everything: files present, certificate and key parse
+ * and match, the trust store and the chain load. */
+static bool creds_load(const struct ktm_config *cfg, struct creds *c,
+		       const char *role, struct ktm_error **errp)
+{
+	X509 *ca;
+
+	if (!check_present(c->ca, "CA certificate", errp) ||
+	    !check_present(c->cert, role, errp) ||
+	    !check_present(c->key, "private key", errp))
+		return false;
+	ca = load_cert(c->ca, "CA certificate", errp);
+	if (!ca)
+		return false;
+	X509_free(ca);
+	c->x = load_cert(c->cert, role, errp);
+	c->k = c->x ? load_key(cfg, c->key, &c->mode, errp) : NULL;
+	if (!c->k)
+		return false;
+	if (X509_check_private_key(c->x, c->k) != 1) {
+		ERR_clear_error();
+		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
+			      "private key %s does not match %s %s", c->key, role,
+			      c->cert);
+		ktm_error_hint_set(errp, "regenerate the certificate for this "
+				   "key, or put the matching key in place");
+		return false;
+	}
+	c->store = store_load(c->ca, c->crl, errp);
+	c->chain = c->store ? chain_load(c->cert, errp) : NULL;
+	return c->chain != NULL;
+}
+
+/* Swap @c into @cfg (the old ones go into @c, to be freed); under the
+ * lock, as ktm_config_reload() may run beside sessions being made. */
+static void creds_install(struct ktm_config *cfg, struct creds *c)
+{
+	struct creds old = {
+		cfg->creds_dir, cfg->ca_path, cfg->cert_path, cfg->key_path,
+		cfg->crl_path, cfg->cert, cfg->key, cfg->store, cfg->chain, 0,
+	};
+
+	pthread_mutex_lock(&cfg->ctx_lock);
+	cfg->creds_dir = c->dir;
+	cfg->ca_path = c->ca;
+	cfg->cert_path = c->cert;
+	cfg->key_path = c->key;
+	cfg->crl_path = c->crl;
+	cfg->cert = c->x;
+	cfg->key = c->k;
+	cfg->key_mode = c->mode;
+	cfg->store = c->store;
+	cfg->chain = c->chain;
+	/* the next session builds its context from these */
+	SSL_CTX_free(cfg->ctx);
+	cfg->ctx = NULL;
+	pthread_mutex_unlock(&cfg->ctx_lock);
+	*c = old;
+}
+
 bool ktm_config_set_creds_dir(struct ktm_config *cfg, const char *dir,
 			      struct ktm_error **errp)
 {
 	bool server = cfg->endpoint == KTM_ENDPOINT_SERVER;
-	char *ca = NULL, *cert = NULL, *key = NULL, *crl = NULL, *d = NULL;
 	const char *role = server ? "server certificate" : "client certificate";
-	X509 *x = NULL;
-	EVP_PKEY *k = NULL;
-	X509_STORE *store;
-	STACK_OF(X509) *chain;
-	unsigned int mode = 0;
+	struct creds c = { 0 };
 	struct stat st;
+	bool ok;
 
 	if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
 		ktm_error_set(errp, KTM_ERR_CONFIG, errno ? errno : ENOTDIR,
@@ -348,89 +448,11 @@ bool ktm_config_set_creds_dir(struct ktm_config *cfg, const char *dir,
 		ktm_error_hint_set(errp, "%s", ktm_layout_hint);
 		return false;
 	}
-	d = strdup(dir);
-	ca = path_join(dir, "ca-cert.pem");
-	cert = path_join(dir, server ? "server-cert.pem" : "client-cert.pem");
-	key = path_join(dir, server ? "server-key.pem" : "client-key.pem");
-	crl = path_join(dir, "ca-crl.pem");
-	if (!d || !ca || !cert || !key || !crl) {
-		ktm_error_set(errp, KTM_ERR_INTERNAL, ENOMEM,
-			      "out of memory for credential paths");
-		goto err_free_paths;
-	}
-	if (!check_present(ca, "CA certificate", errp) ||
-	    !check_present(cert, role, errp) ||
-	    !check_present(key, "private key", errp))
-		goto err_free_paths;
-
-	x = load_cert(ca, "CA certificate", errp);
-	if (!x)
-		goto err_free_paths;
-	X509_free(x);
-	x = load_cert(cert, role, errp);
-	if (!x)
-		goto err_free_paths;
-	k = load_key(cfg, key, &mode, errp);
-	if (!k)
-		goto err_free_cert;
-	if (X509_check_private_key(x, k) != 1) {
-		ERR_clear_error();
-		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
-			      "private key %s does not match %s %s", key, role,
-			      cert);
-		ktm_error_hint_set(errp, "regenerate the certificate for this "
-				   "key, or put the matching key in place");
-		goto err_free_key;
-	}
-	if (access(crl, F_OK)) {
-		free(crl);
-		crl = NULL;
-	}
-	store = store_load(ca, crl, errp);
-	if (!store)
-		goto err_free_key;
-	chain = chain_load(cert, errp);
-	if (!chain)
-		goto err_free_store;
-	pthread_mutex_lock(&cfg->ctx_lock);
-	EVP_PKEY_free(cfg->key);
-	X509_free(cfg->cert);
-	X509_STORE_free(cfg->store);
-	sk_X509_pop_free(cfg->chain, X509_free);
-	cfg->key = k;
-	cfg->key_mode = mode;
-	cfg->cert = x;
-	cfg->store = store;
-	cfg->chain = chain;
-	free(cfg->creds_dir);
-	free(cfg->ca_path);
-	free(cfg->cert_path);
-	free(cfg->key_path);
-	free(cfg->crl_path);
-	cfg->creds_dir = d;
-	cfg->ca_path = ca;
-	cfg->cert_path = cert;
-	cfg->key_path = key;
-	cfg->crl_path = crl;
-	/* the next session builds its context from these */
-	SSL_CTX_free(cfg->ctx);
-	cfg->ctx = NULL;
-	pthread_mutex_unlock(&cfg->ctx_lock);
-	return true;
-
-err_free_store:
-	X509_STORE_free(store);
-err_free_key:
-	EVP_PKEY_free(k);
-err_free_cert:
-	X509_free(x);
-err_free_paths:
-	free(d);
-	free(ca);
-	free(cert);
-	free(key);
-	free(crl);
-	return false;
+	ok = creds_paths(&c, dir, server, errp) && creds_load(cfg, &c, role, errp);
+	if (ok)
+		creds_install(cfg, &c);
+	creds_free(&c);
+	return ok;
 }
 
 /* A setting the SSL_CTX depends on changed: build it anew (setters run
