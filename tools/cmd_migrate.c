@@ -57,7 +57,8 @@ TOOL_TLS_HELP
 "\n"
 "Destination (recv) options:\n"
 "  --listen [ADDR:]PORT  where to accept the source's channels\n"
-"  --accept-timeout MS   how long to wait for each connection (default 30000)\n"
+"  --accept-timeout S    how long to wait for each connection, in seconds\n"
+"                      (default 30)\n"
 "  --request-pages OFFSET:LEN  ask for these bytes first, as postcopy does\n"
 "                      (repeatable, page aligned)\n"
 "\n"
@@ -154,8 +155,9 @@ static int parse(int argc, char **argv, struct opts *o)
 			break;
 		case O_ACCEPT:
 			o->accept_ms = (unsigned int)strtoul(optarg, &end, 10);
-			if (*end || !o->accept_ms)
-				return bad_usage("--accept-timeout takes milliseconds, not '%s'", optarg);
+			if (*end || !o->accept_ms || o->accept_ms > 4000000)
+				return bad_usage("--accept-timeout takes seconds, not '%s'", optarg);
+			o->accept_ms *= 1000;
 			break;
 		case O_REQ:
 			if (o->nreq == 8 ||
@@ -251,7 +253,7 @@ static void report(const struct opts *o, const struct ktm_migration *m,
 	const char *fb = ktm_migration_fallback_reason(m);
 
 	if (o->json) {
-		printf("{\"role\": \"%s\", \"ok\": %s, \"image_bytes\": %llu, "
+		printf("{\"schema\": 1, \"role\": \"%s\", \"ok\": %s, \"image_bytes\": %llu, "
 		       "\"page_bytes\": %llu, \"zero_bytes\": %llu, "
 		       "\"wire_bytes\": %llu, \"seconds\": %.3f, "
 		       "\"mb_per_s\": %.1f, \"cpu_seconds\": %.3f, "
@@ -450,7 +452,7 @@ out:
 		report(&o, m, ok, err ? ktm_error_message(err) : NULL,
 		       cpu_seconds() - cpu0);
 	} else if (o.json && err) {
-		printf("{\"role\": \"%s\", \"ok\": false, \"error\": ",
+		printf("{\"schema\": 1, \"role\": \"%s\", \"ok\": false, \"error\": ",
 		       o.send ? "send" : "recv");
 		json_str(ktm_error_message(err));
 		printf("}\n");
