@@ -214,6 +214,8 @@ INSTALL ?= install
 
 MAN_SRC := $(wildcard man/*.scd)
 MAN_PAGES := $(patsubst man/%.scd,$(O)/man/%,$(MAN_SRC))
+# qemu-recv is documented on the qemu-send page
+MAN_PAGES += $(O)/man/ktls-migrate-qemu-recv.1
 UNITS := $(patsubst contrib/systemd/%.in,$(O)/systemd/%,$(wildcard contrib/systemd/*.in))
 PC_FILE := $(O)/libktm.pc
 
@@ -231,6 +233,10 @@ $(O)/man/%: man/%.scd
 	$(call say,SCDOC,$<)
 	$(Q)command -v $(SCDOC) >/dev/null || { echo 'make: scdoc is not installed (apt-get install -y scdoc)' >&2; exit 1; }
 	$(Q)$(SCDOC) < $< > $@.tmp && mv $@.tmp $@
+
+$(O)/man/ktls-migrate-qemu-recv.1:
+	@mkdir -p $(dir $@)
+	$(Q)echo '.so man1/ktls-migrate-qemu-send.1' > $@
 
 # The .pc names the dependencies for static linking (Requires.private);
 # the header needs none of them.

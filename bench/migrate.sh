@@ -55,7 +55,7 @@ for run in $(seq "$runs"); do
 			--creds "$work/creds" --quiet --json > "$work/recv.json" 2>/dev/null &
 		rpid=$!
 		sleep 0.3
-		"$tool" migrate send --to "localhost:$port" --image "$work/image" \
+		"$tool" migrate send --connect "localhost:$port" --image "$work/image" \
 			--creds "$work/creds" --channels "$n" --quiet --json > "$work/send.json"
 		wait "$rpid"
 		cmp -s "$work/image" "$work/out" || { echo "run $run, $n channel(s): images differ" >&2; exit 1; }

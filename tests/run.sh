@@ -115,6 +115,10 @@ tier_unit() {
 	# (the userspace path on a kernel without kTLS; the kTLS tiers run
 	# the require cases)
 	run_script qemu-native tests/qemu/run.sh --build "$build" native
+	# make install into a stage: files, .pc, examples built against it,
+	# man pages (rendering, options against --help), units
+	run_script install tests/install/run.sh --build "$build"
+	run_script cli tests/install/cli.sh --build "$build"
 	if [ -n "$san" ]; then
 		export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 		export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

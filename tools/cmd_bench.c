@@ -194,6 +194,7 @@ static void usage(FILE *out)
 "    --modes LIST       Comma-separated modes or groups (default all).\n"
 "    --ciphers LIST     aes-gcm-128, aes-gcm-256, chacha20-poly1305 (default\n"
 "                       all three; TLS rows only).\n"
+"    --cipher LIST      The same as --ciphers, as the other commands spell it.\n"
 "    --channels LIST    Parallel streams per row (default 1,2,4; max %d).\n"
 "                       tunnel is one stream and runs with 1 only.\n"
 "    --size SIZE        Bytes per row, with K, M or G (default 512M).\n"
@@ -334,6 +335,7 @@ static int parse_opts(struct bench_opts *o, int argc, char **argv)
 		{ "creds", required_argument, NULL, OPT_CREDS },
 		{ "modes", required_argument, NULL, OPT_MODES },
 		{ "ciphers", required_argument, NULL, OPT_CIPHERS },
+		{ "cipher", required_argument, NULL, OPT_CIPHERS },
 		{ "channels", required_argument, NULL, OPT_CHANNELS },
 		{ "size", required_argument, NULL, OPT_SIZE },
 		{ "runs", required_argument, NULL, OPT_RUNS },

@@ -22,7 +22,7 @@
 static void usage(FILE *out)
 {
 	fprintf(out,
-"Usage: %s migrate send --to HOST:PORT --image FILE|- --creds DIR [OPTIONS]\n"
+"Usage: %s migrate send --connect HOST:PORT --image FILE|- --creds DIR [OPTIONS]\n"
 "       %s migrate recv --listen [ADDR:]PORT --image FILE|- --creds DIR [OPTIONS]\n"
 "\n"
 "Move a memory image (a VM's RAM file, a /dev/shm file, or standard\n"
@@ -35,6 +35,8 @@ static void usage(FILE *out)
 "has committed.\n"
 "\n"
 "Options (both sides):\n"
+"  --image FILE|-      the image: read by send (-: standard input), written\n"
+"                      by recv (-: standard output, see below)\n"
 TOOL_TLS_HELP
 "  --check-hook PATH   pre-migration check run as PATH VM migrate pmc URI with\n"
 "                      the verified peer in KTM_* variables; exit status 0\n"
@@ -45,7 +47,9 @@ TOOL_TLS_HELP
 "  -h, --help          show this text\n"
 "\n"
 "Source (send) options:\n"
-"  --to HOST:PORT      the destination ([IPv6]:PORT works too)\n"
+"  --connect HOST:PORT the destination ([IPv6]:PORT works too), as in proxy\n"
+"                      and qemu-send\n"
+"  --to HOST:PORT      the same as --connect (the older spelling)\n"
 "  --channels N        parallel TLS sessions, 1-16 (default 1)\n"
 "  --send-path P       auto (default), sendfile, splice, io_uring or writev:\n"
 "                      how pages enter the kernel-TLS socket\n"
@@ -88,6 +92,7 @@ static int parse(int argc, char **argv, struct opts *o)
 	       O_CHANNELS, O_SENDPATH, O_ZC, O_KEYLIMIT, O_ACCEPT, O_REQ };
 	static const struct option lo[] = {
 		{ "to", required_argument, NULL, O_TO },
+		{ "connect", required_argument, NULL, O_TO },
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "image", required_argument, NULL, O_IMAGE },
 		{ "check-hook", required_argument, NULL, O_HOOK },
@@ -181,7 +186,7 @@ static int parse(int argc, char **argv, struct opts *o)
 	if (!o->image || !o->tls.creds)
 		return bad_usage("--image and --creds are required");
 	if (o->send && !o->to)
-		return bad_usage("send needs --to HOST:PORT");
+		return bad_usage("send needs --connect HOST:PORT");
 	if (!o->send && !o->listen)
 		return bad_usage("recv needs --listen [ADDR:]PORT");
 	return 0;
@@ -392,7 +397,7 @@ int cmd_migrate(int argc, char **argv)
 	if (o.send) {
 		if (!tool_split_hostport(o.to, host, sizeof(host), port, sizeof(port)) ||
 		    !host[0]) {
-			ret = bad_usage("--to takes HOST:PORT, not '%s'", o.to);
+			ret = bad_usage("--connect takes HOST:PORT, not '%s'", o.to);
 			goto out;
 		}
 		if (!ktm_migration_set_channels(m, o.channels, &err))
