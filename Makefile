@@ -192,6 +192,7 @@ help:
 	@echo 'make demo       the README demo'
 	@echo 'make install    PREFIX=/usr/local DESTDIR= MULTIARCH=1 LIBDIR= BINDIR= INCLUDEDIR= MANDIR= UNITDIR='
 	@echo 'make uninstall  the same variables; removes what install put there'
+	@echo 'make check-package  build the .debs, lintian, try them in a bookworm chroot'
 	@echo 'options: V=1 WERROR=0 SANITIZE=1 O=dir'
 
 # ---- install ---------------------------------------------------------------
@@ -219,7 +220,7 @@ MAN_PAGES += $(O)/man/ktls-migrate-qemu-recv.1
 UNITS := $(patsubst contrib/systemd/%.in,$(O)/systemd/%,$(wildcard contrib/systemd/*.in))
 PC_FILE := $(O)/libktm.pc
 
-.PHONY: man units install uninstall examples $(PC_FILE) $(UNITS)
+.PHONY: man units install uninstall examples check-package $(PC_FILE) $(UNITS)
 man: $(MAN_PAGES)
 units: $(UNITS)
 
@@ -287,6 +288,10 @@ $(O)/examples/%: examples/%.c
 		$(PKG_CONFIG) --cflags --libs libktm) || exit 1; \
 	  $(CC) $(CFLAGS_EXAMPLE) -o $@ $< $$pc
 CFLAGS_EXAMPLE := -O2 -g -Wall -Wextra -Werror
+# The .debs built from a copy of the tree, linted, installed into a cached
+# bookworm root and tried there (tests/package/run.sh; part of make check).
+check-package:
+	$(Q)tests/run.sh --build $(O) package
 # ---- end of install ----------------------------------------------------------
 
 -include $(shell find $(O)/obj -name '*.d' 2>/dev/null)

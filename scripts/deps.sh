@@ -31,7 +31,8 @@ for p in "${pkgs[@]}"; do
 done
 
 if [ $if_missing = 1 ] && [ ${#missing[@]} -eq 0 ] &&
-   [ "$(bash tests/vm/fetch-kernels.sh --list | wc -l)" -ge 2 ]; then
+   [ "$(bash tests/vm/fetch-kernels.sh --list | wc -l)" -ge 2 ] &&
+   [ -n "$(bash tests/package/root.sh --print)" ]; then
 	exit 0
 fi
 
@@ -49,3 +50,11 @@ fi
 
 # Guest kernels for tests/vm (downloaded, never installed).
 bash tests/vm/fetch-kernels.sh --quiet
+
+# The minimal bookworm root the package test installs the .debs into
+# (debootstrap, once; needs root).
+if [ "$(id -u)" = 0 ]; then
+	bash tests/package/root.sh >/dev/null
+elif [ -z "$(bash tests/package/root.sh --print)" ]; then
+	echo "deps: the package test's bookworm root is not cached; run as root: make deps" >&2
+fi

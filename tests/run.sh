@@ -14,7 +14,10 @@
 #   vm     the kernel-TLS and session tests in a QEMU guest, once per
 #          cached kernel
 #          (tests/vm/fetch-kernels.sh --list)
-#   all    unit, then ktls when this kernel has the tls ULP, else vm
+#   package  the Debian packages built, linted and tried in a cached
+#          bookworm root (tests/package/run.sh; root, skipped otherwise)
+#   all    unit, package, then ktls when this kernel has the tls ULP,
+#          else vm
 #
 # Results are read from TAP, not exit codes: a test binary that stops
 # before its plan is complete counts the missing cases as failed.  With
@@ -33,7 +36,7 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--build) build=$2; shift 2 ;;
 	--san-build) san=$2; shift 2 ;;
-	-h|--help) sed -n '3,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '3,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) tiers+=("$1"); shift ;;
 	esac
 done
@@ -187,8 +190,10 @@ for t in "${tiers[@]}"; do
 	unit) tier_unit ;;
 	ktls) tier_ktls ;;
 	vm) tier_vm ;;
+	package) run_script package tests/package/run.sh ;;
 	all)
 		tier_unit
+		run_script package tests/package/run.sh
 		if native_ktls; then tier_ktls; else
 			echo "# this kernel ($(uname -r)) has no kernel TLS: running the kernel-TLS tests in QEMU guests"
 			tier_vm
