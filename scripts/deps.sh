@@ -32,7 +32,8 @@ done
 
 if [ $if_missing = 1 ] && [ ${#missing[@]} -eq 0 ] &&
    [ "$(bash tests/vm/fetch-kernels.sh --list | wc -l)" -ge 2 ] &&
-   [ -n "$(bash tests/package/root.sh --print)" ]; then
+   [ -n "$(bash tests/package/root.sh build --print)" ] &&
+   [ -n "$(bash tests/package/root.sh run --print)" ]; then
 	exit 0
 fi
 
@@ -51,10 +52,12 @@ fi
 # Guest kernels for tests/vm (downloaded, never installed).
 bash tests/vm/fetch-kernels.sh --quiet
 
-# The minimal bookworm root the package test installs the .debs into
-# (debootstrap, once; needs root).
-if [ "$(id -u)" = 0 ]; then
-	bash tests/package/root.sh >/dev/null
-elif [ -z "$(bash tests/package/root.sh --print)" ]; then
-	echo "deps: the package test's bookworm root is not cached; run as root: make deps" >&2
-fi
+# The minimal bookworm roots the package test builds and installs the
+# .debs in (debootstrap, once each; needs root).
+for kind in build run; do
+	if [ "$(id -u)" = 0 ]; then
+		bash tests/package/root.sh $kind >/dev/null
+	elif [ -z "$(bash tests/package/root.sh $kind --print)" ]; then
+		echo "deps: the package test's bookworm $kind root is not cached; run as root: make deps" >&2
+	fi
+done

@@ -1,34 +1,51 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 #
-# tests/package/root.sh [--print]: make (once) the minimal Debian bookworm
-# root the package test installs our .debs into, and print its directory.
+# tests/package/root.sh build|run [--print]: make (once) a minimal Debian
+# bookworm root for the package test and print its directory.
 #
-# debootstrap --variant=minbase with what the installed packages and the
-# test need (the libraries, man-db, a compiler and the -dev packages the
-# .pc file's Requires.private names).  The mirror is the machine's own
-# (apt-get indextargets), as for the guest kernels.  Cached, never modified
-# afterwards (the test runs on a throwaway overlay of it):
-#   ${KTM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ktls-migrate}/chroot/bookworm
+#   build  debootstrap minbase + build-essential + the Build-Depends of
+#          debian/control: dpkg-buildpackage there proves them complete
+#   run    debootstrap minbase + man-db, gcc, libc6-dev, pkg-config: the
+#          .debs are installed there with apt, which must find every
+#          dependency from their Depends alone
+#
+# The mirror is the machine's own (apt-get indextargets), as for the guest
+# kernels, or KTM_DEBIAN_MIRROR.  Cached, and never written afterwards (the
+# test works on a throwaway overlay of it), in
+#   ${KTM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ktls-migrate}/chroot/bookworm-KIND
+# and made again when its package list changes (e.g. new Build-Depends).
 # --print only prints the directory when it is ready (nothing otherwise).
 set -euo pipefail
 
 prog=package-root
+here=$(cd "$(dirname "$0")" && pwd)
+kind=${1:-}
 cache_dir=${KTM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ktls-migrate}
-root=$cache_dir/chroot/bookworm
-include=libssl3,liburing2,libnl-3-200,libnl-genl-3-200,libnl-route-3-200
-include+=,man-db,gcc,libc6-dev,pkg-config,libssl-dev,liburing-dev
-include+=,libnl-3-dev,libnl-genl-3-dev,libnl-route-3-dev
 export LC_ALL=C
 PATH=$PATH:/usr/sbin:/sbin
 
 die() { printf '%s: error: %s\n' "$prog" "$*" >&2; exit 1; }
 
-if [ -f "$root/.ktm-ready" ]; then
+# Build-Depends without versions, architectures and profiles.
+build_depends() {
+	sed -n '/^Build-Depends:/,/^[A-Z]/p' "$here/../../debian/control" |
+		sed -e '1s/^Build-Depends://' -e '/^[A-Z]/d' | tr ',' '\n' |
+		sed -e 's/([^)]*)//g' -e 's/<[^>]*>//g' -e 's/\[[^]]*\]//g' -e 's/[[:space:]]//g' |
+		sed -e 's/^debhelper-compat$/debhelper/' | grep -v '^$' | sort -u | paste -sd, -
+}
+case $kind in
+build) include=build-essential,$(build_depends) ;;
+run) include=man-db,gcc,libc6-dev,pkg-config ;;
+*) echo "usage: root.sh build|run [--print]" >&2; exit 2 ;;
+esac
+root=$cache_dir/chroot/bookworm-$kind
+
+if [ -f "$root/.ktm-ready" ] && [ "$(cat "$root/.ktm-ready")" = "$include" ]; then
 	printf '%s\n' "$root"
 	exit 0
 fi
-[ "${1:-}" != --print ] || exit 0
+[ "${2:-}" != --print ] || exit 0
 
 command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
 [ "$(id -u)" = 0 ] || die "debootstrap needs root to make $root (run as root)"
@@ -46,11 +63,11 @@ fi
 
 rm -rf "$root.tmp"
 mkdir -p "$(dirname "$root")"
-echo "$prog: debootstrap bookworm from $mirror into $root (once; a few minutes)" >&2
+echo "$prog: debootstrap bookworm ($kind: $include) from $mirror into $root (once; a few minutes)" >&2
 debootstrap --variant=minbase --include="$include" bookworm "$root.tmp" "$mirror" \
 	> "$root.log" 2>&1 || die "debootstrap failed (log: $root.log)"
 rm -f "$root.tmp"/var/cache/apt/archives/*.deb
+printf '%s\n' "$include" > "$root.tmp/.ktm-ready"
 rm -rf "$root"
 mv "$root.tmp" "$root"
-touch "$root/.ktm-ready"
 printf '%s\n' "$root"
