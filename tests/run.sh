@@ -122,6 +122,7 @@ tier_unit() {
 	# man pages (rendering, options against --help), units
 	run_script install tests/install/run.sh --build "$build"
 	run_script cli tests/install/cli.sh --build "$build"
+	run_script docs tests/install/docs.sh
 	if [ -n "$san" ]; then
 		export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 		export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
