@@ -43,7 +43,7 @@ ifneq ($(DEPS_MISSING),)
 endif
 
 # check, demo and bench install only what is missing (packages, guest
-# kernels): nothing runs apt or the network when everything is there.
+# kernels, chroots): nothing runs apt or the network when all is there.
 deps-if-missing:
 	$(Q)scripts/deps.sh --if-missing
 # ---- end of dependencies ---------------------------------------------------
