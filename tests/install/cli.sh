@@ -119,5 +119,5 @@ pub_key=$(openssl pkey -in "$work/ca-key.pem" -pubout 2>&1)
 [ $rc = 0 ] && [ "$pub_cert" = "$pub_key" ] ||
 	out+="--ca-key FILE (exit $rc) does not hold the key of ca-cert.pem: $pub_key"$'\n'
 [ ! -e "$work/c2/ca-key.pem" ] || out+="--ca-key FILE also left ca-key.pem in the creds dir"$'\n'
-ls -l "$work/ca-key.pem" | grep -q '^-rw-------' || out+="--ca-key FILE is not mode 0600: $(ls -l "$work/ca-key.pem")"$'\n'
+[ "$(stat -c %a "$work/ca-key.pem")" = 600 ] || out+="--ca-key FILE is not mode 0600: $(stat -c %a "$work/ca-key.pem")"$'\n'
 check cli.creds_no_ca_key "$out"

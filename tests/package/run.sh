@@ -203,7 +203,8 @@ for pg in "1 ktls-migrate" "1 ktls-migrate-migrate" "3 libktm" "5 ktls-migrate-c
 	w=$(in_root "$r" "man -w $pg" 2>&1)
 	[ "$w" = "/usr/share/man/man${pg%% *}/${pg#* }.${pg%% *}.gz" ] || out+="man -w $pg: $w"$'\n'
 done
-in_root "$r" 'MANWIDTH=80 man ktls-migrate-qemu-recv 2>&1' | grep -q 'qemu-recv --qmp' ||
+page=$(in_root "$r" 'MANWIDTH=80 man ktls-migrate-qemu-recv 2>&1')
+[[ $page == *"qemu-recv --qmp"* ]] ||
 	out+="man ktls-migrate-qemu-recv does not show the qemu-send page"$'\n'
 check root.man "$out"
 
