@@ -123,6 +123,7 @@ tier_unit() {
 	run_script install tests/install/run.sh --build "$build"
 	run_script cli tests/install/cli.sh --build "$build"
 	run_script docs tests/install/docs.sh
+	run_script sandbox tests/install/sandbox.sh --build "$build"
 	if [ -n "$san" ]; then
 		export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 		export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
