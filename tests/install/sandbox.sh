@@ -77,7 +77,7 @@ with open(sys.argv[2], "wb") as f:
             break
         f.write(b)
 PY
-pids+=($!)
+pids+=("$!")
 qemu_dst=$!
 for _ in $(seq 50); do [ -S "$work/qemu-in.sock" ] && break; sleep 0.1; done
 
@@ -85,7 +85,7 @@ sandboxed - timeout 60 "$build/ktls-migrate" proxy dest --listen "127.0.0.1:$por
 	--unix "$work/qemu-in.sock" --creds "$work/creds" --max-conns 1 \
 	> "$work/dest.out" 2>&1 &
 dest=$!
-pids+=($dest)
+pids+=("$dest")
 # the source's socket lives in its runtime directory, a tmpfs only it sees:
 # the fake source QEMU runs in the same namespace.  Everything else is
 # read-only there, so the output goes through the tmpfs to standard output.

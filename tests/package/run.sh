@@ -110,7 +110,10 @@ b=$work/b
 overlay "$broot" "$b" 2> "$work/mount.err" || skip_rest "cannot mount the build root: $(cat "$work/mount.err")"
 src=/tmp/src/ktls-migrate-$version
 mkdir -p "$b$src"
-git ls-files -co --exclude-standard | grep -v -e '^build/' -e '^debian/\.' |
+# the tree's files: git's list when this is a clone, else everything
+{ git ls-files -co --exclude-standard 2>/dev/null ||
+  find . -path ./.git -prune -o -type f -print | sed 's|^\./||'; } |
+	grep -v -e '^build/' -e '^debian/\.' |
 	while read -r f; do [ -e "$f" ] && printf '%s\n' "$f"; done |
 	tar -cf - -T - | tar -xf - -C "$b$src"
 in_root "$b" "cd $src && dpkg-checkbuilddeps && nice dpkg-buildpackage -us -uc -b" \
