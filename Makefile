@@ -8,13 +8,46 @@ WERROR ?= 1
 SANITIZE ?=
 V ?= 0
 , := ,
+empty :=
+space := $(empty) $(empty)
 
 VERSION := 0.1.0
 SOVERSION := 0
 
-PKGS := openssl liburing libxxhash libnl-3.0 libnl-genl-3.0 libnl-route-3.0
-PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
+# ---- dependencies ----------------------------------------------------------
+# Each one is checked on its own (module:minimum version:Debian package), so
+# a missing one is named instead of silently emptying every flag.  Only
+# goals that compile ask (depcheck is an order-only prerequisite of every
+# object), so `make deps`, `make clean` and `make help` work without them.
+DEPS := openssl:3.0.0:libssl-dev liburing:2.0:liburing-dev \
+	libxxhash:0.8.0:libxxhash-dev \
+	libnl-3.0:3.4.0:libnl-3-dev libnl-genl-3.0:3.4.0:libnl-genl-3-dev \
+	libnl-route-3.0:3.4.0:libnl-route-3-dev
+dep_field = $(word $(2),$(subst :, ,$(1)))
+dep_ok = $(shell $(PKG_CONFIG) --atleast-version=$(call dep_field,$(1),2) \
+	$(call dep_field,$(1),1) >/dev/null 2>&1 && echo y)
+DEPS_MISSING := $(strip $(foreach d,$(DEPS),$(if $(call dep_ok,$(d)),,$(d))))
+PKGS := $(foreach d,$(DEPS),$(call dep_field,$(d),1))
+ifeq ($(DEPS_MISSING),)
+PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS))
+PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS))
+endif
+APT_MISSING := $(foreach d,$(DEPS_MISSING),$(call dep_field,$(d),3))
+
+.PHONY: depcheck deps-if-missing
+depcheck:
+ifneq ($(DEPS_MISSING),)
+	@$(foreach d,$(DEPS_MISSING),echo 'make: missing $(call dep_field,$(d),1) >= $(call dep_field,$(d),2) (pkg-config module; Debian package $(call dep_field,$(d),3))' >&2;)
+	@command -v $(PKG_CONFIG) >/dev/null 2>&1 || echo 'make: $(PKG_CONFIG) itself is not installed (Debian package pkg-config)' >&2
+	@echo 'make: install with: apt-get install -y pkg-config $(APT_MISSING)   (or: make deps, as root)' >&2
+	@exit 1
+endif
+
+# check, demo and bench install only what is missing (packages, guest
+# kernels, chroots): nothing runs apt or the network when all is there.
+deps-if-missing:
+	$(Q)scripts/deps.sh --if-missing
+# ---- end of dependencies ---------------------------------------------------
 
 CFLAGS ?= -O2 -g
 override CFLAGS += -std=gnu11 -fPIC -D_GNU_SOURCE -MMD -MP \
@@ -63,7 +96,7 @@ lib: $(STATIC_LIB) $(SHARED_LIB)
 tools: $(TOOL)
 tests: $(UNIT_BIN) $(KTLS_TEST_BIN) $(SESSION_TEST_BIN)
 
-$(O)/obj/%.o: %.c
+$(O)/obj/%.o: %.c | depcheck
 	@mkdir -p $(dir $@)
 	$(call say,CC,$<)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
@@ -87,7 +120,7 @@ $(TOOL): $(TOOL_OBJ) $(STATIC_LIB)
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(O)/obj/tools/%.o: tools/%.c
+$(O)/obj/tools/%.o: tools/%.c | depcheck
 	@mkdir -p $(dir $@)
 	$(call say,CC,$<)
 	$(Q)$(CC) $(CPPFLAGS) $(filter-out -Ilib -Iktls,$(CFLAGS)) -c -o $@ $<
@@ -95,7 +128,7 @@ $(O)/obj/tools/%.o: tools/%.c
 # The session tests also drive the tool's proxy accept loop (tools/proxy.c,
 # not part of libktm).
 TEST_TOOL_OBJ := $(O)/obj/tools/proxy.o
-$(O)/tests/%: tests/%.c $(HARNESS_OBJ) $(STATIC_LIB) $(TEST_TOOL_OBJ)
+$(O)/tests/%: tests/%.c $(HARNESS_OBJ) $(STATIC_LIB) $(TEST_TOOL_OBJ) | depcheck
 	@mkdir -p $(dir $@) $(dir $(O)/obj/tests/$*)
 	$(call say,CC,$<)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -Itests -Itools -MF $(O)/obj/tests/$*.d \
@@ -112,7 +145,7 @@ $(O)/tests/session/hostile: $(TOOL)
 # `make check`: unit tests natively, the same unit tests under ASan+UBSan,
 # then the kernel-TLS tests natively when this kernel has the tls ULP,
 # otherwise inside a QEMU guest on every cached kernel (tests/vm/).
-check: deps
+check: deps-if-missing
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)scripts/check-layers.pl --build $(O) --quiet
 	$(Q)$(MAKE) --no-print-directory O=$(O)/san SANITIZE=1 tests
@@ -140,22 +173,22 @@ check-vm: tests tools
 deps:
 	$(Q)scripts/deps.sh
 
-bench: deps
+bench: deps-if-missing
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)bench/run.sh --build $(O)
 	$(Q)bench/migrate.sh --build $(O)
 
-bench-vm: deps
+bench-vm: deps-if-missing
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)bench/run-vm.sh --build $(O)
 
-demo: deps
+demo: deps-if-missing
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)scripts/demo.sh --build $(O)
 
 # The same demo inside the real-kernel guest (the newest cached kernel),
 # with a smaller image: kernel TLS there, under emulation (not a speed).
-demo-vm: deps
+demo-vm: deps-if-missing
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)k=$$(bash tests/vm/fetch-kernels.sh --list | tail -1); \
 	  test -n "$$k" || { echo "no guest kernel cached: make deps" >&2; exit 1; }; \
@@ -209,6 +242,108 @@ help:
 	@echo 'make check-layers  include/call graphs: fail on a cycle or an upward arrow'
 	@echo 'make fuzz       libFuzzer targets (clang) into $(O)/fuzz/bin; make check-fuzz runs them'
 	@echo 'make demo       the README demo'
+	@echo 'make install    PREFIX=/usr/local DESTDIR= MULTIARCH=1 LIBDIR= BINDIR= INCLUDEDIR= MANDIR= UNITDIR='
+	@echo 'make uninstall  the same variables; removes what install put there'
+	@echo 'make check-package  build the .debs, lintian, try them in a bookworm chroot'
 	@echo 'options: V=1 WERROR=0 SANITIZE=1 O=dir'
+
+# ---- install ---------------------------------------------------------------
+# make install [DESTDIR=] [PREFIX=/usr/local] [MULTIARCH=1] [LIBDIR=] ...
+# MULTIARCH=1 puts the libraries in Debian's multiarch directory
+# (PREFIX/lib/x86_64-linux-gnu).  Man pages are built from man/*.scd (scdoc).
+PREFIX ?= /usr/local
+ifeq ($(MULTIARCH),1)
+LIBDIR ?= $(PREFIX)/lib/$(shell $(CC) -print-multiarch)
+else
+LIBDIR ?= $(PREFIX)/lib
+endif
+BINDIR ?= $(PREFIX)/bin
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR ?= $(PREFIX)/share/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SCDOC ?= scdoc
+INSTALL ?= install
+
+MAN_SRC := $(wildcard man/*.scd)
+MAN_PAGES := $(patsubst man/%.scd,$(O)/man/%,$(MAN_SRC))
+# qemu-recv is documented on the qemu-send page
+MAN_PAGES += $(O)/man/ktls-migrate-qemu-recv.1
+UNITS := $(patsubst contrib/systemd/%.in,$(O)/systemd/%,$(wildcard contrib/systemd/*.in))
+PC_FILE := $(O)/libktm.pc
+
+.PHONY: man units install uninstall examples check-package $(PC_FILE) $(UNITS)
+man: $(MAN_PAGES)
+units: $(UNITS)
+
+# Regenerated every time: they carry BINDIR / PREFIX of this invocation.
+$(UNITS): $(O)/systemd/%: contrib/systemd/%.in
+	@mkdir -p $(dir $@)
+	$(Q)sed 's|@BINDIR@|$(BINDIR)|g' $< > $@
+
+$(O)/man/%: man/%.scd
+	@mkdir -p $(dir $@)
+	$(call say,SCDOC,$<)
+	$(Q)command -v $(SCDOC) >/dev/null || { echo 'make: scdoc is not installed (apt-get install -y scdoc)' >&2; exit 1; }
+	$(Q)$(SCDOC) < $< > $@.tmp && mv $@.tmp $@
+
+$(O)/man/ktls-migrate-qemu-recv.1:
+	@mkdir -p $(dir $@)
+	$(Q)echo '.so man1/ktls-migrate-qemu-send.1' > $@
+
+# The .pc names the dependencies for static linking (Requires.private);
+# the header needs none of them.
+$(PC_FILE):
+	@mkdir -p $(dir $@)
+	$(call say,GEN,$@)
+	$(Q)printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' \
+		'includedir=$(INCLUDEDIR)' '' 'Name: libktm' \
+		'Description: TLS handshake with OpenSSL, then Linux kernel TLS for migration streams' \
+		'Version: $(VERSION)' \
+		'Requires.private: $(subst $(space),$(,) ,$(PKGS))' \
+		'Libs: -L$${libdir} -lktm' 'Cflags: -I$${includedir}' > $@
+
+install: lib tools man units $(PC_FILE)
+	$(Q)$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+		$(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man5
+	$(Q)$(INSTALL) -m 644 $(SHARED_LIB) $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/
+	$(Q)ln -sf libktm.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libktm.so.$(SOVERSION)
+	$(Q)ln -sf libktm.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libktm.so
+	$(Q)$(INSTALL) -m 644 $(PC_FILE) $(DESTDIR)$(PKGCONFIGDIR)/
+	$(Q)$(INSTALL) -m 644 lib/include/ktm.h $(DESTDIR)$(INCLUDEDIR)/
+	$(Q)$(INSTALL) -m 755 $(TOOL) $(DESTDIR)$(BINDIR)/
+	$(Q)for m in $(MAN_PAGES); do \
+		$(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/ || exit 1; done
+	$(Q)$(INSTALL) -m 644 $(UNITS) $(DESTDIR)$(UNITDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libktm.so.$(VERSION) \
+		$(DESTDIR)$(LIBDIR)/libktm.so.$(SOVERSION) \
+		$(DESTDIR)$(LIBDIR)/libktm.so $(DESTDIR)$(LIBDIR)/libktm.a \
+		$(DESTDIR)$(PKGCONFIGDIR)/libktm.pc $(DESTDIR)$(INCLUDEDIR)/ktm.h \
+		$(DESTDIR)$(BINDIR)/ktls-migrate \
+		$(foreach m,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m))) \
+		$(addprefix $(DESTDIR)$(UNITDIR)/,$(notdir $(UNITS)))
+
+# Every examples/*.c, compiled as an outside program would be: against an
+# installed tree (EXAMPLES_ROOT, a DESTDIR) with pkg-config --cflags --libs
+# libktm, nothing from the source tree.
+EXAMPLES_ROOT ?= $(O)/stage
+EXAMPLE_BIN := $(patsubst examples/%.c,$(O)/examples/%,$(wildcard examples/*.c))
+examples: $(EXAMPLE_BIN)
+$(O)/examples/%: examples/%.c
+	@mkdir -p $(dir $@)
+	$(call say,CC,$<)
+	$(Q)pc=$$(PKG_CONFIG_SYSROOT_DIR=$(EXAMPLES_ROOT) \
+		PKG_CONFIG_PATH=$(EXAMPLES_ROOT)$(PKGCONFIGDIR) \
+		$(PKG_CONFIG) --cflags --libs libktm) || exit 1; \
+	  $(CC) $(CFLAGS_EXAMPLE) -o $@ $< $$pc
+CFLAGS_EXAMPLE := -O2 -g -Wall -Wextra -Werror
+# The .debs built from a copy of the tree, linted, installed into a cached
+# bookworm root and tried there (tests/package/run.sh; part of make check).
+check-package:
+	$(Q)tests/run.sh --build $(O) package
+# ---- end of install ----------------------------------------------------------
 
 -include $(shell find $(O)/obj -name '*.d' 2>/dev/null)

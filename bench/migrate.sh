@@ -91,7 +91,7 @@ PY
 			--creds "$work/creds" --quiet --json > "$work/recv.json" 2>/dev/null &
 		rpid=$!
 		sleep 0.3
-		"$tool" migrate send --to "localhost:$port" --image "$work/image" \
+		"$tool" migrate send --connect "localhost:$port" --image "$work/image" \
 			--creds "$work/creds" --channels "$n" --digest "$digest" \
 			--quiet --json > "$work/send.json"
 		wait "$rpid"

@@ -21,8 +21,8 @@ trap 'rm -rf "$tmp"' EXIT
 awk -F, -v dir="$tmp" '
 	function short(c) {
 		if (c == "none") return ""
-		if (c == "aes-128-gcm") return "/aes128"
-		if (c == "aes-256-gcm") return "/aes256"
+		if (c == "aes-gcm-128" || c == "aes-128-gcm") return "/aes128"
+		if (c == "aes-gcm-256" || c == "aes-256-gcm") return "/aes256"
 		if (c == "chacha20-poly1305") return "/chacha"
 		return "/" c
 	}

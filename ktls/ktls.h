@@ -7,7 +7,7 @@
  * touches errno as a side channel; lib/ turns the codes into sentences.
  *
  * Kernel facts this layer relies on are in Kconfig.notes and in
- * DESIGN.md §3 of the shared notes.
+ * docs/design.md §3.
  */
 #ifndef KTM_KTLS_H
 #define KTM_KTLS_H

@@ -73,7 +73,7 @@ echo "   migrating (source → destination, 127.0.0.1:$port) ..."
 echo
 echo "-- source --"
 status=0
-"$tool" migrate send --to "localhost:$port" --image "$work/image" \
+"$tool" migrate send --connect "localhost:$port" --image "$work/image" \
 	--creds "$work/creds" "${quiet[@]}" || status=$?
 wait "$recv_pid" || status=$?
 recv_pid=

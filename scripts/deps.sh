@@ -5,7 +5,13 @@
 # and cache the Debian guest kernels the real-kernel test tier boots.
 # Idempotent: a second run installs and downloads nothing.  Not root: says
 # the exact command to run instead.
+#
+# --if-missing (make check, demo, bench): when every package is installed
+# and every guest kernel is cached, return at once, without apt, the
+# network or root; otherwise do what a plain run does.
 set -euo pipefail
+if_missing=0
+[ "${1:-}" != --if-missing ] || if_missing=1
 
 cd "$(dirname "$0")/.."
 
@@ -16,6 +22,9 @@ cd "$(dirname "$0")/.."
 pkgs=(gcc make pkg-config libssl-dev openssl liburing-dev libxxhash-dev libnl-3-dev
       libnl-genl-3-dev libnl-route-3-dev qemu-system-x86 busybox-static cpio
       kmod xz-utils zstd jq perl clang time pmccabe)
+# packaging and installation: man pages (scdoc), units (systemd-analyze),
+# .deb build and lint, the package test's chroot, man -w there
+pkgs+=(scdoc systemd debhelper dpkg-dev fakeroot lintian debootstrap man-db)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -23,6 +32,13 @@ for p in "${pkgs[@]}"; do
 		missing+=("$p")
 	fi
 done
+
+if [ $if_missing = 1 ] && [ ${#missing[@]} -eq 0 ] &&
+   [ "$(bash tests/vm/fetch-kernels.sh --list | wc -l)" -ge 2 ] &&
+   [ -n "$(bash tests/package/root.sh build --print)" ] &&
+   [ -n "$(bash tests/package/root.sh run --print)" ]; then
+	exit 0
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
@@ -38,3 +54,13 @@ fi
 
 # Guest kernels for tests/vm (downloaded, never installed).
 bash tests/vm/fetch-kernels.sh --quiet
+
+# The minimal bookworm roots the package test builds and installs the
+# .debs in (debootstrap, once each; needs root).
+for kind in build run; do
+	if [ "$(id -u)" = 0 ]; then
+		bash tests/package/root.sh $kind >/dev/null
+	elif [ -z "$(bash tests/package/root.sh $kind --print)" ]; then
+		echo "deps: the package test's bookworm $kind root is not cached; run as root: make deps" >&2
+	fi
+done

@@ -14,8 +14,11 @@
 #   vm     the kernel-TLS and session tests in a QEMU guest, once per
 #          cached kernel
 #          (tests/vm/fetch-kernels.sh --list)
-#   all    unit, then ktls when this kernel has the tls ULP, else vm
 #   fuzz   every libFuzzer target of `make fuzz` for FUZZ_SECONDS (30) each
+#   package  the Debian packages built, linted and tried in a cached
+#          bookworm root (tests/package/run.sh; root, skipped otherwise)
+#   all    unit, package, then ktls when this kernel has the tls ULP,
+#          else vm
 #
 # Results are read from TAP, not exit codes: a test binary that stops
 # before its plan is complete counts the missing cases as failed.  With
@@ -34,7 +37,7 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--build) build=$2; shift 2 ;;
 	--san-build) san=$2; shift 2 ;;
-	-h|--help) sed -n '3,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '3,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) tiers+=("$1"); shift ;;
 	esac
 done
@@ -116,6 +119,12 @@ tier_unit() {
 	# (the userspace path on a kernel without kTLS; the kTLS tiers run
 	# the require cases)
 	run_script qemu-native tests/qemu/run.sh --build "$build" native
+	# make install into a stage: files, .pc, examples built against it,
+	# man pages (rendering, options against --help), units
+	run_script install tests/install/run.sh --build "$build"
+	run_script cli tests/install/cli.sh --build "$build"
+	run_script docs tests/install/docs.sh
+	run_script sandbox tests/install/sandbox.sh --build "$build"
 	if [ -n "$san" ]; then
 		export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 		export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -191,8 +200,10 @@ for t in "${tiers[@]}"; do
 	vm) tier_vm ;;
 	fuzz) run_script fuzz scripts/fuzz.sh --build "$build" \
 		--seconds "${FUZZ_SECONDS:-30}" ;;
+	package) run_script package tests/package/run.sh ;;
 	all)
 		tier_unit
+		run_script package tests/package/run.sh
 		if native_ktls; then tier_ktls; else
 			echo "# this kernel ($(uname -r)) has no kernel TLS: running the kernel-TLS tests in QEMU guests"
 			tier_vm

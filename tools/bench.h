@@ -55,7 +55,8 @@ struct bench_mode {
 extern const struct bench_mode bench_modes[];
 
 struct bench_cipher {
-	const char *name;	/* command line, CSV, openssl speed */
+	const char *name;	/* command line and CSV, as --cipher spells it */
+	const char *evp;	/* openssl speed -evp */
 	enum ktm_cipher id;
 	const char *suite;	/* TLS 1.3 suite for the raw OpenSSL peer */
 };

@@ -262,7 +262,7 @@ double bench_ceiling_once(const struct bench_cipher *c)
 	FILE *f;
 
 	snprintf(cmd, sizeof(cmd), "openssl speed -evp %s -bytes 16384 "
-		 "-seconds 1 -mr 2>/dev/null", c->name);
+		 "-seconds 1 -mr 2>/dev/null", c->evp);
 	f = popen(cmd, "r");
 	if (!f)
 		return -1;

@@ -55,10 +55,12 @@ _Static_assert(sizeof(bench_modes) / sizeof(bench_modes[0]) == BENCH_NMODES,
 	       "BENCH_NMODES must count bench_modes[]");
 
 const struct bench_cipher bench_ciphers[] = {
-	{ "aes-128-gcm", KTM_CIPHER_AES_GCM_128, "TLS_AES_128_GCM_SHA256" },
-	{ "aes-256-gcm", KTM_CIPHER_AES_GCM_256, "TLS_AES_256_GCM_SHA384" },
-	{ "chacha20-poly1305", KTM_CIPHER_CHACHA20_POLY1305,
-	  "TLS_CHACHA20_POLY1305_SHA256" },
+	{ "aes-gcm-128", "aes-128-gcm", KTM_CIPHER_AES_GCM_128,
+	  "TLS_AES_128_GCM_SHA256" },
+	{ "aes-gcm-256", "aes-256-gcm", KTM_CIPHER_AES_GCM_256,
+	  "TLS_AES_256_GCM_SHA384" },
+	{ "chacha20-poly1305", "chacha20-poly1305",
+	  KTM_CIPHER_CHACHA20_POLY1305, "TLS_CHACHA20_POLY1305_SHA256" },
 };
 _Static_assert(sizeof(bench_ciphers) / sizeof(bench_ciphers[0]) ==
 	       BENCH_NCIPHERS, "BENCH_NCIPHERS must count bench_ciphers[]");

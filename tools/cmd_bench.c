@@ -115,8 +115,9 @@ static void usage(FILE *out)
 "                       127.0.0.1 in the server certificate (make one with\n"
 "                       scripts/make-creds.sh DIR).  Needed for TLS modes.\n"
 "    --modes LIST       Comma-separated modes or groups (default all).\n"
-"    --ciphers LIST     aes-128-gcm, aes-256-gcm, chacha20-poly1305 (default\n"
+"    --ciphers LIST     aes-gcm-128, aes-gcm-256, chacha20-poly1305 (default\n"
 "                       all three; TLS rows only).\n"
+"    --cipher LIST      The same as --ciphers, as the other commands spell it.\n"
 "    --channels LIST    Parallel streams per row (default 1,2,4; max %d).\n"
 "                       tunnel is one stream and runs with 1 only.\n"
 "    --size SIZE        Bytes per row, with K, M or G (default 512M).\n"
@@ -146,14 +147,15 @@ static void usage(FILE *out)
 "    10^6 bytes per second; CPU is user+system seconds per GiB per end.\n"
 "\n"
 "EXIT STATUS\n"
-"    0 every runnable row moved verified data; 1 a row failed; 2 bad usage\n"
-"    or setup.  Rows that are n/a do not fail.\n"
+"    0 every runnable row moved verified data; 1 a row or the setup\n"
+"    (credentials, memory) failed; 2 bad usage.  Rows that are n/a do not\n"
+"    fail.\n"
 "\n"
 "EXAMPLES\n"
 "    scripts/make-creds.sh /tmp/creds\n"
 "    %s bench --creds /tmp/creds --csv out.csv --md out.md\n"
 "    %s bench --creds /tmp/creds --modes tcp-write,tls-user,ktls \\\n"
-"        --ciphers aes-128-gcm --channels 1 --size 1G --runs 5\n"
+"        --ciphers aes-gcm-128 --channels 1 --size 1G --runs 5\n"
 "    make bench        (bench/run.sh: the whole matrix, CSV, report, plots)\n",
 		BENCH_MAX_CH, BENCH_MAX_RUNS, tool_prog, tool_prog);
 }
@@ -217,7 +219,7 @@ static bool select_ciphers(struct bench_opts *o, const char *list)
 					break;
 			if (i == BENCH_NCIPHERS) {
 				fprintf(stderr, "%s: unknown cipher '%s' (use "
-					"aes-128-gcm, aes-256-gcm or "
+					"aes-gcm-128, aes-gcm-256 or "
 					"chacha20-poly1305)\n", tool_prog, t);
 				ok = false;
 			}
@@ -263,6 +265,7 @@ static int parse_opts(struct bench_opts *o, int argc, char **argv)
 		{ "creds", required_argument, NULL, OPT_CREDS },
 		{ "modes", required_argument, NULL, OPT_MODES },
 		{ "ciphers", required_argument, NULL, OPT_CIPHERS },
+		{ "cipher", required_argument, NULL, OPT_CIPHERS },
 		{ "channels", required_argument, NULL, OPT_CHANNELS },
 		{ "size", required_argument, NULL, OPT_SIZE },
 		{ "runs", required_argument, NULL, OPT_RUNS },
@@ -491,16 +494,16 @@ int cmd_bench(int argc, char **argv)
 		return 2;
 	}
 	if (tls && !creds_ok(o.creds))
-		return 2;
+		return 1;
 	v = malloc(sizeof(*v));
 	if (!v)
-		return 2;
+		return 1;
 	bench_env_collect(v);
 	n = rows_build(&o, v, &rows);
 	if (n < 0 || !bench_data_make(&d, o.size)) {
 		free(v);
 		free(rows);
-		return 2;
+		return 1;
 	}
 	for (run = 0; run < o.runs; run++) {
 		for (c = 0; c < BENCH_NCIPHERS && o.ceiling && tls; c++) {

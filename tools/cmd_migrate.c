@@ -25,7 +25,7 @@
 static void usage(FILE *out)
 {
 	fprintf(out,
-"Usage: %s migrate send --to HOST:PORT --image FILE|- --creds DIR [OPTIONS]\n"
+"Usage: %s migrate send --connect HOST:PORT --image FILE|- --creds DIR [OPTIONS]\n"
 "       %s migrate recv --listen [ADDR:]PORT --image FILE|- --creds DIR [OPTIONS]\n"
 "\n"
 "Move a memory image (a VM's RAM file, a /dev/shm file, or standard\n"
@@ -38,6 +38,8 @@ static void usage(FILE *out)
 "has committed.\n"
 "\n"
 "Options (both sides):\n"
+"  --image FILE|-      the image: read by send (-: standard input), written\n"
+"                      by recv (-: standard output, see below)\n"
 TOOL_TLS_HELP
 "  --check-hook PATH   pre-migration check run as PATH VM migrate pmc URI with\n"
 "                      the verified peer in KTM_* variables; exit status 0\n"
@@ -55,7 +57,9 @@ TOOL_TLS_HELP
 "  -h, --help          show this text\n"
 "\n"
 "Source (send) options:\n"
-"  --to HOST:PORT      the destination ([IPv6]:PORT works too)\n"
+"  --connect HOST:PORT the destination ([IPv6]:PORT works too), as in proxy\n"
+"                      and qemu-send\n"
+"  --to HOST:PORT      the same as --connect (the older spelling)\n"
 "  --channels N        parallel TLS sessions, 1-16 (default 1)\n"
 "  --send-path P       auto (default), sendfile, splice, io_uring or writev:\n"
 "                      how pages enter the kernel-TLS socket\n"
@@ -67,7 +71,8 @@ TOOL_TLS_HELP
 "\n"
 "Destination (recv) options:\n"
 "  --listen [ADDR:]PORT  where to accept the source's channels\n"
-"  --accept-timeout MS   how long to wait for each connection (default 30000);\n"
+"  --accept-timeout S    how long to wait for each connection, in seconds\n"
+"                      (default 30);\n"
 "                      other connections meanwhile (port scans, non-TLS\n"
 "                      peers, unauthorized certificates, another migration)\n"
 "                      are refused and logged, the migration goes on\n"
@@ -173,6 +178,7 @@ static int parse(int argc, char **argv, struct opts *o)
 	       O_DIGEST };
 	static const struct option lo[] = {
 		{ "to", required_argument, NULL, O_TO },
+		{ "connect", required_argument, NULL, O_TO },
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "image", required_argument, NULL, O_IMAGE },
 		{ "check-hook", required_argument, NULL, O_HOOK },
@@ -244,8 +250,9 @@ static int parse(int argc, char **argv, struct opts *o)
 			break;
 		case O_ACCEPT:
 			o->accept_ms = (unsigned int)strtoul(optarg, &end, 10);
-			if (*end || !o->accept_ms)
-				return bad_usage("--accept-timeout takes milliseconds, not '%s'", optarg);
+			if (*end || !o->accept_ms || o->accept_ms > 4000000)
+				return bad_usage("--accept-timeout takes seconds, not '%s'", optarg);
+			o->accept_ms *= 1000;
 			break;
 		case O_REQ:
 			if (o->nreq == 8 ||
@@ -284,7 +291,7 @@ static int parse(int argc, char **argv, struct opts *o)
 	if (!o->image || !o->tls.creds)
 		return bad_usage("--image and --creds are required");
 	if (o->send && !o->to)
-		return bad_usage("send needs --to HOST:PORT");
+		return bad_usage("send needs --connect HOST:PORT");
 	if (!o->send && !o->listen)
 		return bad_usage("recv needs --listen [ADDR:]PORT");
 	return 0;
@@ -376,7 +383,7 @@ static void report(const struct opts *o, const struct ktm_migration *m,
 	const char *fb = ktm_migration_fallback_reason(m);
 
 	if (o->json) {
-		printf("{\"role\": \"%s\", \"ok\": %s, \"image_bytes\": %llu, "
+		printf("{\"schema\": 1, \"role\": \"%s\", \"ok\": %s, \"image_bytes\": %llu, "
 		       "\"page_bytes\": %llu, \"zero_bytes\": %llu, "
 		       "\"wire_bytes\": %llu, \"seconds\": %.3f, "
 		       "\"mb_per_s\": %.1f, \"cpu_seconds\": %.3f, "
@@ -589,7 +596,7 @@ static int run_send(const struct opts *o, struct ktm_migration *m, int *fd,
 
 	if (!tool_split_hostport(o->to, host, sizeof(host), port, sizeof(port)) ||
 	    !host[0])
-		return bad_usage("--to takes HOST:PORT, not '%s'", o->to);
+		return bad_usage("--connect takes HOST:PORT, not '%s'", o->to);
 	if (!ktm_migration_set_channels(m, o->channels, errp))
 		return 1;
 	ktm_migration_set_send_path(m, o->send_path);
@@ -687,7 +694,7 @@ out:
 		report(&o, m, ret == 0, err ? ktm_error_message(err) : NULL,
 		       cpu_seconds() - cpu0);
 	} else if (o.json && err) {
-		printf("{\"role\": \"%s\", \"ok\": false, \"error\": ",
+		printf("{\"schema\": 1, \"role\": \"%s\", \"ok\": false, \"error\": ",
 		       o.send ? "send" : "recv");
 		json_str(ktm_error_message(err));
 		printf("}\n");

@@ -21,9 +21,8 @@ static void usage(FILE *out)
 "  probe [--json]   Say what this host's kernel TLS can do: the tls module,\n"
 "                   each TLS version x cipher for send and receive, rekey\n"
 "                   (TLS 1.3 KeyUpdate, kernel 6.14+), io_uring, NIC TLS\n"
-"                   offload (ethtool features).  One line each.  Exit status\n"
-"                   0 when kernel TLS works, 1 when it is unavailable, 2 when\n"
-"                   the probe itself failed.\n"
+"                   offload (ethtool features).  One line each; see\n"
+"                   'probe --help'.\n"
 "  migrate send|recv\n"
 "                   Move a memory image (a VM's RAM file, /dev/shm file, or\n"
 "                   stdin/stdout) over mutually authenticated TLS, in the\n"
@@ -41,6 +40,26 @@ static void usage(FILE *out)
 "Options:\n"
 "  -h, --help       Show this text.\n"
 "  -V, --version    Show the version.\n",
+		tool_prog);
+}
+
+static void probe_usage(FILE *out)
+{
+	fprintf(out,
+"Usage: %s probe [--json]\n"
+"\n"
+"Say what this host's kernel TLS can do, one line each: whether the tls\n"
+"TCP ULP exists, each TLS version x cipher for send and receive (tried on\n"
+"a throwaway loopback connection), rekey (TLS 1.3 KeyUpdate, kernel\n"
+"6.14+, read from the kernel's TLS counters), io_uring and NIC TLS offload\n"
+"(ethtool features).\n"
+"\n"
+"Options:\n"
+"  --json           print the result as one JSON object (\"schema\": 1)\n"
+"  -h, --help       show this text\n"
+"\n"
+"Exit status: 0 kernel TLS works, 1 it is unavailable, 2 usage, 3 the\n"
+"probe itself failed.\n",
 		tool_prog);
 }
 
@@ -96,7 +115,7 @@ static void print_ktls(bool json, const struct ktm_probe *p,
 		       const char *hint)
 {
 	if (json) {
-		printf("{\n  \"kernel\": ");
+		printf("{\n  \"schema\": 1,\n  \"kernel\": ");
 		json_str(ktm_probe_kernel(p));
 		printf(",\n");
 		print_item_json("ktls", ktls, reason, 0);
@@ -148,10 +167,10 @@ static int probe_options(int argc, char **argv, bool *json)
 		if (c == 'j') {
 			*json = true;
 		} else if (c == 'h') {
-			usage(stdout);
+			probe_usage(stdout);
 			return -1;
 		} else {
-			usage(stderr);
+			probe_usage(stderr);
 			return 2;
 		}
 	}
@@ -172,7 +191,7 @@ int cmd_probe(int argc, char **argv)
 	p = ktm_probe_new(&err);
 	if (!p) {
 		tool_error(err);
-		return 2;
+		return 3;
 	}
 	ktls = ktm_probe_ktls(p, &reason, &hint);
 	print_ktls(json, p, ktls, reason, hint);
@@ -187,7 +206,7 @@ int cmd_probe(int argc, char **argv)
 	if (json)
 		printf("}\n");
 	ktm_probe_free(p);
-	return ktls == KTM_SUPPORTED ? 0 : ktls == KTM_UNSUPPORTED ? 1 : 2;
+	return ktls == KTM_SUPPORTED ? 0 : ktls == KTM_UNSUPPORTED ? 1 : 3;
 }
 
 int main(int argc, char **argv)

@@ -229,7 +229,7 @@ static void start_dest(struct run *r, const struct env *e, const char *io_s,
 {
 	const char *args[] = { "migrate", "recv", "--listen", "127.0.0.1:0",
 			       "--image", e->out, "--creds", e->dir, "--quiet",
-			       "--io-timeout", io_s, "--accept-timeout", "20000",
+			       "--io-timeout", io_s, "--accept-timeout", "20",
 			       extra, NULL };
 
 	run_start(r, e, "dst", args);
@@ -1053,7 +1053,7 @@ TEST_TIMEOUT(bare_port_listens_dual_stack, 60)
 	const char *want = v6 ? "waiting for the source on [::]:" :
 				"waiting for the source on 0.0.0.0:";
 	const char *args[] = { "migrate", "recv", "--listen", "0", "--image",
-			       NULL, "--creds", NULL, "--accept-timeout", "3000",
+			       NULL, "--creds", NULL, "--accept-timeout", "3",
 			       NULL };
 	const char *p = NULL;
 	char ps[16];
