@@ -997,6 +997,68 @@ TEST_TIMEOUT(overflowing_image_size_is_a_malformed_stream, 60)
 	env_teardown(&e);
 }
 
+/* A crafted source: a proper HELLO, then pages out of their order.  The
+ * destination's reason comes back as an ABORT before it closes. */
+TEST_TIMEOUT(destination_reason_reaches_the_source_mid_stream, 60)
+{
+	struct env e;
+	struct run dst;
+	struct ktm_config *cfg;
+	struct ktm_session *s;
+	struct ktm_hello h = { .version = KTM_STREAM_VERSION, .nchannels = 1,
+			       .page_size = KTM_PAGE_SIZE,
+			       .chunk_size = KTM_CHUNK_SIZE,
+			       .image_size = 4u << 20,
+			       .features = KTM_FEAT_ZERO_PAGES };
+	struct ktm_frame f = { .type = KTM_F_HELLO, .len = KTM_HELLO_LEN };
+	struct ktm_frame z = { .type = KTM_F_ZERO, .offset = 2u << 20,
+			       .aux = KTM_PAGE_SIZE };
+	uint8_t hdr[KTM_FRAME_LEN], body[KTM_HELLO_LEN];
+	char port[8], text[512];
+	size_t got = 0;
+	ssize_t n;
+
+	ASSERT_EQ(env_setup(&e, NULL), 0);
+	start_dest(&dst, &e, "5", NULL);
+	ASSERT_TRUE(dest_port(&dst, port));
+	cfg = t_config(KTM_ENDPOINT_CLIENT, e.dir, KTM_KTLS_PREFER);
+	ASSERT_NE(cfg, NULL);
+	s = ktm_session_connect(cfg, "localhost", port, NULL);
+	ASSERT_NE(s, NULL);
+	memset(h.stream_id, 0x5a, sizeof(h.stream_id));
+	ktm_frame_encode(&f, hdr);
+	ktm_hello_encode(&h, body);
+	ASSERT_TRUE(ktm_session_send(s, hdr, sizeof(hdr), NULL));
+	ASSERT_TRUE(ktm_session_send(s, body, sizeof(body), NULL));
+	ASSERT_EQ(ktm_session_recv(s, hdr, sizeof(hdr), NULL), (ssize_t)sizeof(hdr));
+	ASSERT_EQ(ktm_frame_decode(hdr, &f), 0);
+	ASSERT_EQ(f.type, KTM_F_HELLO_ACK);
+	/* chunk 2 first: channel 0 of 1 must start with chunk 0 */
+	ktm_frame_encode(&z, hdr);
+	ASSERT_TRUE(ktm_session_send(s, hdr, sizeof(hdr), NULL));
+	while (got < sizeof(hdr) &&
+	       (n = ktm_session_recv(s, hdr + got, sizeof(hdr) - got, NULL)) > 0)
+		got += (size_t)n;
+	ASSERT_EQ(got, sizeof(hdr));
+	ASSERT_EQ(ktm_frame_decode(hdr, &f), 0);
+	EXPECT_EQ(f.type, KTM_F_ABORT);
+	EXPECT_EQ(f.aux, EBADMSG);
+	ASSERT_LT(f.len, sizeof(text));
+	memset(text, 0, sizeof(text));
+	for (got = 0; got < f.len &&
+	     (n = ktm_session_recv(s, text + got, f.len - got, NULL)) > 0; )
+		got += (size_t)n;
+	TH_LOG("ABORT: %s", text);
+	EXPECT_STRSTR(text, "channel 0: ");
+	EXPECT_STRSTR(text, "malformed migration stream");
+	ktm_session_free(s);
+	ktm_config_free(cfg);
+	EXPECT_EQ(run_wait(&dst, 10), 1);
+	EXPECT_STRSTR(dst.err, "malformed migration stream");
+	expect_nothing_left(_metadata, &e);
+	env_teardown(&e);
+}
+
 /* ---- the library with SIGPIPE's default disposition ------------------------------ */
 
 /* The caller keeps SIGPIPE at its default: a destination that resets the
