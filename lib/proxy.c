@@ -400,6 +400,16 @@ void ktm_proxy_set_report(struct ktm_proxy *p, ktm_proxy_report_fn fn,
 	p->opaque = opaque;
 }
 
+void ktm_proxy_set_peer_end(struct ktm_proxy *p, enum ktm_peer_end end)
+{
+	p->peer_end = end;
+}
+
+bool ktm_proxy_conn_peer_fin(const struct ktm_proxy_conn *conn)
+{
+	return conn->peer_fin;
+}
+
 void ktm_proxy_stop(struct ktm_proxy *p)
 {
 	int saved = errno;
@@ -445,6 +455,7 @@ static struct ktm_proxy_conn *conn_establish(struct ktm_proxy *p,
 	ktm_relay_conn_init(c);
 	c->p = p;
 	c->id = ++p->next_id;
+	c->fin_ok = p->peer_end == KTM_PEER_END_QEMU_TLS;
 	if (p->source) {
 		c->local = fd;
 		if (p->local.is_unix)

@@ -48,6 +48,10 @@ struct ktm_proxy_conn {
 	bool aborted;			/* a failure or stop cut the connection */
 	bool closed;			/* fds closed: no more shutdown() on them */
 	bool done;			/* under p->lock: the thread may be joined */
+	bool fin_ok;			/* KTM_PEER_END_QEMU_TLS: FIN ends RX */
+	bool peer_fin;			/* RX ended by a FIN, no close_notify */
+	bool up_done;			/* under lock: our close_notify is sent */
+	bool down_done;			/* under lock: the peer's direction ended */
 	pthread_t thread;
 	struct ktm_proxy_conn *next;
 };
@@ -61,6 +65,7 @@ struct ktm_proxy {
 	bool unlink_path;		/* we created local.path */
 	int wake[2];			/* self-pipe: stop, or a connection ended */
 	volatile sig_atomic_t stopping;
+	enum ktm_peer_end peer_end;
 	ktm_proxy_report_fn report;
 	void *opaque;
 	pthread_mutex_t lock;		/* conns, reports */

@@ -184,6 +184,54 @@ static void end_upstream(struct ktm_proxy_conn *c)
 		return;
 	}
 	shutdown(c->tls, SHUT_WR);
+	pthread_mutex_lock(&c->lock);
+	c->up_done = true;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/*
+ * Under KTM_PEER_END_QEMU_TLS, whether a receive that returned @n (errno
+ * @err) is how a QEMU with its own TLS ends: a FIN, or a reset once our
+ * close_notify is out (QEMU closes without reading it, and an unread
+ * close_notify makes the kernel answer with RST).
+ */
+static bool qemu_tls_end(struct ktm_proxy_conn *c, ssize_t n, int err)
+{
+	bool up_done;
+
+	if (!c->fin_ok || n > 0)
+		return false;
+	if (n == 0)
+		return true;
+	pthread_mutex_lock(&c->lock);
+	up_done = c->up_done;
+	pthread_mutex_unlock(&c->lock);
+	return err == ECONNRESET && up_done;
+}
+
+static void set_down_done(struct ktm_proxy_conn *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->down_done = true;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/*
+ * Under KTM_PEER_END_QEMU_TLS, whether reading the local QEMU failed with
+ * @err because it closed with bytes unread after the peer's direction had
+ * ended (a migration over with the peer's trailing bytes unread, seen
+ * with QEMU 10 receiving multifd from QEMU 7.2): its end of the stream.
+ */
+static bool local_reset_after_end(struct ktm_proxy_conn *c, int err)
+{
+	bool done;
+
+	if (!c->fin_ok || err != ECONNRESET)
+		return false;
+	pthread_mutex_lock(&c->lock);
+	done = c->down_done;
+	pthread_mutex_unlock(&c->lock);
+	return done;
 }
 
 /* Kernel path, plain side -> TLS peer. */
@@ -207,11 +255,11 @@ static void *kernel_up(void *arg)
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0) {
+		if (n < 0 && !local_reset_after_end(c, errno)) {
 			fail_local(c, errno, "read from");
 			break;
 		}
-		if (n == 0) {
+		if (n <= 0) {
 			if (!conn_aborted(c))
 				end_upstream(c);
 			break;
@@ -267,11 +315,20 @@ static void kernel_down(struct ktm_proxy_conn *c)
 			continue;
 		if (n < 0 && errno == EINVAL) {
 			ret = kernel_control(c);
-			if (ret == 1)
+			if (ret == 1) {
+				set_down_done(c);
 				shutdown(c->local, SHUT_WR);
+			}
 			if (ret)
 				break;
 			continue;
+		}
+		if (qemu_tls_end(c, n, errno)) {
+			/* a QEMU-TLS peer's FIN (ktm_proxy_set_peer_end) */
+			c->peer_fin = true;
+			set_down_done(c);
+			shutdown(c->local, SHUT_WR);
+			break;
 		}
 		if (n <= 0) {
 			fail_tls(c, n < 0 ? errno : 0, false);
@@ -310,6 +367,23 @@ static bool readable_now(int fd)
 }
 
 /*
+ * Under KTM_PEER_END_QEMU_TLS: whether the peer's end (qemu_tls_end) is all
+ * that is left to read.  OpenSSL reads no further than the record it
+ * returns (read-ahead is off, and each ktm_session_recv() has room for a
+ * whole record), so a FIN seen here came between two records.
+ */
+static bool peer_fin_now(struct ktm_proxy_conn *c)
+{
+	ssize_t n;
+	char b;
+
+	if (!c->fin_ok)
+		return false;
+	n = recv(c->tls, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	return qemu_tls_end(c, n, errno);
+}
+
+/*
  * Userspace path, TLS peer -> plain side: one record per
  * ktm_session_recv(), gathered while more are already waiting, so QEMU is
  * woken once per USER_BUF rather than per 16 KiB record.  Each call gets
@@ -324,6 +398,11 @@ static int user_down(struct ktm_proxy_conn *c, uint8_t *buf)
 	ssize_t n;
 
 	do {
+		if (peer_fin_now(c)) {
+			c->peer_fin = true;
+			ret = 1;
+			break;
+		}
 		n = ktm_session_recv(c->s, buf + have, USER_BUF - have, &e);
 		if (n < 0) {
 			fail_err(c, e);
@@ -341,6 +420,39 @@ static int user_down(struct ktm_proxy_conn *c, uint8_t *buf)
 	}
 	c->bytes[KTM_DIR_RX] += have;
 	return ret;
+}
+
+/*
+ * Userspace path, plain side -> TLS peer: one read, encrypted and sent.
+ * Returns 1 when the plain side ended (close_notify sent), 0 to go on, -1
+ * when the connection failed or was cut.
+ */
+static int user_up(struct ktm_proxy_conn *c, uint8_t *buf)
+{
+	struct ktm_error *e = NULL;
+	ssize_t n;
+
+	do {
+		n = recv(c->local, buf, USER_BUF, 0);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0 && local_reset_after_end(c, errno))
+		n = 0;
+	if (n < 0) {
+		fail_local(c, errno, "read from");
+		return -1;
+	}
+	if (n == 0) {
+		if (conn_aborted(c))
+			return -1;
+		end_upstream(c);
+		return 1;
+	}
+	if (!ktm_session_send(c->s, buf, (size_t)n, &e)) {
+		fail_err(c, e);
+		return -1;
+	}
+	c->bytes[KTM_DIR_TX] += (uint64_t)n;
+	return 0;
 }
 
 /* Userspace path: OpenSSL may not be used from two threads, so one thread
@@ -363,7 +475,6 @@ static void relay_userspace(struct ktm_proxy_conn *c)
 			{ .fd = up_open ? c->local : -1, .events = POLLIN },
 			{ .fd = down_open ? c->tls : -1, .events = POLLIN },
 		};
-		ssize_t n;
 
 		if (poll(pf, 2, -1) < 0) {
 			if (errno == EINTR)
@@ -380,28 +491,17 @@ static void relay_userspace(struct ktm_proxy_conn *c)
 				break;
 			if (ret == 1) {
 				down_open = false;
+				set_down_done(c);
 				shutdown(c->local, SHUT_WR);
 			}
 		}
 		if (pf[0].revents) {
-			n = recv(c->local, buf, USER_BUF, 0);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0) {
-				fail_local(c, errno, "read from");
+			int ret = user_up(c, buf);
+
+			if (ret < 0)
 				break;
-			}
-			if (n == 0) {
-				if (conn_aborted(c))
-					break;
+			if (ret == 1)
 				up_open = false;
-				end_upstream(c);
-			} else if (!ktm_session_send(c->s, buf, (size_t)n, &e)) {
-				fail_err(c, e);
-				break;
-			} else {
-				c->bytes[KTM_DIR_TX] += (uint64_t)n;
-			}
 		}
 	}
 	free(buf);

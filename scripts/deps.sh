@@ -9,10 +9,11 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-# jq and perl (JSON::PP) drive QEMU's QMP in tests/qemu
+# jq and perl (JSON::PP) drive QEMU's QMP in tests/qemu; debootstrap makes
+# the trixie root that holds QEMU 10 (tests/qemu/fetch-qemu10.sh)
 pkgs=(gcc make pkg-config libssl-dev openssl liburing-dev libnl-3-dev
       libnl-genl-3-dev libnl-route-3-dev qemu-system-x86 busybox-static cpio
-      kmod xz-utils zstd jq perl)
+      kmod xz-utils zstd jq perl debootstrap)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -35,3 +36,11 @@ fi
 
 # Guest kernels for tests/vm (downloaded, never installed).
 bash tests/vm/fetch-kernels.sh --quiet
+# Debian 13's QEMU 10 for tests/qemu, in a cached trixie root (not installed).
+if ! bash tests/qemu/fetch-qemu10.sh --print >/dev/null 2>&1; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "deps: QEMU 10 is not cached; run as root: tests/qemu/fetch-qemu10.sh" >&2
+		exit 1
+	fi
+	bash tests/qemu/fetch-qemu10.sh --quiet
+fi

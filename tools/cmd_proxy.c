@@ -71,6 +71,14 @@ static void usage(FILE *out)
 "  --max-conns N       serve N connections, then exit (default: until SIGINT\n"
 "                      or SIGTERM).  A plain QEMU migration is 1 connection,\n"
 "                      multifd with C channels is C + 1.\n"
+"  --peer KIND         what the TLS peer is: ktm (default), another\n"
+"                      ktls-migrate end, which ends each connection with\n"
+"                      close_notify; qemu-tls, a QEMU using its own\n"
+"                      tls-creds-x509 (mixed fleets), which ends channels with\n"
+"                      a bare TCP FIN (or a reset after our close_notify): one\n"
+"                      between two records is then passed\n"
+"                      to the local QEMU as end of file, whose own stream\n"
+"                      framing checks completeness (see docs/qemu.md)\n"
 "  --quiet             no startup line and no line for clean connections\n"
 "  -h, --help          show this text\n"
 "\n"
@@ -104,7 +112,7 @@ static void usage(FILE *out)
 }
 
 struct opts {
-	bool source, quiet;
+	bool source, quiet, peer_qemu_tls;
 	const char *creds, *unix_path, *listen, *connect;
 	unsigned int max_conns;
 	struct tool_tls tls;
@@ -114,13 +122,14 @@ struct opts {
 
 static int parse(int argc, char **argv, struct opts *o)
 {
-	enum { O_UNIX = 256, O_LISTEN, O_CONNECT, O_MAX, O_QUIET };
+	enum { O_UNIX = 256, O_LISTEN, O_CONNECT, O_MAX, O_QUIET, O_PEER };
 	static const struct option lo[] = {
 		{ "unix", required_argument, NULL, O_UNIX },
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "connect", required_argument, NULL, O_CONNECT },
 		{ "max-conns", required_argument, NULL, O_MAX },
 		{ "quiet", no_argument, NULL, O_QUIET },
+		{ "peer", required_argument, NULL, O_PEER },
 		{ "help", no_argument, NULL, 'h' },
 		TOOL_TLS_OPTIONS,
 		{ 0 }
@@ -145,6 +154,11 @@ static int parse(int argc, char **argv, struct opts *o)
 		case O_LISTEN: o->listen = optarg; break;
 		case O_CONNECT: o->connect = optarg; break;
 		case O_QUIET: o->quiet = true; break;
+		case O_PEER:
+			if (strcmp(optarg, "qemu-tls") && strcmp(optarg, "ktm"))
+				return bad_usage("--peer takes ktm or qemu-tls, not '%s'", optarg);
+			o->peer_qemu_tls = !strcmp(optarg, "qemu-tls");
+			break;
 		case O_MAX:
 			o->max_conns = (unsigned int)strtoul(optarg, &end, 10);
 			if (*end || !o->max_conns)
@@ -220,6 +234,8 @@ static void report(const struct ktm_proxy_conn *conn,
 		       ktm_tls_version_name(ktm_session_version(s)),
 		       ktm_cipher_name(ktm_session_cipher(s)));
 	}
+	if (ktm_proxy_conn_peer_fin(conn))
+		printf(", peer ended without close_notify (--peer qemu-tls)");
 	printf("\n");
 	fflush(stdout);
 	if (err) {
@@ -273,6 +289,8 @@ int cmd_proxy(int argc, char **argv)
 		return 1;
 	}
 	rctx.quiet = o.quiet;
+	if (o.peer_qemu_tls)
+		ktm_proxy_set_peer_end(p, KTM_PEER_END_QEMU_TLS);
 	ktm_proxy_set_report(p, report, &rctx);
 	the_proxy = p;
 	sigemptyset(&sa.sa_mask);
