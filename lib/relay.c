@@ -242,6 +242,54 @@ static void end_upstream(struct ktm_proxy_conn *c)
 		return;
 	}
 	shutdown(c->tls, SHUT_WR);
+	pthread_mutex_lock(&c->lock);
+	c->up_done = true;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/*
+ * Under KTM_PEER_END_QEMU_TLS, whether a receive that returned @n (errno
+ * @err) is how a QEMU with its own TLS ends: a FIN, or a reset once our
+ * close_notify is out (QEMU closes without reading it, and an unread
+ * close_notify makes the kernel answer with RST).
+ */
+static bool qemu_tls_end(struct ktm_proxy_conn *c, ssize_t n, int err)
+{
+	bool up_done;
+
+	if (!c->fin_ok || n > 0)
+		return false;
+	if (n == 0)
+		return true;
+	pthread_mutex_lock(&c->lock);
+	up_done = c->up_done;
+	pthread_mutex_unlock(&c->lock);
+	return err == ECONNRESET && up_done;
+}
+
+static void set_down_done(struct ktm_proxy_conn *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->down_done = true;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/*
+ * Under KTM_PEER_END_QEMU_TLS, whether reading the local QEMU failed with
+ * @err because it closed with bytes unread after the peer's direction had
+ * ended (a migration over with the peer's trailing bytes unread, seen
+ * with QEMU 10 receiving multifd from QEMU 7.2): its end of the stream.
+ */
+static bool local_reset_after_end(struct ktm_proxy_conn *c, int err)
+{
+	bool done;
+
+	if (!c->fin_ok || err != ECONNRESET)
+		return false;
+	pthread_mutex_lock(&c->lock);
+	done = c->down_done;
+	pthread_mutex_unlock(&c->lock);
+	return done;
 }
 
 /* Kernel path, plain side -> TLS peer. */
@@ -265,11 +313,11 @@ static void *kernel_up(void *arg)
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0) {
+		if (n < 0 && !local_reset_after_end(c, errno)) {
 			fail_local(c, errno, "read from");
 			break;
 		}
-		if (n == 0) {
+		if (n <= 0) {
 			if (!conn_aborted(c))
 				end_upstream(c);
 			break;
@@ -325,11 +373,20 @@ static void kernel_down(struct ktm_proxy_conn *c)
 			continue;
 		if (n < 0 && errno == EINVAL) {
 			ret = kernel_control(c);
-			if (ret == 1)
+			if (ret == 1) {
+				set_down_done(c);
 				shutdown(c->local, SHUT_WR);
+			}
 			if (ret)
 				break;
 			continue;
+		}
+		if (qemu_tls_end(c, n, errno)) {
+			/* a QEMU-TLS peer's FIN (ktm_proxy_conn_set_peer_end) */
+			c->peer_fin = true;
+			set_down_done(c);
+			shutdown(c->local, SHUT_WR);
+			break;
 		}
 		if (n <= 0) {
 			fail_tls(c, n < 0 ? errno : 0, false);
@@ -368,6 +425,23 @@ static bool readable_now(int fd)
 }
 
 /*
+ * Under KTM_PEER_END_QEMU_TLS: whether the peer's end (qemu_tls_end) is all
+ * that is left to read.  OpenSSL reads no further than the record it
+ * returns (read-ahead is off, and each ktm_session_recv() has room for a
+ * whole record), so a FIN seen here came between two records.
+ */
+static bool peer_fin_now(struct ktm_proxy_conn *c)
+{
+	ssize_t n;
+	char b;
+
+	if (!c->fin_ok)
+		return false;
+	n = recv(c->tls, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	return qemu_tls_end(c, n, errno);
+}
+
+/*
  * Userspace path, TLS peer -> plain side: one record per
  * ktm_session_recv(), gathered while more are already waiting, so QEMU is
  * woken once per USER_BUF rather than per 16 KiB record.  Each call gets
@@ -382,6 +456,11 @@ static int user_down(struct ktm_proxy_conn *c, uint8_t *buf)
 	ssize_t n;
 
 	do {
+		if (peer_fin_now(c)) {
+			c->peer_fin = true;
+			ret = 1;
+			break;
+		}
 		n = ktm_session_recv(c->s, buf + have, USER_BUF - have, &e);
 		if (n < 0) {
 			fail_err(c, e);
@@ -460,6 +539,7 @@ static void relay_userspace(struct ktm_proxy_conn *c)
 				break;
 			if (ret == 1) {
 				down_open = false;
+				set_down_done(c);
 				shutdown(c->local, SHUT_WR);
 			}
 		}
@@ -467,6 +547,8 @@ static void relay_userspace(struct ktm_proxy_conn *c)
 			n = recv(c->local, buf, USER_BUF, 0);
 			if (n < 0 && errno == EINTR)
 				continue;
+			if (n < 0 && local_reset_after_end(c, errno))
+				n = 0;
 			if (n < 0) {
 				fail_local(c, errno, "read from");
 				break;
@@ -621,6 +703,17 @@ void ktm_proxy_conn_free(struct ktm_proxy_conn *c)
 unsigned int ktm_proxy_conn_id(const struct ktm_proxy_conn *conn)
 {
 	return conn->id;
+}
+
+void ktm_proxy_conn_set_peer_end(struct ktm_proxy_conn *c,
+				  enum ktm_peer_end end)
+{
+	c->fin_ok = end == KTM_PEER_END_QEMU_TLS;
+}
+
+bool ktm_proxy_conn_peer_fin(const struct ktm_proxy_conn *conn)
+{
+	return conn->peer_fin;
 }
 
 const char *ktm_proxy_conn_peer(const struct ktm_proxy_conn *conn)

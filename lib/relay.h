@@ -38,6 +38,10 @@ struct ktm_proxy_conn {
 	struct ktm_error *err;		/* the first failure */
 	bool aborted;			/* a failure or stop cut the connection */
 	bool closed;			/* fds closed: no more shutdown() on them */
+	bool fin_ok;			/* KTM_PEER_END_QEMU_TLS: FIN ends RX */
+	bool peer_fin;			/* RX ended by a FIN, no close_notify */
+	bool up_done;			/* under lock: our close_notify is sent */
+	bool down_done;			/* under lock: the peer's direction ended */
 };
 
 #endif /* KTM_RELAY_H */

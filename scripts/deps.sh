@@ -19,6 +19,8 @@ cd "$(dirname "$0")/.."
 # scripts/check-layers.pl.  clang builds the libFuzzer targets (make fuzz),
 # time measures their CPU; pmccabe is make analyze's complexity bound.
 # libxxhash-dev gives the migration's default image digest (XXH3-128).
+# debootstrap also makes the trixie root that holds QEMU 10
+# (tests/qemu/fetch-qemu10.sh).
 pkgs=(gcc make pkg-config libssl-dev openssl liburing-dev libxxhash-dev libnl-3-dev
       libnl-genl-3-dev libnl-route-3-dev qemu-system-x86 busybox-static cpio
       kmod xz-utils zstd jq perl clang time pmccabe)
@@ -64,3 +66,12 @@ for kind in build run; do
 		echo "deps: the package test's bookworm $kind root is not cached; run as root: make deps" >&2
 	fi
 done
+
+# Debian 13's QEMU 10 for tests/qemu, in a cached trixie root (not installed).
+if ! bash tests/qemu/fetch-qemu10.sh --print >/dev/null 2>&1; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "deps: QEMU 10 is not cached; run as root: tests/qemu/fetch-qemu10.sh" >&2
+		exit 1
+	fi
+	bash tests/qemu/fetch-qemu10.sh --quiet
+fi

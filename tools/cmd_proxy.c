@@ -93,6 +93,14 @@ TOOL_KEY_LIMIT_HELP
 "  --max-conns N       serve N connections, then exit (default: until SIGINT\n"
 "                      or SIGTERM).  A plain QEMU migration is 1 connection,\n"
 "                      multifd with C channels is C + 1.\n"
+"  --peer KIND         what the TLS peer is: ktm (default), another\n"
+"                      ktls-migrate end, which ends each connection with\n"
+"                      close_notify; qemu-tls, a QEMU using its own\n"
+"                      tls-creds-x509 (mixed fleets), which ends channels with\n"
+"                      a bare TCP FIN (or a reset after our close_notify): one\n"
+"                      between two records is then passed\n"
+"                      to the local QEMU as end of file, whose own stream\n"
+"                      framing checks completeness (see docs/qemu.md)\n"
 "  --quiet             no startup line and no line for clean connections\n"
 "  -h, --help          show this text\n"
 "\n"
@@ -130,7 +138,7 @@ TOOL_KEY_LIMIT_HELP
 }
 
 struct opts {
-	bool source, quiet, insecure_tcp;
+	bool source, quiet, insecure_tcp, peer_qemu_tls;
 	long unix_owner, unix_group;
 	unsigned int unix_mode;
 	const char *creds, *unix_path, *listen, *connect;
@@ -171,7 +179,7 @@ static int parse_access(struct opts *o, char what, const char *arg)
 static int parse(int argc, char **argv, struct opts *o)
 {
 	enum { O_UNIX = 256, O_LISTEN, O_CONNECT, O_MAX, O_QUIET, O_OWNER,
-	       O_GROUP, O_MODE, O_INSECURE };
+	       O_GROUP, O_MODE, O_INSECURE, O_PEER };
 	static const struct option lo[] = {
 		{ "unix-owner", required_argument, NULL, O_OWNER },
 		{ "unix-group", required_argument, NULL, O_GROUP },
@@ -182,6 +190,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "connect", required_argument, NULL, O_CONNECT },
 		{ "max-conns", required_argument, NULL, O_MAX },
 		{ "quiet", no_argument, NULL, O_QUIET },
+		{ "peer", required_argument, NULL, O_PEER },
 		{ "help", no_argument, NULL, 'h' },
 		TOOL_TLS_OPTIONS,
 		TOOL_CONN_OPTIONS,
@@ -216,6 +225,11 @@ static int parse(int argc, char **argv, struct opts *o)
 					   'g' : 'm', optarg);
 			if (ret)
 				return ret;
+			break;
+		case O_PEER:
+			if (strcmp(optarg, "qemu-tls") && strcmp(optarg, "ktm"))
+				return bad_usage("--peer takes ktm or qemu-tls, not '%s'", optarg);
+			o->peer_qemu_tls = !strcmp(optarg, "qemu-tls");
 			break;
 		case O_MAX:
 			o->max_conns = (unsigned int)strtoul(optarg, &end, 10);
@@ -303,6 +317,8 @@ static void report(const struct ktm_proxy_conn *conn,
 			       ktm_session_peer_issuer(s),
 			       ktm_session_peer_spki_sha256(s));
 	}
+	if (ktm_proxy_conn_peer_fin(conn))
+		printf(", peer ended without close_notify (--peer qemu-tls)");
 	printf("\n");
 	fflush(stdout);
 	if (err) {
@@ -412,6 +428,8 @@ int cmd_proxy(int argc, char **argv)
 		return 1;
 	}
 	rctx.quiet = o.quiet;
+	if (o.peer_qemu_tls)
+		ktm_proxy_set_peer_end(p, KTM_PEER_END_QEMU_TLS);
 	ktm_proxy_set_report(p, report, &rctx);
 	the_proxy = p;
 	sigemptyset(&sa.sa_mask);

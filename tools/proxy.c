@@ -64,6 +64,7 @@ struct ktm_proxy {
 	/* source on a unix socket: who may connect besides root and this
 	 * process's user (SO_PEERCRED); -1 when unset */
 	long peer_uid, peer_gid;
+	enum ktm_peer_end peer_end;	/* how the TLS peer may end */
 };
 
 /* ---- addresses ------------------------------------------------------------- */
@@ -483,6 +484,11 @@ void ktm_proxy_set_report(struct ktm_proxy *p, ktm_proxy_report_fn fn,
 	p->opaque = opaque;
 }
 
+void ktm_proxy_set_peer_end(struct ktm_proxy *p, enum ktm_peer_end end)
+{
+	p->peer_end = end;
+}
+
 void ktm_proxy_stop(struct ktm_proxy *p)
 {
 	int saved = errno;
@@ -587,6 +593,7 @@ static struct proxy_conn *conn_establish(struct ktm_proxy *p,
 		(*failed)++;
 		return NULL;
 	}
+	ktm_proxy_conn_set_peer_end(c, p->peer_end);
 	if (!conn_connect(p, c, fd)) {
 		conn_failed(p, c, NULL, failed);
 		free(pc);

@@ -58,6 +58,9 @@ const char *ktm_proxy_address(const struct ktm_proxy *p);
  */
 bool ktm_proxy_set_unix_access(struct ktm_proxy *p, long owner, long group,
 			       unsigned int mode, struct ktm_error **errp);
+/* How the TLS peer may end its connections (enum ktm_peer_end in ktm.h;
+ * default KTM_PEER_END_CLOSE_NOTIFY).  Before run. */
+void ktm_proxy_set_peer_end(struct ktm_proxy *p, enum ktm_peer_end end);
 void ktm_proxy_set_report(struct ktm_proxy *p, ktm_proxy_report_fn fn,
 			  void *opaque);
 /*

@@ -710,6 +710,30 @@ void ktm_proxy_conn_finish(struct ktm_proxy_conn *c, ktm_proxy_report_fn report,
 const struct ktm_error *ktm_proxy_conn_error(const struct ktm_proxy_conn *c);
 /* Accepts NULL.  After ktm_proxy_conn_finish(). */
 void ktm_proxy_conn_free(struct ktm_proxy_conn *c);
+/*
+ * How the TLS peer may end a connection.  KTM_PEER_END_CLOSE_NOTIFY (the
+ * default, for a peer that is another ktls-migrate end): only a TLS
+ * close_notify ends a direction; a bare TCP FIN is a truncation error.
+ * KTM_PEER_END_QEMU_TLS, for a peer that is a QEMU using its own
+ * tls-creds-x509 (GnuTLS): QEMU 7.2 ends every migration channel, and QEMU
+ * 10 its main channel and its destination-side channels, with a TCP FIN
+ * and no close_notify, or with a reset when it closes without reading our
+ * close_notify.  A FIN that arrives between two TLS records, or a reset
+ * after our close_notify was sent, is then passed on to the plain side as
+ * end of file, and QEMU's own framing of the migration stream
+ * (QEMU_VM_EOF, multifd sync packets) decides whether the stream was
+ * complete, as it does under QEMU's own TLS; a FIN inside a record, a
+ * reset or a bad record stay errors.  Before ktm_proxy_conn_run().
+ */
+enum ktm_peer_end {
+	KTM_PEER_END_CLOSE_NOTIFY,
+	KTM_PEER_END_QEMU_TLS,
+};
+void ktm_proxy_conn_set_peer_end(struct ktm_proxy_conn *c,
+				  enum ktm_peer_end end);
+/* Whether the peer ended its direction without close_notify, as
+ * KTM_PEER_END_QEMU_TLS lets it. */
+bool ktm_proxy_conn_peer_fin(const struct ktm_proxy_conn *conn);
 
 /*
  * Relay one connection in the calling thread: bytes both ways between the

@@ -53,11 +53,14 @@ qt_fill_ram() {
 
 # qt_qemu NAME RAMFILE MIB [QEMU ARGS...]: a paused guest (-S) whose RAM is
 # RAMFILE, QMP on $WORK/NAME.qmp, stderr in $WORK/NAME.log.  Waits until
-# QMP answers.  Sets NAME_pid.
+# QMP answers.  Sets NAME_pid.  QT_BIN (default $QEMU_BIN) picks the QEMU
+# binary, QT_MACHINE (default q35) the machine type, e.g. pc-q35-7.2 for a
+# migration between QEMU versions.
 qt_qemu() {
 	local name=$1 ram=$2 mib=$3 pid
 	shift 3
-	"$QEMU_BIN" -accel tcg -S -nodefaults -display none -machine q35 \
+	"${QT_BIN:-$QEMU_BIN}" -accel tcg -S -nodefaults -display none \
+		-machine "${QT_MACHINE:-q35}" \
 		-m "${mib}M" \
 		-object "memory-backend-file,id=ram,size=${mib}M,mem-path=$ram,share=on" \
 		-machine memory-backend=ram \
@@ -124,6 +127,20 @@ qt_proxy() {
 	fi
 	printf -v "${name}_addr" %s \
 		"$(sed -n 's/^listening on \([^ ]*\).*/\1/p' "$WORK/$name.out" | head -n 1)"
+}
+
+# A free loopback TCP port (for QEMU's own tcp: listener).
+qt_free_port() {
+	perl -MIO::Socket::INET -e \
+		'print IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 0, Listen => 1)->sockport, "\n"'
+}
+
+# The QEMU 10 wrapper made by tests/qemu/fetch-qemu10.sh, or nothing.
+qt_qemu10() { bash "$TOP/tests/qemu/fetch-qemu10.sh" --print --quiet 2>/dev/null; }
+
+# qt_migration_status NAME: QEMU's query-migrate "status" ("completed", ...)
+qt_migration_status() {
+	qt_qmp "$1" '{"execute":"query-migrate"}' 2>/dev/null | jq -r '.status // "none"'
 }
 
 # CPU seconds (user + system) of PID so far, from /proc/PID/stat.
