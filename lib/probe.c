@@ -153,7 +153,7 @@ static int probe_ulp(struct ktm_probe *p)
 /* The one answer to "can this kernel rekey": a throwaway loopback pair
  * takes a TX key, then a second one.  Kernels from 6.14 take it (and
  * would on a live socket too, silently: never try this on a session);
- * older ones say EBUSY (DESIGN.md §3). */
+ * older ones say EBUSY (docs/design.md §3). */
 static int rekey_answer = 1;	/* 1: not asked yet */
 static pthread_once_t rekey_once = PTHREAD_ONCE_INIT;
 

@@ -42,7 +42,7 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 
 run_one() {	# index target
-	local i=$1 t=$2 work=$build/fuzz/work/$2 crashes=$build/fuzz/crashes/$2
+	local i=$1 t=$2 work=$build/fuzz/corpus-run/$2 crashes=$build/fuzz/crashes/$2
 	local log=$build/fuzz/logs/$2.log rc
 	rm -rf "$work"
 	mkdir -p "$work" "$crashes" "$(dirname "$log")"

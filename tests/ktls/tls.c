@@ -127,7 +127,7 @@ static int t_reap(pid_t pid)
 }
 
 /* The oracle for rekey is the booted kernel's version, not a counter the
- * library also reads: 6.14 added key replacement (DESIGN.md §3). */
+ * library also reads: 6.14 added key replacement (docs/design.md §3). */
 static bool t_kernel_can_rekey(void)
 {
 	return t_kernel_at_least(6, 14);
@@ -207,7 +207,7 @@ FIXTURE_SETUP(tls)
 
 	ret = install(self->fd, KTM_KTLS_TX, variant, KEY_A, 0);
 	/* The kernel's answer for a cipher whose crypto module is absent is
-	 * ENOENT (tls looks the AEAD up at setsockopt time; DESIGN.md §3).
+	 * ENOENT (tls looks the AEAD up at setsockopt time; docs/design.md §3).
 	 * Anything else, EINVAL above all (a malformed crypto_info, the very
 	 * thing under test), is a failure, not a missing feature. */
 	if (ret == -ENOENT)
