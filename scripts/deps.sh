@@ -10,10 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # jq and perl (JSON::PP) drive QEMU's QMP in tests/qemu; debootstrap makes
-# the trixie root that holds QEMU 10 (tests/qemu/fetch-qemu10.sh)
+# the trixie root that holds QEMU 10 (tests/qemu/fetch-qemu10.sh); libvirt
+# and iproute2 (veth between namespaces) for tests/libvirt
 pkgs=(gcc make pkg-config libssl-dev openssl liburing-dev libnl-3-dev
       libnl-genl-3-dev libnl-route-3-dev qemu-system-x86 busybox-static cpio
-      kmod xz-utils zstd jq perl debootstrap)
+      kmod xz-utils zstd jq perl debootstrap libvirt-daemon-system
+      libvirt-clients libvirt-daemon-driver-qemu iproute2)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -115,6 +115,9 @@ tier_unit() {
 	# (the userspace path on a kernel without kTLS; the kTLS tiers run
 	# the require cases)
 	run_script qemu-native tests/qemu/run.sh --build "$build" native
+	# libvirt 9.0 migrating a running guest through the proxy, two
+	# libvirtd in namespaces (tests/libvirt/run.sh)
+	run_script libvirt tests/libvirt/run.sh --build "$build"
 	if [ -n "$san" ]; then
 		export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 		export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
