@@ -20,10 +20,12 @@ cd "$(dirname "$0")/.."
 # time measures their CPU; pmccabe is make analyze's complexity bound.
 # libxxhash-dev gives the migration's default image digest (XXH3-128).
 # debootstrap also makes the trixie root that holds QEMU 10
-# (tests/qemu/fetch-qemu10.sh).
+# (tests/qemu/fetch-qemu10.sh); libvirt and iproute2 (veth between
+# namespaces) for tests/libvirt.
 pkgs=(gcc make pkg-config libssl-dev openssl liburing-dev libxxhash-dev libnl-3-dev
       libnl-genl-3-dev libnl-route-3-dev qemu-system-x86 busybox-static cpio
-      kmod xz-utils zstd jq perl clang time pmccabe)
+      kmod xz-utils zstd jq perl clang time pmccabe libvirt-daemon-system libvirt-clients
+      libvirt-daemon-driver-qemu iproute2)
 # packaging and installation: man pages (scdoc), units (systemd-analyze),
 # .deb build and lint, the package test's chroot, man -w there
 pkgs+=(scdoc systemd debhelper dpkg-dev fakeroot lintian debootstrap man-db)

@@ -125,6 +125,9 @@ tier_unit() {
 	run_script cli tests/install/cli.sh --build "$build"
 	run_script docs tests/install/docs.sh
 	run_script sandbox tests/install/sandbox.sh --build "$build"
+	# libvirt 9.0 migrating a running guest through the proxy, two
+	# libvirtd in namespaces (tests/libvirt/run.sh)
+	run_script libvirt tests/libvirt/run.sh --build "$build"
 	if [ -n "$san" ]; then
 		export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 		export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

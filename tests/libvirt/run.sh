@@ -10,26 +10,28 @@
 # /var/lib/libvirt, /var/cache/libvirt, /var/log/libvirt), joined by a veth
 # pair (10.77.0.1 A, 10.77.0.2 B).  libvirt's "migration using only UNIX
 # sockets" (docs/migration.rst): the control connection is B's libvirtd
-# socket by path; the migration stream (and the NBD stream of
-# --copy-storage-all) leaves QEMU on A at /run/ktm/mig.sock
+# socket by path; the migration stream to B (and the NBD stream of
+# --copy-storage-all) leaves QEMU on A at /run/ktm/to-B.sock
 # (/run/ktm/nbd.sock), where `ktls-migrate proxy source` listens (the socket
 # chowned to libvirt-qemu, the user QEMU runs as), crosses the veth as TLS
 # to `proxy dest` in B, which hands it to B's QEMU listening at the same
-# paths in B's namespace.  The proxies run for the whole test, as the
-# contrib/libvirt units run them.
+# path in B's namespace; back to A the same way through /run/ktm/to-A.sock.
+# The proxies run for the whole test, as the contrib/libvirt units run them.
 #
 # The guest: the newest cached guest kernel (tests/vm/fetch-kernels.sh),
 # direct kernel boot under TCG, a busybox initramfs whose init writes a
 # random marker into RAM (and onto its disk when it has one), then dirties
 # 4 MiB of RAM a second and prints "ALIVE N MARKER disk=..." on the serial
-# console (a file per namespace).  Cases, each a fresh guest started on A
-# and migrated live to B with virsh migrate --live --p2p:
-#   live, parallel (--parallel --parallel-connections 2), postcopy
-#   (--postcopy --postcopy-after-precopy), copy_storage
-#   (--copy-storage-all --disks-uri unix:///run/ktm/nbd.sock)
-# Each must leave the guest running on B, gone from A, printing new ALIVE
-# lines with the marker from before the migration (and, for copy_storage,
-# B's disk image holding it); both proxies report clean connections.
+# console (a file per namespace).  Cases, with virsh migrate --live --p2p:
+#   live          a guest booted on A, to B
+#   parallel      the same guest back to A, --parallel --parallel-connections 2
+#   postcopy      and to B again, --postcopy --postcopy-after-precopy
+#   copy_storage  a guest with a disk booted on A, to B, --copy-storage-all
+#                 --disks-uri unix:///run/ktm/nbd.sock
+# Each must leave the guest running on the destination, gone from the
+# source, printing new ALIVE lines with the marker from before (and, for
+# copy_storage, B's disk image holding it); the proxies report clean
+# connections.  KTM_LIBVIRT_CASES picks cases (in this order).
 # Needs root, libvirt-daemon-system, busybox-static, cpio, iproute2 and a
 # cached guest kernel (make deps).  About 2-3 minutes.
 set -uo pipefail
@@ -77,6 +79,7 @@ done
 kdir=$(bash "$TOP/tests/vm/fetch-kernels.sh" --list 2>/dev/null | tail -n 1)
 [ -n "$kdir" ] || bail "no guest kernel cached (make deps)"
 
+cache=${KTM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ktls-migrate}/libvirt-cache
 WORK=$(mktemp -d /var/tmp/ktm-lv.XXXXXX) || exit 1
 chmod 0755 "$WORK"
 pids=()
@@ -170,6 +173,7 @@ domain_xml() {	# DISK(0|1)
     <initrd>/run/ktm/initrd</initrd>
     <cmdline>console=ttyS0 panic=-1 quiet</cmdline>
   </os>
+  <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
   <on_crash>destroy</on_crash>
   <devices>
@@ -196,7 +200,12 @@ EOF
 
 host_conf() {	# NAME UUID
 	local me=$WORK/$1
-	mkdir -p "$me"/{etc/qemu,lib,cache,log} "$WORK/sock-$1"
+	mkdir -p "$me"/{etc/qemu,lib,log} "$WORK/sock-$1"
+	# libvirtd probes every QEMU binary when its cache is empty (a minute
+	# or more on a busy 2-core machine): keep each host's cache between
+	# runs, outside the tree (libvirt revalidates it against the binaries)
+	mkdir -p "$cache/$1"
+	ln -s "$cache/$1" "$me/cache"
 	cat > "$me/etc/libvirtd.conf" <<EOF
 unix_sock_dir = "$WORK/sock-$1"
 unix_sock_rw_perms = "0700"
@@ -256,15 +265,21 @@ proxy() {
 
 start_proxies() {
 	bash "$TOP/scripts/make-creds.sh" "$WORK/creds" >/dev/null || return 1
-	proxy pd-mig B dest --listen 10.77.0.2:4444 --unix /run/ktm/mig.sock &&
+	# A -> B: migration and NBD; B -> A: migration.  The path of each
+	# direction is the same on both hosts (libvirt's --migrateuri)
+	proxy pd-to-B B dest --listen 10.77.0.2:4444 --unix /run/ktm/to-B.sock &&
 	proxy pd-nbd B dest --listen 10.77.0.2:4445 --unix /run/ktm/nbd.sock &&
-	proxy ps-mig A source --unix /run/ktm/mig.sock --connect 10.77.0.2:4444 \
+	proxy pd-to-A A dest --listen 10.77.0.1:4446 --unix /run/ktm/to-A.sock &&
+	proxy ps-to-B A source --unix /run/ktm/to-B.sock --connect 10.77.0.2:4444 \
 		--hostname localhost &&
 	proxy ps-nbd A source --unix /run/ktm/nbd.sock --connect 10.77.0.2:4445 \
+		--hostname localhost &&
+	proxy ps-to-A B source --unix /run/ktm/to-A.sock --connect 10.77.0.1:4446 \
 		--hostname localhost || return 1
 	# QEMU runs as libvirt-qemu: give it the sockets (the proxy makes them
 	# root's, mode 0600)
-	in_ns A chown libvirt-qemu:kvm /run/ktm/mig.sock /run/ktm/nbd.sock
+	in_ns A chown libvirt-qemu:kvm /run/ktm/to-B.sock /run/ktm/nbd.sock &&
+		in_ns B chown libvirt-qemu:kvm /run/ktm/to-A.sock
 }
 
 setup() {
@@ -273,7 +288,7 @@ setup() {
 	start_host B "$(cat /proc/sys/kernel/random/uuid)" || return 1
 	link_hosts || return 1
 	start_proxies || return 1
-	note "libvirt $(vsh A version | sed -n 's/^Using library: //p'), kernel $(cat "$kdir/release"), proxies: $(head -n 1 "$WORK/ps-mig.out")"
+	note "libvirt $(vsh A version | sed -n 's/^Using library: //p'), kernel $(cat "$kdir/release"), proxies: $(head -n 1 "$WORK/ps-to-B.out")"
 }
 
 # ---- one migration ------------------------------------------------------------------
@@ -293,10 +308,30 @@ alive_after() {	# NAME N MARKER: an ALIVE line past N with MARKER
 	console "$1" | awk -v n="$2" -v m="$3" '$1 == "ALIVE" && $2 > n && $3 == m { f = 1 } END { exit !f }'
 }
 
-migrate_case() {	# CASE
-	local c=$1 disk=0 flags=(--live --p2p) marker last before_m before_n t0
+# boot DISK(0|1): a fresh guest on A, running its loop
+boot() {
+	local t0=$SECONDS
+	for n in A B; do
+		vsh $n destroy "$dom" >/dev/null 2>&1
+		in_ns $n rm -f /run/ktm/console.log
+	done
+	domain_xml "$1" > "$WORK/dom.xml"
+	vsh A create "$WORK/dom.xml" > "$WORK/create.out" 2>&1 || {
+		note "FAILED: virsh create on A: $(cat "$WORK/create.out")"; return 1; }
+	check "the guest boots on A and prints its marker" \
+		wait_for 180 sh -c "nsenter -t $(cat "$WORK/A/pid") -m -n -- grep -q '^ALIVE 2 ' /run/ktm/console.log" ||
+		{ console A | tail -n 5 | sed 's/^/#   A: /'; return 1; }
+	marker=$(console A | sed -n 's/^READY //p' | tr -d '\r')
+	note "booted on A after $((SECONDS - t0)) s: marker $marker"
+}
+
+# migrate_case CASE FROM TO: the running guest migrated FROM -> TO
+migrate_case() {
+	local c=$1 from=$2 to=$3 flags=(--live --p2p) last before_m before_n t0
+	local out=$WORK/ps-to-$3.out
 	bad=0
 	case $c in
+	live) boot 0 || return 1 ;;
 	parallel) flags+=(--parallel --parallel-connections 2) ;;
 	postcopy)
 		flags+=(--postcopy --postcopy-after-precopy)
@@ -306,45 +341,33 @@ migrate_case() {	# CASE
 		uffd_old=$(sysctl -n vm.unprivileged_userfaultfd)
 		sysctl -q -w vm.unprivileged_userfaultfd=1 ;;
 	copy_storage)
-		disk=1
 		flags+=(--copy-storage-all --disks-uri unix:///run/ktm/nbd.sock)
 		for n in A B; do
 			in_ns $n rm -f /run/ktm/disk.raw
 			in_ns $n truncate -s 16M /run/ktm/disk.raw
 			in_ns $n chown libvirt-qemu:kvm /run/ktm/disk.raw
-		done ;;
+		done
+		boot 1 || return 1 ;;
 	esac
-	for n in A B; do
-		vsh $n destroy "$dom" >/dev/null 2>&1
-		in_ns $n rm -f /run/ktm/console.log
-	done
-	domain_xml $disk > "$WORK/dom.xml"
-	t0=$SECONDS
-	vsh A create "$WORK/dom.xml" > "$WORK/create.out" 2>&1 || {
-		note "FAILED: virsh create on A: $(cat "$WORK/create.out")"; restore_uffd; return 1; }
-	check "the guest boots on A and prints its marker" \
-		wait_for 120 sh -c "nsenter -t $(cat "$WORK/A/pid") -m -n -- grep -q '^ALIVE 3 ' /run/ktm/console.log" ||
-		{ console A | tail -n 5 | sed 's/^/#   A: /'; return 1; }
-	note "booted on A after $((SECONDS - t0)) s"
-	marker=$(console A | sed -n 's/^READY //p' | tr -d '\r')
-	last=$(console A | awk '$1 == "ALIVE" { n = $2 } END { print n }')
-	note "guest on A: marker $marker, ALIVE $last"
-	before_m=$(($(ok_lines "$WORK/ps-mig.out") + 0))
+	last=$(console "$from" | awk '$1 == "ALIVE" { n = $2 } END { print n }')
+	note "guest on $from: ALIVE $last; migrating to $to"
+	before_m=$(($(ok_lines "$out") + 0))
 	before_n=$(($(ok_lines "$WORK/ps-nbd.out") + 0))
 	t0=$SECONDS
 	check "virsh migrate ${flags[*]} succeeds" \
-		vsh A migrate "${flags[@]}" "$dom" "$(uri B)" \
-			--migrateuri unix:///run/ktm/mig.sock > "$WORK/migrate.out" 2>&1 ||
+		vsh "$from" migrate "${flags[@]}" "$dom" "$(uri "$to")" \
+			--migrateuri "unix:///run/ktm/to-$to.sock" > "$WORK/migrate.out" 2>&1 ||
 		sed 's/^/#   /' "$WORK/migrate.out"
 	note "virsh migrate: $((SECONDS - t0)) s"
-	t0=$SECONDS
-	check "the guest runs on B" test "$(vsh B domstate "$dom" 2>&1)" = running
-	check "the guest is gone from A" eval '! vsh A domstate "$dom" >/dev/null 2>&1'
-	check "the guest on B prints new ALIVE lines with the marker from A" \
-		wait_for 60 alive_after B "$last" "$marker"
-	console B | grep ALIVE | tail -n 1 | sed 's/^/#   B: /'
-	note "alive on B after $((SECONDS - t0)) s"
-	if [ $disk = 1 ]; then
+	vsh "$to" domjobinfo --completed "$dom" 2>&1 | grep -iE 'postcopy|time elapsed|data processed' |
+		tr -s ' ' | paste -sd ';' | sed 's/^/# job on destination: /'
+	restore_uffd
+	check "the guest runs on $to" test "$(vsh "$to" domstate "$dom" 2>&1)" = running
+	check "the guest is gone from $from" eval '! vsh "$from" domstate "$dom" >/dev/null 2>&1'
+	check "the guest on $to prints new ALIVE lines with the marker from before" \
+		wait_for 60 alive_after "$to" "$last" "$marker"
+	console "$to" | grep ALIVE | tail -n 1 | sed "s/^/#   $to: /"
+	if [ "$c" = copy_storage ]; then
 		check "B's copied disk holds the marker written on A" \
 			test "$(in_ns B head -c 60 /run/ktm/disk.raw | head -n 1)" = "KTMDISK $marker"
 		check "the guest on B reads the marker from its disk" \
@@ -352,18 +375,16 @@ migrate_case() {	# CASE
 		check "the NBD stream went through the proxy (new clean connections)" \
 			test "$(($(ok_lines "$WORK/ps-nbd.out") + 0))" -gt "$before_n"
 	fi
-	wait_for 10 test "$(($(ok_lines "$WORK/ps-mig.out") + 0))" -gt "$before_m"
-	check "the migration stream went through the proxy ($(($(ok_lines "$WORK/ps-mig.out") - before_m)) new clean connection(s))" \
-		test "$(($(ok_lines "$WORK/ps-mig.out") + 0))" -gt "$before_m"
-	if [ $c = parallel ]; then
+	wait_for 10 test "$(($(ok_lines "$out") + 0))" -gt "$before_m"
+	check "the migration stream went through the proxy ($(($(ok_lines "$out") - before_m)) new clean connection(s))" \
+		test "$(($(ok_lines "$out") + 0))" -gt "$before_m"
+	if [ "$c" = parallel ]; then
 		check "--parallel-connections 2: 3 TLS sessions (main + 2)" \
-			test "$(($(ok_lines "$WORK/ps-mig.out") - before_m))" = 3
+			test "$(($(ok_lines "$out") - before_m))" = 3
 	fi
 	check "no proxy reported a failed connection" \
 		eval '! grep -q ": failed: " "$WORK"/p[sd]-*.out'
-	tail -n "$(($(ok_lines "$WORK/ps-mig.out") - before_m))" "$WORK/ps-mig.out" | sed 's/^/#   /'
-	vsh B destroy "$dom" >/dev/null 2>&1
-	restore_uffd
+	tail -n "$(($(ok_lines "$out") - before_m))" "$out" | sed 's/^/#   /'
 	return $bad
 }
 
@@ -386,11 +407,14 @@ else
 	for c in "${cases[@]}"; do i=$((i + 1)); echo "not ok $i libvirt.$c # setup failed"; done
 	exit 1
 fi
-i=1 rc=0
+i=1 rc=0 marker=
 for c in "${cases[@]}"; do
 	i=$((i + 1))
 	t0=$SECONDS
-	if migrate_case "$c"; then
+	# live boots the guest on A; parallel brings it back, postcopy takes it
+	# to B again; copy_storage boots a guest with a disk on A
+	case $c in parallel) dir=(B A) ;; *) dir=(A B) ;; esac
+	if migrate_case "$c" "${dir[@]}"; then
 		echo "ok $i libvirt.$c"
 	else
 		echo "not ok $i libvirt.$c"
