@@ -19,7 +19,7 @@
 #include "internal.h"
 #include "tls.h"
 
-#define KTM_HOOK_VARS 8
+#define KTM_HOOK_VARS 9
 
 extern char **environ;
 
@@ -56,6 +56,8 @@ static char **hook_env(const struct ktm_config *cfg, const struct ktm_session *s
 			env[j++] = strdup(environ[i]);
 	ok &= asprintf(&env[j++], "KTM_PEER_SUBJECT=%s", ktm_session_peer_subject(s)) > 0;
 	ok &= asprintf(&env[j++], "KTM_PEER_SANS=%s", ktm_session_peer_sans(s)) > 0;
+	ok &= asprintf(&env[j++], "KTM_PEER_ISSUER=%s",
+		       ktm_session_peer_issuer(s)) > 0;
 	ok &= asprintf(&env[j++], "KTM_PEER_CERT_SHA256=%s",
 		       ktm_session_peer_cert_sha256(s)) > 0;
 	ok &= asprintf(&env[j++], "KTM_PEER_SPKI_SHA256=%s",
