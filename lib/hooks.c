@@ -19,7 +19,7 @@
 #include "internal.h"
 #include "tls.h"
 
-#define KTM_HOOK_VARS 8
+#define KTM_HOOK_VARS 9
 
 extern char **environ;
 
@@ -56,6 +56,7 @@ static char **hook_env(const struct ktm_config *cfg,
 			env[j++] = strdup(environ[i]);
 	ok &= asprintf(&env[j++], "KTM_PEER_SUBJECT=%s", f->subject) > 0;
 	ok &= asprintf(&env[j++], "KTM_PEER_SANS=%s", f->sans) > 0;
+	ok &= asprintf(&env[j++], "KTM_PEER_ISSUER=%s", f->issuer) > 0;
 	ok &= asprintf(&env[j++], "KTM_PEER_CERT_SHA256=%s", f->cert_sha256) > 0;
 	ok &= asprintf(&env[j++], "KTM_PEER_SPKI_SHA256=%s", f->spki_sha256) > 0;
 	ok &= asprintf(&env[j++], "KTM_TLS_VERSION=%s",

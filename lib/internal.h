@@ -172,7 +172,7 @@ bool ktm_session_readable(const struct ktm_session *s);
  * hooks.c never calls back into the session: no session <-> hooks cycle).
  * Strings are borrowed from the session. */
 struct ktm_check_facts {
-	const char *subject, *sans, *cert_sha256, *spki_sha256;
+	const char *subject, *sans, *issuer, *cert_sha256, *spki_sha256;
 	enum ktm_tls_version version;
 	enum ktm_cipher cipher;
 	bool kernel_path;	/* the send direction is on kernel TLS */

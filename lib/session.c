@@ -354,6 +354,7 @@ static bool run_checks(const struct ktm_config *cfg, struct ktm_session *s,
 	struct ktm_check_facts f = {
 		.subject = ktm_session_peer_subject(s),
 		.sans = ktm_session_peer_sans(s),
+		.issuer = ktm_session_peer_issuer(s),
 		.cert_sha256 = ktm_session_peer_cert_sha256(s),
 		.spki_sha256 = ktm_session_peer_spki_sha256(s),
 		.version = ktm_session_version(s),

@@ -307,7 +307,8 @@ void ktm_config_set_check(struct ktm_config *cfg, ktm_check_fn fn,
  * External: run @path like a libvirt hook, as
  *   PATH OBJECT migrate pmc URI
  * with the verified peer in the environment: KTM_PEER_SUBJECT,
- * KTM_PEER_SANS (", " separated, escaped as ktm_cert_names() says), KTM_PEER_CERT_SHA256,
+ * KTM_PEER_SANS (", " separated, escaped as ktm_cert_names() says),
+ * KTM_PEER_ISSUER, KTM_PEER_CERT_SHA256,
  * KTM_PEER_SPKI_SHA256 (hex), KTM_TLS_VERSION, KTM_TLS_CIPHER,
  * KTM_DATA_PATH ("kernel" or "userspace"), KTM_ENDPOINT ("client" or
  * "server").  Exit status 0 allows; anything else vetoes, and the error

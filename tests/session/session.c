@@ -27,6 +27,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "harness.h"
 #include "internal.h"
@@ -681,6 +682,85 @@ TEST(client_rejected_for_its_ca_is_named_by_its_issuer)
 	EXPECT_STRSTR(p.srv.out->msg, "client certificate of 127.0.0.1:");
 	EXPECT_STRSTR(p.srv.out->msg, "is not signed by a trusted CA: CN="
 				      T_PKI_CLIENT_CN " (issuer CN=ktm-test-foreign-ca)");
+	pair_end(&p);
+}
+
+/* Replace the server's certificate and key in @dir with a self-signed one
+ * whose only SANs are a 1-byte iPAddress and a DNS name holding a newline
+ * and a comma (what an attacker sends before any trust decision). */
+static int t_hostile_server_cert(const char *dir)
+{
+	EVP_PKEY *k = EVP_EC_gen("P-256");
+	GENERAL_NAMES *names = sk_GENERAL_NAME_new_null();
+	ASN1_OCTET_STRING *ip = ASN1_OCTET_STRING_new();
+	ASN1_IA5STRING *dns = ASN1_IA5STRING_new();
+	GENERAL_NAME *g1 = GENERAL_NAME_new(), *g2 = GENERAL_NAME_new();
+	X509 *x = X509_new();
+	char path[128];
+	FILE *f;
+	int ok;
+
+	ok = k && names && ip && dns && g1 && g2 && x &&
+	     ASN1_STRING_set(ip, "\x7f", 1) &&
+	     ASN1_STRING_set(dns, "a.example\nKTM_DATA_PATH=kernel, DNS:b", -1);
+	if (ok) {
+		GENERAL_NAME_set0_value(g1, GEN_IPADD, ip);
+		GENERAL_NAME_set0_value(g2, GEN_DNS, dns);
+		ip = NULL, dns = NULL;
+		ok = sk_GENERAL_NAME_push(names, g1) && (g1 = NULL, 1) &&
+		     sk_GENERAL_NAME_push(names, g2) && (g2 = NULL, 1);
+	}
+	ok = ok && X509_set_version(x, X509_VERSION_3) &&
+	     ASN1_INTEGER_set(X509_get_serialNumber(x), 99) &&
+	     X509_gmtime_adj(X509_getm_notBefore(x), -3600) &&
+	     X509_gmtime_adj(X509_getm_notAfter(x), 3600) &&
+	     X509_set_pubkey(x, k) &&
+	     X509_NAME_add_entry_by_NID(X509_get_subject_name(x), NID_commonName,
+					MBSTRING_ASC, (const unsigned char *)"evil",
+					-1, -1, 0) &&
+	     X509_set_issuer_name(x, X509_get_subject_name(x)) &&
+	     X509_add1_ext_i2d(x, NID_subject_alt_name, names, 0, 0) == 1 &&
+	     X509_sign(x, k, EVP_sha256());
+	snprintf(path, sizeof(path), "%s/" T_PKI_SERVER_CERT, dir);
+	f = ok ? fopen(path, "w") : NULL;
+	ok = f && PEM_write_X509(f, x);
+	if (f)
+		fclose(f);
+	snprintf(path, sizeof(path), "%s/" T_PKI_SERVER_KEY, dir);
+	f = ok ? fopen(path, "w") : NULL;
+	ok = f && PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL);
+	if (f)
+		fclose(f);
+	chmod(path, 0600);
+	GENERAL_NAME_free(g1);
+	GENERAL_NAME_free(g2);
+	ASN1_OCTET_STRING_free(ip);
+	ASN1_IA5STRING_free(dns);
+	GENERAL_NAMES_free(names);
+	X509_free(x);
+	EVP_PKEY_free(k);
+	return ok ? 0 : -1;
+}
+
+TEST(hostile_self_signed_server_is_refused_without_reading_past_its_sans)
+{
+	struct pair p;
+
+	memset(&p, 0, sizeof(p));
+	p.srv.lfd = -1;
+	ASSERT_EQ(t_pki_make_temp(p.dir, sizeof(p.dir), NULL), 0);
+	ASSERT_EQ(t_hostile_server_cert(p.dir), 0);
+	ASSERT_EQ(t_server_listen(&p.srv), 0);
+	p.ccfg = t_config(KTM_ENDPOINT_CLIENT, p.dir, KTM_KTLS_PREFER);
+	p.scfg = t_config(KTM_ENDPOINT_SERVER, p.dir, KTM_KTLS_PREFER);
+	ASSERT_NE(p.scfg, NULL);
+	ASSERT_EQ(t_server_start(&p.srv, p.scfg, T_ACCEPT), 0);
+	/* the 1-byte iPAddress went through verify_cb (ASan: no over-read) */
+	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
+	EXPECT_EQ(p.s, NULL);
+	EXPECT_EQ(p.c.cls, KTM_ERR_TLS_VERIFY);
+	EXPECT_STRSTR(p.c.msg, "is self-signed and not trusted: CN=evil");
+	t_server_wait(&p.srv, 20);
 	pair_end(&p);
 }
 
@@ -1861,6 +1941,7 @@ TEST(check_hook_sees_the_verified_peer)
 	EXPECT_STRSTR(env, "KTM_ENDPOINT=server");
 	EXPECT_STRSTR(env, "KTM_PEER_SUBJECT=CN=" T_PKI_CLIENT_CN);
 	EXPECT_STRSTR(env, "KTM_PEER_SANS=DNS:" T_PKI_CLIENT_CN);
+	EXPECT_STRSTR(env, "KTM_PEER_ISSUER=CN=" T_PKI_CA_CN);
 	EXPECT_STRSTR(env, "KTM_TLS_VERSION=TLS 1.3");
 	EXPECT_STRSTR(env, t_kernel_has_ktls() ? "KTM_DATA_PATH=kernel" :
 						 "KTM_DATA_PATH=userspace");
