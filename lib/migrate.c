@@ -540,6 +540,14 @@ void ktm_mig_note_session(struct ktm_migration *m, unsigned int i,
 		m->version = ktm_session_version(s);
 		m->cipher = ktm_session_cipher(s);
 		snprintf(m->fallback, sizeof(m->fallback), "%s", fb ? fb : "");
+		snprintf(m->peer_subject, sizeof(m->peer_subject), "%s",
+			 ktm_session_peer_subject(s));
+		snprintf(m->peer_sans, sizeof(m->peer_sans), "%s",
+			 ktm_session_peer_sans(s));
+		snprintf(m->peer_issuer, sizeof(m->peer_issuer), "%s",
+			 ktm_session_peer_issuer(s));
+		snprintf(m->peer_spki, sizeof(m->peer_spki), "%s",
+			 ktm_session_peer_spki_sha256(s));
 	}
 }
 
@@ -658,6 +666,22 @@ unsigned int ktm_migration_channels(const struct ktm_migration *m)
 enum ktm_path ktm_migration_path(const struct ktm_migration *m, unsigned int i)
 {
 	return i < m->nch ? m->path[i] : 0;
+}
+
+const char *ktm_migration_peer(const struct ktm_migration *m,
+			       enum ktm_peer_field f)
+{
+	switch (f) {
+	case KTM_PEER_SUBJECT:
+		return m->peer_subject;
+	case KTM_PEER_SANS:
+		return m->peer_sans;
+	case KTM_PEER_ISSUER:
+		return m->peer_issuer;
+	case KTM_PEER_SPKI_SHA256:
+		return m->peer_spki;
+	}
+	return "";
 }
 
 const char *ktm_migration_fallback_reason(const struct ktm_migration *m)

@@ -143,6 +143,8 @@ struct ktm_migration {
 	double phase[KTM_PHASE_COUNT];
 	enum ktm_path path[KTM_MAX_CHANNELS];
 	char fallback[256];
+	/* channel 0's verified peer, kept past the sessions */
+	char peer_subject[512], peer_sans[1024], peer_issuer[512], peer_spki[72];
 	enum ktm_tls_version version;
 	enum ktm_cipher cipher;
 	const char *path_name;

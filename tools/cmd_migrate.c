@@ -404,6 +404,15 @@ static void report(const struct opts *o, const struct ktm_migration *m,
 		json_str(ktm_cipher_name(ktm_migration_cipher(m)));
 		printf(", \"fallback_reason\": ");
 		json_str(fb);
+		printf(", \"peer\": {\"subject\": ");
+		json_str(ktm_migration_peer(m, KTM_PEER_SUBJECT));
+		printf(", \"sans\": ");
+		json_str(ktm_migration_peer(m, KTM_PEER_SANS));
+		printf(", \"issuer\": ");
+		json_str(ktm_migration_peer(m, KTM_PEER_ISSUER));
+		printf(", \"spki_sha256\": ");
+		json_str(ktm_migration_peer(m, KTM_PEER_SPKI_SHA256));
+		printf("}");
 		printf(", \"rekeys\": %u, \"reconnects\": %u, "
 		       "\"requests_served\": %u, \"digest\": ",
 		       ktm_migration_rekeys(m), ktm_migration_reconnects(m),
@@ -439,6 +448,11 @@ static void report(const struct opts *o, const struct ktm_migration *m,
 	printf("\n");
 	if (fb)
 		printf("  fallback  %s\n", fb);
+	printf("  peer      %s [%s], issuer %s, spki sha256 %s\n",
+	       ktm_migration_peer(m, KTM_PEER_SUBJECT),
+	       ktm_migration_peer(m, KTM_PEER_SANS),
+	       ktm_migration_peer(m, KTM_PEER_ISSUER),
+	       ktm_migration_peer(m, KTM_PEER_SPKI_SHA256));
 	printf("  keys      %u rekey(s), %u reconnect(s)\n",
 	       ktm_migration_rekeys(m), ktm_migration_reconnects(m));
 	if (ktm_migration_requests_served(m))

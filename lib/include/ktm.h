@@ -637,6 +637,17 @@ enum ktm_path ktm_migration_path(const struct ktm_migration *m,
 				 unsigned int i);
 /* Why channel 0 runs in userspace, or NULL. */
 const char *ktm_migration_fallback_reason(const struct ktm_migration *m);
+/* Channel 0's verified peer, as the session names it (escaped text, see
+ * ktm_session_peer_subject()); "" until a session was up.  Owned by @m,
+ * valid after the migration ended too. */
+enum ktm_peer_field {
+	KTM_PEER_SUBJECT,
+	KTM_PEER_SANS,
+	KTM_PEER_ISSUER,
+	KTM_PEER_SPKI_SHA256,
+};
+const char *ktm_migration_peer(const struct ktm_migration *m,
+			       enum ktm_peer_field f);
 enum ktm_tls_version ktm_migration_version(const struct ktm_migration *m);
 enum ktm_cipher ktm_migration_cipher(const struct ktm_migration *m);
 /* "sendfile", "splice", "io_uring", "writev", "userspace". */

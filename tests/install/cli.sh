@@ -84,8 +84,10 @@ out=
 [ -n "$sent" ] || out+="send failed: $(cat "$work/send.err")"$'\n'
 [ $rrc = 0 ] || out+="recv exit $rrc: $(cat "$work/recv.err")"$'\n'
 cmp -s "$work/src.img" "$work/dst.img" || out+="images differ"$'\n'
-for f in send recv; do
-	out+=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("" if d.get("schema") == 1 and d.get("cipher") == "AES-GCM-128" and d.get("ok") is True else sys.argv[1] + ": " + str(d))' "$work/$f.json" 2>&1)
+# each report names the verified peer: the other end's certificate as
+# scripts/make-creds.sh issued it (CN and SAN), under the demo CA
+for f in send:localhost recv:ktm-demo-client; do
+	out+=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); p=d.get("peer") or {}; want=sys.argv[2]; print("" if d.get("schema") == 1 and d.get("cipher") == "AES-GCM-128" and d.get("ok") is True and p.get("subject") == "CN=" + want and "DNS:" + want in p.get("sans", "") and p.get("issuer") == "CN=ktm-demo-ca" and len(p.get("spki_sha256", "")) == 64 else sys.argv[1] + ": " + str(d))' "$work/${f%%:*}.json" "${f#*:}" 2>&1)
 done
 check cli.migrate_cipher "$out"
 
