@@ -303,18 +303,22 @@ bool ktm_mig_recv_text(struct ktm_session *s, const struct ktm_frame *f,
 
 void ktm_mig_close_gently(struct ktm_session *s, unsigned int ms)
 {
-	double end = ktm_mig_now_s() + ms / 1000.0;
-	char buf[4096];
-	int fd;
-
 	if (!s)
 		return;
-	fd = ktm_session_fd(s);
 	/* No FIN (SHUT_WR) here: ktm_mig_fail may have shut the receive side
 	 * already, and data arriving in FIN_WAIT after that is answered
 	 * with a RST (RFC 1122).  close_notify tells the peer we are done;
 	 * once it closes, our close() sends a FIN, not a RST. */
 	ktm_session_shutdown(s, NULL);
+	ktm_mig_drain(ktm_session_fd(s), ms);
+	ktm_session_free(s);
+}
+
+void ktm_mig_drain(int fd, unsigned int ms)
+{
+	double end = ktm_mig_now_s() + ms / 1000.0;
+	char buf[4096];
+
 	for (;;) {
 		double left = end - ktm_mig_now_s();
 		struct pollfd p = { .fd = fd, .events = POLLIN };
@@ -323,7 +327,6 @@ void ktm_mig_close_gently(struct ktm_session *s, unsigned int ms)
 		    recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
 			break;
 	}
-	ktm_session_free(s);
 }
 
 /* Lock-free: asked before every frame. */

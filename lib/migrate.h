@@ -175,6 +175,8 @@ bool ktm_mig_recv_text(struct ktm_session *s, const struct ktm_frame *f,
  * what the peer still sends until it closes or @ms pass, so an alert or
  * ABORT we sent is not swallowed by a RST.  Frees @s. */
 void ktm_mig_close_gently(struct ktm_session *s, unsigned int ms);
+/* Read and drop what arrives on @fd until the peer closes or @ms pass. */
+void ktm_mig_drain(int fd, unsigned int ms);
 /* Fold the channels' counters and phase times into the report. */
 void ktm_mig_fold(struct ktm_migration *m);
 /* Image bytes done so far over all channels (any thread). */

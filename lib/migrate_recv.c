@@ -533,22 +533,13 @@ static bool read_hello(struct hs_slot *sl, struct ktm_error **errp)
 	return true;
 }
 
-/* Read what the peer still sends for up to @ms (the caller closes): a
- * close with unread bytes would be a RST that can swallow our alert. */
+/* Half-close, then read what the peer still sends for up to @ms (the
+ * caller closes): a close with unread bytes would be a RST that can
+ * swallow our alert. */
 static void drain(int fd, unsigned int ms)
 {
-	double end = ktm_mig_now_s() + ms / 1000.0;
-	char buf[4096];
-
 	shutdown(fd, SHUT_WR);
-	for (;;) {
-		double left = end - ktm_mig_now_s();
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-
-		if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) <= 0 ||
-		    recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
-			break;
-	}
+	ktm_mig_drain(fd, ms);
 }
 
 static void *hs_thread(void *arg)
