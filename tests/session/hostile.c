@@ -1009,7 +1009,8 @@ TEST_TIMEOUT(destination_reason_reaches_the_source_mid_stream, 60)
 			       .page_size = KTM_PAGE_SIZE,
 			       .chunk_size = KTM_CHUNK_SIZE,
 			       .image_size = 4u << 20,
-			       .features = KTM_FEAT_ZERO_PAGES };
+			       .features = KTM_FEAT_ZERO_PAGES,
+			       .digest = KTM_DIG_XXH3_128 };
 	struct ktm_frame f = { .type = KTM_F_HELLO, .len = KTM_HELLO_LEN };
 	struct ktm_frame z = { .type = KTM_F_ZERO, .offset = 2u << 20,
 			       .aux = KTM_PAGE_SIZE };
