@@ -190,11 +190,14 @@ void ktm_mig_fail(struct ktm_migration *m, struct ktm_error *err)
 	__atomic_store_n(&m->failed, true, __ATOMIC_RELEASE);
 	/* Wake destination channels blocked in a receive.  Only the receive
 	 * side: the calling thread still tells the peer why (ABORT,
-	 * close_notify).  Source channels never block in a receive (they
-	 * poll), and their channel 0 must stay readable for the
-	 * destination's ABORT; a send blocked on a peer that stopped
+	 * close_notify).  Not channel 0, which carries that ABORT: it waits
+	 * for its frames in poll (wait_next_frame) and sees the failure
+	 * there, with its TLS session intact (a read cut by SHUT_RD leaves
+	 * OpenSSL's session unable to send).  Source channels never block in
+	 * a receive (they poll), and their channel 0 must stay readable for
+	 * the destination's ABORT; a send blocked on a peer that stopped
 	 * reading ends at the I/O timeout (SO_SNDTIMEO). */
-	for (i = 0; i < m->nch && !m->sending; i++)
+	for (i = 1; i < m->nch && !m->sending; i++)
 		if (m->ch[i].s)
 			shutdown(ktm_session_fd(m->ch[i].s), SHUT_RD);
 	pthread_cond_broadcast(&m->cond);

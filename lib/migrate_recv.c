@@ -411,6 +411,28 @@ static bool dest_reconnect(struct ktm_chan *c, const struct ktm_frame *f,
 	return wait_resume(c, errp) != NULL;
 }
 
+/*
+ * Channel 0 waits for its next frame here rather than in a read, so a
+ * failure on another channel ends it at a frame boundary, its session
+ * still able to send the ABORT.  false when the migration failed; after
+ * the I/O timeout with nothing to read it returns true and the read names
+ * the timeout.
+ */
+static bool wait_next_frame(struct ktm_chan *c)
+{
+	struct ktm_migration *m = c->m;
+	double until = ktm_mig_now_s() + m->io_ms / 1000.0;
+
+	while (!ktm_mig_failed(m) && !ktm_session_readable(c->s)) {
+		struct pollfd p = { .fd = ktm_session_fd(c->s), .events = POLLIN };
+
+		if (m->io_ms && ktm_mig_now_s() >= until)
+			break;
+		poll(&p, 1, 100);
+	}
+	return !ktm_mig_failed(m);
+}
+
 static void *dest_channel(void *arg)
 {
 	struct ktm_chan *c = arg;
@@ -423,7 +445,7 @@ static void *dest_channel(void *arg)
 		struct ktm_rx rx = { session_read, c->s };
 		enum ktm_dest_step step;
 
-		if (ktm_mig_failed(m))
+		if (ktm_mig_failed(m) || (c->idx == 0 && !wait_next_frame(c)))
 			goto out;
 		if (!ktm_mig_recv_frame(c->s, &f, "source", &err))
 			goto err;

@@ -26,6 +26,7 @@
 #include <netinet/in.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -276,6 +277,7 @@ struct relay {
 	int sig;
 	pid_t victim;
 	unsigned int stall_ms;
+	unsigned int conn;	/* the connection acted on: 0 first, 1 second */
 	pid_t pid;
 	char port[8];
 	double *acted;		/* shared: when the relay acted (monotonic s) */
@@ -334,16 +336,20 @@ static bool relay_fwd(struct relay *rl, int in, int out, uint64_t *seen,
 	return write(out, buf, (size_t)n) == n;
 }
 
-static void relay_run(struct relay *rl, int lfd, const char *dst_port)
+/* One relayed connection @in (a process of its own); acts when @victim. */
+static void relay_pair(struct relay *rl, int in, const char *dst_port,
+		       bool victim)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET,
 				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
 				 .sin_port = htons((uint16_t)atoi(dst_port)) };
-	int in = accept(lfd, NULL, NULL), out = socket(AF_INET, SOCK_STREAM, 0);
+	int out = socket(AF_INET, SOCK_STREAM, 0);
 	uint64_t seen = 0;
 	bool frozen = false;
 	char buf[65536];
 
+	if (!victim)
+		rl->after = UINT64_MAX;	/* passes everything through */
 	if (in < 0 || out < 0 || connect(out, (struct sockaddr *)&a, sizeof(a)))
 		_exit(1);
 	for (;;) {
@@ -373,6 +379,28 @@ static void relay_run(struct relay *rl, int lfd, const char *dst_port)
 		if ((p[0].revents & (POLLIN | POLLHUP)) &&
 		    !relay_fwd(rl, in, out, &seen, &frozen))
 			_exit(0);
+	}
+}
+
+/* Every connection to the relay gets a process of its own (gone with the
+ * relay); connection number @rl->conn is the one acted on. */
+static void relay_run(struct relay *rl, int lfd, const char *dst_port)
+{
+	unsigned int k;
+
+	for (k = 0;; k++) {
+		int in = accept(lfd, NULL, NULL);
+		pid_t pid;
+
+		if (in < 0)
+			_exit(1);
+		pid = fork();
+		if (pid == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			close(lfd);
+			relay_pair(rl, in, dst_port, k == rl->conn);
+		}
+		close(in);
 	}
 }
 
@@ -498,6 +526,43 @@ TEST_F_TIMEOUT(relay, fault_named_on_both_sides_nothing_left, 120)
 	EXPECT_LT(since_act(&self->rl, &self->src), 5 + 2);
 	EXPECT_LT(since_act(&self->rl, &self->dst), 5 + 2);
 	expect_nothing_left(_metadata, &self->e);
+}
+
+/* One bad channel of two: a bit flipped on channel 1's connection.  The
+ * destination names channel 1 and the cause, and its sentence reaches
+ * the source over channel 0 (ABORT), which must stay able to send. */
+TEST_TIMEOUT(bad_second_channel_reason_reaches_the_source, 120)
+{
+	struct relay rl = { .act = R_FLIP, .after = 2u << 20, .conn = 1 };
+	const char *args[] = { "migrate", "send", "--to", NULL, "--image", NULL,
+			       "--creds", NULL, "--quiet", "--io-timeout", "5",
+			       "--channels", "2", NULL };
+	struct run src, dst;
+	struct env e;
+	char port[8], to[32];
+
+	ASSERT_EQ(env_setup_size(&e, NULL, 16), 0);
+	start_dest(&dst, &e, "5", NULL);
+	ASSERT_TRUE(dest_port(&dst, port));
+	rl.victim = dst.pid;
+	ASSERT_EQ(relay_start(&rl, port), 0);
+	snprintf(to, sizeof(to), "localhost:%s", rl.port);
+	args[3] = to;
+	args[5] = e.img;
+	args[7] = e.dir;
+	run_start(&src, &e, "src", args);
+	EXPECT_EQ(run_wait(&src, 30), 1);
+	EXPECT_EQ(run_wait(&dst, 30), 1);
+	TH_LOG("source (%.1f s): %s", src.secs, src.err);
+	TH_LOG("destination (%.1f s): %s", dst.secs, dst.err);
+	EXPECT_STRSTR(dst.err, "channel 1: ");
+	EXPECT_STRSTR(dst.err, "failed authentication");
+	/* the destination's own sentence, not a bare broken connection */
+	EXPECT_STRSTR(src.err, "stopped the migration");
+	EXPECT_STRSTR(src.err, "failed authentication");
+	expect_nothing_left(_metadata, &e);
+	relay_stop(&rl);
+	env_teardown(&e);
 }
 
 /* A partition (nothing moves, both connections stay open), and a
