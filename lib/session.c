@@ -607,6 +607,30 @@ static bool io_error(struct ktm_session *s, int err, const char *doing,
 	return false;
 }
 
+/*
+ * Why a connection ended without close_notify, when the kernel knows
+ * better than "end of file": a pending socket error, or a TCP connection
+ * the kernel itself gave up on after retransmitting or probing
+ * (TCP_USER_TIMEOUT or keepalive; another call may have taken its error
+ * already).  A peer's FIN without close_notify leaves no such trace.  0
+ * for a plain end of file.
+ */
+static int eof_cause(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	int soerr = 0;
+	socklen_t sl = sizeof(soerr);
+
+	if (!getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) && soerr)
+		return soerr;
+	if (!getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) &&
+	    ti.tcpi_state == TCP_CLOSE &&
+	    (ti.tcpi_retransmits || ti.tcpi_probes || ti.tcpi_total_retrans))
+		return ETIMEDOUT;
+	return 0;
+}
+
 static bool ssl_failed(struct ktm_session *s, int ret, const char *doing,
 		       struct ktm_error **errp)
 {
@@ -897,14 +921,12 @@ ssize_t ktm_session_recv(struct ktm_session *s, void *buf, size_t len,
 			return -1;
 		}
 		if (n == 0) {
-			int soerr = 0;
-			socklen_t sl = sizeof(soerr);
+			int cause = eof_cause(s->fd);
 
 			/* TCP_USER_TIMEOUT or a reset ended it: say that,
 			 * not EOF */
-			if (!getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr,
-					&sl) && soerr) {
-				io_error(s, soerr, "receiving from", errp);
+			if (cause) {
+				io_error(s, cause, "receiving from", errp);
 				return -1;
 			}
 			ktm_error_set(errp, KTM_ERR_PEER, ECONNRESET,
