@@ -13,7 +13,7 @@
 # socket by path; the migration stream to B (and the NBD stream of
 # --copy-storage-all) leaves QEMU on A at /run/ktm/to-B.sock
 # (/run/ktm/nbd.sock), where `ktls-migrate proxy source` listens (the socket
-# chowned to libvirt-qemu, the user QEMU runs as), crosses the veth as TLS
+# given to libvirt-qemu, the user QEMU runs as, with --unix-owner), crosses the veth as TLS
 # to `proxy dest` in B, which hands it to B's QEMU listening at the same
 # path in B's namespace; back to A the same way through /run/ktm/to-A.sock.
 # The proxies run for the whole test, as the contrib/libvirt units run them.
@@ -270,16 +270,18 @@ start_proxies() {
 	proxy pd-to-B B dest --listen 10.77.0.2:4444 --unix /run/ktm/to-B.sock &&
 	proxy pd-nbd B dest --listen 10.77.0.2:4445 --unix /run/ktm/nbd.sock &&
 	proxy pd-to-A A dest --listen 10.77.0.1:4446 --unix /run/ktm/to-A.sock &&
+	# QEMU runs as libvirt-qemu: the source ends give it their sockets
+	# (and admit it by SO_PEERCRED) as libvirt would have them run
 	proxy ps-to-B A source --unix /run/ktm/to-B.sock --connect 10.77.0.2:4444 \
-		--hostname localhost &&
+		--hostname localhost --unix-owner libvirt-qemu --unix-group kvm \
+		--unix-mode 0660 &&
 	proxy ps-nbd A source --unix /run/ktm/nbd.sock --connect 10.77.0.2:4445 \
-		--hostname localhost &&
+		--hostname localhost --unix-owner libvirt-qemu --unix-group kvm \
+		--unix-mode 0660 &&
 	proxy ps-to-A B source --unix /run/ktm/to-A.sock --connect 10.77.0.1:4446 \
-		--hostname localhost || return 1
-	# QEMU runs as libvirt-qemu: give it the sockets (the proxy makes them
-	# root's, mode 0600)
-	in_ns A chown libvirt-qemu:kvm /run/ktm/to-B.sock /run/ktm/nbd.sock &&
-		in_ns B chown libvirt-qemu:kvm /run/ktm/to-A.sock
+		--hostname localhost --unix-owner libvirt-qemu --unix-group kvm \
+		--unix-mode 0660 || return 1
+	# the dest ends' sockets are QEMU's own (it listens there)
 }
 
 setup() {
