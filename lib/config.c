@@ -669,11 +669,13 @@ bool ktm_config_load_allow_file(struct ktm_config *cfg, const char *path,
 				   "dn:CN=src.example");
 		ok = false;
 	}
-	if (ok && !(file = strdup(path))) {
-		ktm_error_set(errp, KTM_ERR_INTERNAL, ENOMEM, "out of memory");
-		ok = false;
-	}
 	if (!ok) {
+		allow_free(v, n);
+		return false;
+	}
+	file = strdup(path);
+	if (!file) {
+		ktm_error_set(errp, KTM_ERR_INTERNAL, ENOMEM, "out of memory");
 		allow_free(v, n);
 		return false;
 	}

@@ -569,28 +569,14 @@ static bool peer_aborted(struct ktm_migration *m, struct ktm_session *s,
 	return aborted(m, f, text, errp);
 }
 
-/* Before a chunk: stay under the key-usage limit, by KeyUpdate where the
- * session can, else on a fresh connection. */
-static bool respect_key_limit(struct ktm_chan *c, struct ktm_error **errp)
+/* respect_key_limit() without KeyUpdate: RECONNECT at the next chunk, close
+ * this session and go on in a fresh one. */
+static bool key_reconnect(struct ktm_chan *c, struct ktm_error **errp)
 {
 	struct ktm_migration *m = c->m;
-	uint64_t limit = m->key_limit ? m->key_limit :
-			 ktm_default_key_limit(ktm_session_cipher(c->s));
-	/* this chunk, and on io_uring the ones still in flight */
-	uint64_t need = (KTM_CHUNK_SIZE / KTM_KTLS_MAX_RECORD + 4) *
-			(c->ring_ok ? KTM_URING_SLOTS : 1);
 	struct ktm_frame f = { .type = KTM_F_RECONNECT };
 	struct ktm_session *s;
 
-	if (!limit || ktm_session_key_records(c->s, KTM_DIR_TX) + need <= limit)
-		return true;
-	if (!uring_drain(c, errp))
-		return false;
-	if (ktm_session_can_rekey(c->s)) {
-		/* flush so the KeyUpdate follows the records it closes */
-		return (kernel_path(c) || stage_flush(c, errp)) &&
-		       ktm_session_rekey(c->s, errp);
-	}
 	f.offset = c->next_chunk;
 	/* a send without MSG_MORE also closes the kernel's open record */
 	if ((!kernel_path(c) && !stage_flush(c, errp)) ||
@@ -611,6 +597,29 @@ static bool respect_key_limit(struct ktm_chan *c, struct ktm_error **errp)
 	if (m->zc_ro && kernel_path(c) && !zerocopy_on(c, errp))
 		return false;
 	return send_hello(c, KTM_FF_RESUME, errp);
+}
+
+/* Before a chunk: stay under the key-usage limit, by KeyUpdate where the
+ * session can, else on a fresh connection. */
+static bool respect_key_limit(struct ktm_chan *c, struct ktm_error **errp)
+{
+	struct ktm_migration *m = c->m;
+	uint64_t limit = m->key_limit ? m->key_limit :
+			 ktm_default_key_limit(ktm_session_cipher(c->s));
+	/* this chunk, and on io_uring the ones still in flight */
+	uint64_t need = (KTM_CHUNK_SIZE / KTM_KTLS_MAX_RECORD + 4) *
+			(c->ring_ok ? KTM_URING_SLOTS : 1);
+
+	if (!limit || ktm_session_key_records(c->s, KTM_DIR_TX) + need <= limit)
+		return true;
+	if (!uring_drain(c, errp))
+		return false;
+	if (ktm_session_can_rekey(c->s)) {
+		/* flush so the KeyUpdate follows the records it closes */
+		return (kernel_path(c) || stage_flush(c, errp)) &&
+		       ktm_session_rekey(c->s, errp);
+	}
+	return key_reconnect(c, errp);
 }
 
 static bool send_hello(struct ktm_chan *c, uint8_t flags,
@@ -868,21 +877,17 @@ static bool source_finish(struct ktm_migration *m, struct ktm_error **errp)
 	return ok;
 }
 
-/*
- * After a failure: when a connection broke, the destination may have
- * said why on channel 0 before it closed (ABORT): look for it briefly.
- * Then tell the destination our reason and close without a reset.
- */
-static void source_fail_end(struct ktm_migration *m, struct ktm_error **errp)
+/* source_fail_end(): a connection broke (a peer error that is not the
+ * destination's own stop): look for the destination's ABORT on @s for a
+ * second and make its reason *errp. */
+static void find_peer_reason(struct ktm_migration *m, struct ktm_session *s,
+			     struct ktm_error **errp)
 {
-	struct ktm_session *s = m->ch[0].s;
 	struct ktm_error *why = NULL;
 	struct ktm_frame f;
 	struct timeval tv = { .tv_sec = 1 };
 	int i;
 
-	if (!s)
-		return;
 	if (errp && *errp && ktm_error_class(*errp) == KTM_ERR_PEER &&
 	    !strstr(ktm_error_message(*errp), "stopped the migration")) {
 		setsockopt(ktm_session_fd(s), SOL_SOCKET, SO_RCVTIMEO, &tv,
@@ -899,6 +904,20 @@ static void source_fail_end(struct ktm_migration *m, struct ktm_error **errp)
 			}
 		}
 	}
+}
+
+/*
+ * After a failure: when a connection broke, the destination may have
+ * said why on channel 0 before it closed (ABORT): look for it briefly.
+ * Then tell the destination our reason and close without a reset.
+ */
+static void source_fail_end(struct ktm_migration *m, struct ktm_error **errp)
+{
+	struct ktm_session *s = m->ch[0].s;
+
+	if (!s)
+		return;
+	find_peer_reason(m, s, errp);
 	/* the destination that said why waits for our close: no drain */
 	if (errp && *errp && !m->peer_aborted)
 		ktm_mig_send_abort(s, *errp);
@@ -907,28 +926,29 @@ static void source_fail_end(struct ktm_migration *m, struct ktm_error **errp)
 	m->ch[0].s = NULL;
 }
 
-bool ktm_migration_send(struct ktm_migration *m, const char *host,
-			const char *port, int image_fd, struct ktm_error **errp)
+/* ktm_migration_send(): the image is a non-empty regular file of whole
+ * pages; its size in @st. */
+static bool image_size(int image_fd, struct stat *st, struct ktm_error **errp)
 {
-	struct ktm_error *err = NULL;
-	double t0 = ktm_mig_now_s();
-	struct stat st;
-	unsigned int i;
-	bool ok = false;
-
-	m->sending = true;
-	m->host = host;
-	m->port = port;
-	m->img_fd = image_fd;
-	if (fstat(image_fd, &st) || !S_ISREG(st.st_mode) || !st.st_size ||
-	    st.st_size % KTM_PAGE_SIZE) {
+	if (fstat(image_fd, st) || !S_ISREG(st->st_mode) || !st->st_size ||
+	    st->st_size % KTM_PAGE_SIZE) {
 		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
 			      "the image must be a non-empty regular file whose "
 			      "size is a multiple of %u bytes (size %lld)",
-			      KTM_PAGE_SIZE, (long long)st.st_size);
+			      KTM_PAGE_SIZE, (long long)st->st_size);
 		return false;
 	}
-	m->size = (uint64_t)st.st_size;
+	return true;
+}
+
+/* ktm_migration_send(): map the image (@st its size), find its data
+ * extents and fault their page tables in. */
+static bool image_map(struct ktm_migration *m, const struct stat *st,
+		      int image_fd, struct ktm_error **errp)
+{
+	unsigned int i;
+
+	m->size = (uint64_t)st->st_size;
 	m->nchunks = ktm_chunk_count(m->size);
 	m->digest = m->digest_alg ? m->digest_alg : KTM_DIG_XXH3_128;
 	m->chunk_digest = calloc(m->nchunks, KTM_DIGEST_LEN);
@@ -940,7 +960,7 @@ bool ktm_migration_send(struct ktm_migration *m, const char *host,
 			      "cannot map the image (%llu bytes): %s",
 			      (unsigned long long)m->size, strerror(errno));
 		m->map = NULL;
-		goto out_free;
+		return false;
 	}
 	madvise(m->map, m->size, MADV_SEQUENTIAL);
 	map_extents(m);
@@ -949,7 +969,13 @@ bool ktm_migration_send(struct ktm_migration *m, const char *host,
 	for (i = 0; m->data && i < m->ndata; i++)
 		madvise(m->map + m->data[i].off, m->data[i].end - m->data[i].off,
 			MADV_POPULATE_READ);
-	RAND_bytes(m->stream_id, sizeof(m->stream_id));
+	return true;
+}
+
+/* ktm_migration_send(): connect every channel (HELLO, handshake). */
+static bool channels_connect(struct ktm_migration *m, struct ktm_error **errp)
+{
+	unsigned int i;
 
 	for (i = 0; i < m->nch; i++) {
 		struct ktm_chan *c = &m->ch[i];
@@ -958,12 +984,20 @@ bool ktm_migration_send(struct ktm_migration *m, const char *host,
 		c->idx = i;
 		c->next_chunk = i;
 		c->pipe[0] = c->pipe[1] = -1;
-		if (!source_connect(c, &err))
-			goto out_fail;
+		if (!source_connect(c, errp))
+			return false;
 		ktm_mig_note_session(m, i, c->s);
 	}
-	m->path_name = send_path_name(m);
-	m->running = m->nch;
+	return true;
+}
+
+/* ktm_migration_send(): one thread per channel; a thread that cannot start
+ * fails the migration. */
+static void channels_start(struct ktm_migration *m)
+{
+	struct ktm_error *err = NULL;
+	unsigned int i;
+
 	for (i = 0; i < m->nch; i++) {
 		if (ktm_mig_thread_start(&m->ch[i].thr, source_channel, &m->ch[i])) {
 			m->running -= m->nch - i;
@@ -974,6 +1008,53 @@ bool ktm_migration_send(struct ktm_migration *m, const char *host,
 		}
 		m->ch[i].started = true;
 	}
+}
+
+/* ktm_migration_send(): count each channel's bytes and release it. */
+static void channels_release(struct ktm_migration *m)
+{
+	unsigned int i;
+
+	for (i = 0; i < m->nch; i++) {
+		if (m->ch[i].s)
+			ktm_mig_session_totals(m, m->ch[i].s, KTM_DIR_TX);
+		ktm_mig_chan_release(&m->ch[i]);
+	}
+}
+
+/* ktm_migration_send(): unmap the image, free its extents. */
+static void image_unmap(struct ktm_migration *m)
+{
+	if (m->map)
+		munmap(m->map, m->size);
+	m->map = NULL;
+	free(m->data);
+	m->data = NULL;
+}
+
+bool ktm_migration_send(struct ktm_migration *m, const char *host,
+			const char *port, int image_fd, struct ktm_error **errp)
+{
+	struct ktm_error *err = NULL;
+	double t0 = ktm_mig_now_s();
+	struct stat st;
+	bool ok = false;
+
+	m->sending = true;
+	m->host = host;
+	m->port = port;
+	m->img_fd = image_fd;
+	if (!image_size(image_fd, &st, errp))
+		return false;
+	if (!image_map(m, &st, image_fd, errp))
+		goto out_free;
+	RAND_bytes(m->stream_id, sizeof(m->stream_id));
+
+	if (!channels_connect(m, &err))
+		goto out_fail;
+	m->path_name = send_path_name(m);
+	m->running = m->nch;
+	channels_start(m);
 	ktm_mig_wait_channels(m);
 	if (m->err) {
 		err = m->err;
@@ -986,17 +1067,9 @@ out_fail:
 	source_fail_end(m, &err);
 	ktm_error_propagate(errp, err);
 out_release:
-	for (i = 0; i < m->nch; i++) {
-		if (m->ch[i].s)
-			ktm_mig_session_totals(m, m->ch[i].s, KTM_DIR_TX);
-		ktm_mig_chan_release(&m->ch[i]);
-	}
+	channels_release(m);
 out_free:
-	if (m->map)
-		munmap(m->map, m->size);
-	m->map = NULL;
-	free(m->data);
-	m->data = NULL;
+	image_unmap(m);
 	ktm_mig_finish(m, t0, ok);
 	return ok;
 }

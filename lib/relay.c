@@ -502,6 +502,30 @@ static bool user_up(struct ktm_proxy_conn *c, const uint8_t *buf, size_t n)
 	return true;
 }
 
+/* relay_userspace(): QEMU's side is readable: read it and send it on, or
+ * end the upstream direction at its EOF; false when the relay must stop. */
+static bool user_local(struct ktm_proxy_conn *c, uint8_t *buf, bool *up_open)
+{
+	ssize_t n = recv(c->local, buf, USER_BUF, 0);
+
+	if (n < 0 && errno == EINTR)
+		return true;
+	if (n < 0 && local_reset_after_end(c, errno))
+		n = 0;
+	if (n < 0) {
+		fail_local(c, errno, "read from");
+		return false;
+	}
+	if (n == 0) {
+		if (conn_aborted(c))
+			return false;
+		*up_open = false;
+		end_upstream(c);
+		return true;
+	}
+	return user_up(c, buf, (size_t)n);
+}
+
 /* Userspace path: OpenSSL may not be used from two threads, so one thread
  * polls both sockets. */
 static void relay_userspace(struct ktm_proxy_conn *c)
@@ -522,7 +546,6 @@ static void relay_userspace(struct ktm_proxy_conn *c)
 			{ .fd = up_open ? c->local : -1, .events = POLLIN },
 			{ .fd = down_open ? c->tls : -1, .events = POLLIN },
 		};
-		ssize_t n;
 
 		if (poll(pf, 2, -1) < 0) {
 			if (errno == EINTR)
@@ -543,25 +566,8 @@ static void relay_userspace(struct ktm_proxy_conn *c)
 				shutdown(c->local, SHUT_WR);
 			}
 		}
-		if (pf[0].revents) {
-			n = recv(c->local, buf, USER_BUF, 0);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0 && local_reset_after_end(c, errno))
-				n = 0;
-			if (n < 0) {
-				fail_local(c, errno, "read from");
-				break;
-			}
-			if (n == 0) {
-				if (conn_aborted(c))
-					break;
-				up_open = false;
-				end_upstream(c);
-			} else if (!user_up(c, buf, (size_t)n)) {
-				break;
-			}
-		}
+		if (pf[0].revents && !user_local(c, buf, &up_open))
+			break;
 	}
 	free(buf);
 }

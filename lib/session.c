@@ -884,6 +884,28 @@ static ssize_t recv_record(struct ktm_session *s, void *buf, size_t len,
 	return n;
 }
 
+/* ktm_session_recv() in userspace TLS (OpenSSL reads). */
+static ssize_t recv_userspace(struct ktm_session *s, void *buf, size_t len,
+			      struct ktm_error **errp)
+{
+	size_t done = 0;
+	int ret;
+
+	ERR_clear_error();
+	ret = SSL_read_ex(s->ssl, buf, len, &done);
+	if (ret <= 0) {
+		if (SSL_get_error(s->ssl, ret) == SSL_ERROR_ZERO_RETURN) {
+			s->peer_closed = true;
+			return 0;
+		}
+		ssl_failed(s, ret, "receiving from", errp);
+		return -1;
+	}
+	s->bytes[KTM_DIR_RX] += done;
+	s->records[KTM_DIR_RX]++;
+	return (ssize_t)done;
+}
+
 ssize_t ktm_session_recv(struct ktm_session *s, void *buf, size_t len,
 			 struct ktm_error **errp)
 {
@@ -894,24 +916,8 @@ ssize_t ktm_session_recv(struct ktm_session *s, void *buf, size_t len,
 
 	if (s->peer_closed)
 		return 0;
-	if (s->ssl) {
-		size_t done = 0;
-		int ret;
-
-		ERR_clear_error();
-		ret = SSL_read_ex(s->ssl, buf, len, &done);
-		if (ret <= 0) {
-			if (SSL_get_error(s->ssl, ret) == SSL_ERROR_ZERO_RETURN) {
-				s->peer_closed = true;
-				return 0;
-			}
-			ssl_failed(s, ret, "receiving from", errp);
-			return -1;
-		}
-		s->bytes[KTM_DIR_RX] += done;
-		s->records[KTM_DIR_RX]++;
-		return (ssize_t)done;
-	}
+	if (s->ssl)
+		return recv_userspace(s, buf, len, errp);
 	/* KeyUpdates are taken in this loop, however many the peer sends
 	 * (no recursion per message) */
 	for (;;) {

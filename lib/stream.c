@@ -147,12 +147,29 @@ static const char *aux_problem(const struct ktm_frame *f, uint8_t rule,
 	return NULL;
 }
 
+/* ktm_frame_problem(): where the frame points: a RECONNECT's chunk index,
+ * or the page run of a frame that carries one; NULL when inside the image. */
+static const char *position_problem(const struct ktm_frame *f,
+				    const struct frame_rule *r,
+				    uint64_t image_size)
+{
+	uint64_t run;
+
+	if (f->type == KTM_F_RECONNECT)
+		return f->offset >= ktm_chunk_count(image_size) ?
+		       "a chunk index beyond the image" : NULL;
+	if (r->payload != P_RUN && r->aux != A_RUN)
+		return NULL;
+	run = r->payload == P_RUN ? f->len : f->aux;
+	return ktm_run_valid(f->offset, run, image_size) ? NULL :
+	       "a page run outside the image or not page aligned";
+}
+
 const char *ktm_frame_problem(const struct ktm_frame *f, uint16_t features,
 			      uint64_t image_size, uint16_t digest)
 {
 	const struct frame_rule *r;
 	const char *why;
-	uint64_t run;
 
 	if (!f->type || f->type > KTM_F_MAX)
 		return "an unknown frame type";
@@ -169,14 +186,7 @@ const char *ktm_frame_problem(const struct ktm_frame *f, uint16_t features,
 		why = aux_problem(f, r->aux, image_size);
 	if (why)
 		return why;
-	if (f->type == KTM_F_RECONNECT)
-		return f->offset >= ktm_chunk_count(image_size) ?
-		       "a chunk index beyond the image" : NULL;
-	if (r->payload != P_RUN && r->aux != A_RUN)
-		return NULL;
-	run = r->payload == P_RUN ? f->len : f->aux;
-	return ktm_run_valid(f->offset, run, image_size) ? NULL :
-	       "a page run outside the image or not page aligned";
+	return position_problem(f, r, image_size);
 }
 
 bool ktm_run_valid(uint64_t offset, uint64_t len, uint64_t image_size)

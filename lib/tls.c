@@ -208,6 +208,25 @@ static int cert_verify_cb(X509_STORE_CTX *xs, void *arg)
 	return 0;
 }
 
+/* ctx_build(): the settings that cannot fail: versions, no tickets, no
+ * session cache, no read-ahead, our callbacks. */
+static void ctx_set_fixed(SSL_CTX *ctx, const struct ktm_config *cfg)
+{
+	SSL_CTX_set_min_proto_version(ctx, cfg->min_version);
+	SSL_CTX_set_max_proto_version(ctx, cfg->max_version);
+	/* No tickets: with none, both TLS 1.3 record sequences start at 0
+	 * when the handshake ends (and nothing is left to read). */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION |
+				 SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_num_tickets(ctx, 0);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	/* Never read ahead: OpenSSL must not swallow records meant for the
+	 * kernel after the handshake. */
+	SSL_CTX_set_read_ahead(ctx, 0);
+	SSL_CTX_set_keylog_callback(ctx, keylog_cb);
+	SSL_CTX_set_msg_callback(ctx, msg_cb);
+}
+
 static SSL_CTX *ctx_build(const struct ktm_config *cfg, struct ktm_error **errp)
 {
 	bool server = cfg->endpoint == KTM_ENDPOINT_SERVER;
@@ -229,19 +248,7 @@ static SSL_CTX *ctx_build(const struct ktm_config *cfg, struct ktm_error **errp)
 			      ktm_ossl_reason(why, sizeof(why)));
 		return NULL;
 	}
-	SSL_CTX_set_min_proto_version(ctx, cfg->min_version);
-	SSL_CTX_set_max_proto_version(ctx, cfg->max_version);
-	/* No tickets: with none, both TLS 1.3 record sequences start at 0
-	 * when the handshake ends (and nothing is left to read). */
-	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION |
-				 SSL_OP_CIPHER_SERVER_PREFERENCE);
-	SSL_CTX_set_num_tickets(ctx, 0);
-	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	/* Never read ahead: OpenSSL must not swallow records meant for the
-	 * kernel after the handshake. */
-	SSL_CTX_set_read_ahead(ctx, 0);
-	SSL_CTX_set_keylog_callback(ctx, keylog_cb);
-	SSL_CTX_set_msg_callback(ctx, msg_cb);
+	ctx_set_fixed(ctx, cfg);
 
 	if (!cipher_lists(cfg, l13, sizeof(l13), l12, sizeof(l12)) ||
 	    !SSL_CTX_set_ciphersuites(ctx, l13) ||

@@ -197,21 +197,13 @@ static void unknown_ca_hint(const struct ktm_config *cfg, struct ktm_error **err
 			   "issued our certificate %s: %s", cfg->cert_path, issuer);
 }
 
-void ktm_tls_handshake_error(SSL *ssl, const struct ktm_config *cfg,
-			     const char *peer, const char *first_bytes,
-			     struct ktm_error **errp)
+/* ktm_tls_handshake_error(): an alert the peer sent, from alert_rows;
+ * false when @reason is none of them. */
+static bool alert_error(int reason, const struct ktm_config *cfg,
+			const char *peer, struct ktm_error **errp)
 {
-	const struct ktm_hs *hs = SSL_get_app_data(ssl);
-	unsigned long e = ERR_peek_last_error();
-	int reason = e ? ERR_GET_REASON(e) : 0;
-	char why[256];
 	size_t i;
 
-	if (hs && hs->verify_err != X509_V_OK) {
-		ERR_clear_error();
-		verify_error(hs, cfg, peer, errp);
-		return;
-	}
 	for (i = 0; i < sizeof(alert_rows) / sizeof(alert_rows[0]); i++) {
 		if (alert_rows[i].reason != reason)
 			continue;
@@ -223,8 +215,35 @@ void ktm_tls_handshake_error(SSL *ssl, const struct ktm_config *cfg,
 			unknown_ca_hint(cfg, errp);
 		else if (alert_rows[i].hint)
 			ktm_error_hint_set(errp, "%s", alert_rows[i].hint);
-		return;
+		return true;
 	}
+	return false;
+}
+
+/* ktm_tls_handshake_error(): the peer's first bytes were not TLS. */
+static void not_tls_error(const char *peer, const char *first_bytes,
+			  struct ktm_error **errp)
+{
+	if (first_bytes && !strncmp(first_bytes, "HTTP/", 5)) {
+		ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EPROTO,
+			      "%s answered in HTTP, not TLS", peer);
+		ktm_error_hint_set(errp, "that port belongs to a web "
+				   "server, not a migration destination");
+	} else {
+		ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EPROTO,
+			      "%s does not speak TLS (it sent \"%s\")",
+			      peer, first_bytes ? first_bytes : "?");
+		ktm_error_hint_set(errp, "is the peer a plain TCP "
+				   "listener? both ends need TLS");
+	}
+}
+
+/* ktm_tls_handshake_error(): the reasons OpenSSL gives for a handshake
+ * that went wrong on our side; false when @reason is none of them. */
+static bool reason_error(int reason, const struct ktm_config *cfg,
+			 const char *peer, const char *first_bytes,
+			 struct ktm_error **errp)
+{
 	switch (reason) {
 	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
 		ERR_clear_error();
@@ -232,7 +251,7 @@ void ktm_tls_handshake_error(SSL *ssl, const struct ktm_config *cfg,
 			      "client %s sent no certificate", peer);
 		ktm_error_hint_set(errp, "the client needs client-cert.pem and "
 				   "client-key.pem in its credentials directory");
-		return;
+		return true;
 	case SSL_R_UNSUPPORTED_PROTOCOL:
 	case SSL_R_NO_PROTOCOLS_AVAILABLE:
 	case SSL_R_VERSION_TOO_LOW:
@@ -242,37 +261,26 @@ void ktm_tls_handshake_error(SSL *ssl, const struct ktm_config *cfg,
 			      "no TLS version in common with %s (we allow %s to %s)",
 			      peer, ktm_tls_version_name(cfg->min_version),
 			      ktm_tls_version_name(cfg->max_version));
-		return;
+		return true;
 	case SSL_R_NO_SHARED_CIPHER:
 		ERR_clear_error();
 		ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EPROTO,
 			      "no cipher in common with %s", peer);
-		return;
+		return true;
 	case SSL_R_HTTP_REQUEST:
 		ERR_clear_error();
 		ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EPROTO,
 			      "%s sent an HTTP request, not a TLS handshake", peer);
 		ktm_error_hint_set(errp, "point the source at the migration "
 				   "port, not a web server");
-		return;
+		return true;
 	case SSL_R_WRONG_VERSION_NUMBER:
 	case SSL_R_PACKET_LENGTH_TOO_LONG:
 	case SSL_R_UNKNOWN_PROTOCOL:
 	case SSL_R_RECORD_LENGTH_MISMATCH:
 		ERR_clear_error();
-		if (first_bytes && !strncmp(first_bytes, "HTTP/", 5)) {
-			ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EPROTO,
-				      "%s answered in HTTP, not TLS", peer);
-			ktm_error_hint_set(errp, "that port belongs to a web "
-					   "server, not a migration destination");
-		} else {
-			ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EPROTO,
-				      "%s does not speak TLS (it sent \"%s\")",
-				      peer, first_bytes ? first_bytes : "?");
-			ktm_error_hint_set(errp, "is the peer a plain TCP "
-					   "listener? both ends need TLS");
-		}
-		return;
+		not_tls_error(peer, first_bytes, errp);
+		return true;
 	case 0:			/* no reason queued: the peer just went */
 	case SSL_R_UNEXPECTED_EOF_WHILE_READING:
 		ERR_clear_error();
@@ -281,8 +289,29 @@ void ktm_tls_handshake_error(SSL *ssl, const struct ktm_config *cfg,
 			      peer);
 		ktm_error_hint_set(errp, "the peer may have rejected our "
 				   "certificate or settings; see its log");
+		return true;
+	}
+	return false;
+}
+
+void ktm_tls_handshake_error(SSL *ssl, const struct ktm_config *cfg,
+			     const char *peer, const char *first_bytes,
+			     struct ktm_error **errp)
+{
+	const struct ktm_hs *hs = SSL_get_app_data(ssl);
+	unsigned long e = ERR_peek_last_error();
+	int reason = e ? ERR_GET_REASON(e) : 0;
+	char why[256];
+
+	if (hs && hs->verify_err != X509_V_OK) {
+		ERR_clear_error();
+		verify_error(hs, cfg, peer, errp);
 		return;
 	}
+	if (alert_error(reason, cfg, peer, errp))
+		return;
+	if (reason_error(reason, cfg, peer, first_bytes, errp))
+		return;
 	ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EPROTO,
 		      "TLS handshake with %s failed%s", peer,
 		      ktm_ossl_reason(why, sizeof(why)));

@@ -74,7 +74,8 @@ static void print_wrapped(FILE *out, const char *name, const char *text)
 	fputc('\n', out);
 }
 
-static void usage(FILE *out)
+/* bench --help: name, synopsis and description, up to the list of modes. */
+static void usage_head(FILE *out)
 {
 	fprintf(out,
 "NAME\n"
@@ -104,8 +105,11 @@ static void usage(FILE *out)
 "\n"
 "MODES\n",
 		tool_prog, tool_prog, tool_prog);
-	for (size_t i = 0; i < BENCH_NMODES; i++)
-		print_wrapped(out, bench_modes[i].name, bench_modes[i].what);
+}
+
+/* bench --help: the mode groups and the options. */
+static void usage_options(FILE *out)
+{
 	fprintf(out,
 "    Groups: all, plain (tcp-*), tls (tls-user, ktls-*, openssl-ktls,\n"
 "    tunnel), ktls (ktls-*), peers (openssl-ktls, tunnel).\n"
@@ -138,7 +142,14 @@ static void usage(FILE *out)
 "                       standard output.\n"
 "    -q, --quiet        No progress lines on standard error.\n"
 "    -h, --help         This text.\n"
-"\n"
+"\n",
+		BENCH_MAX_CH, BENCH_MAX_RUNS);
+}
+
+/* bench --help: output, exit status and examples. */
+static void usage_tail(FILE *out)
+{
+	fprintf(out,
 "OUTPUT\n"
 "    Progress on standard error, one line per transfer.  The Markdown\n"
 "    report (kernel, kTLS native/emulated/absent, CPU, date, ceiling, one\n"
@@ -157,7 +168,16 @@ static void usage(FILE *out)
 "    %s bench --creds /tmp/creds --modes tcp-write,tls-user,ktls \\\n"
 "        --ciphers aes-gcm-128 --channels 1 --size 1G --runs 5\n"
 "    make bench        (bench/run.sh: the whole matrix, CSV, report, plots)\n",
-		BENCH_MAX_CH, BENCH_MAX_RUNS, tool_prog, tool_prog);
+		tool_prog, tool_prog);
+}
+
+static void usage(FILE *out)
+{
+	usage_head(out);
+	for (size_t i = 0; i < BENCH_NMODES; i++)
+		print_wrapped(out, bench_modes[i].name, bench_modes[i].what);
+	usage_options(out);
+	usage_tail(out);
 }
 
 /* Does the --modes word @t (a mode's name or a group) take @m? */
@@ -259,6 +279,102 @@ enum {
 	OPT_SMOKE, OPT_CSV, OPT_MD,
 };
 
+/* The options with a number (--size, --chunk, --runs, --timeout,
+ * --time-budget): -1 to go on, else what parse_opts() returns. */
+static int parse_number(struct bench_opts *o, int c)
+{
+	uint64_t v;
+	char *end;
+
+	switch (c) {
+	case OPT_SIZE:
+		if (!parse_size(optarg, &v) || v < 65536) {
+			fprintf(stderr, "%s: bad --size '%s' (at least "
+				"64K)\n", tool_prog, optarg);
+			return 2;
+		}
+		o->size = v;
+		return -1;
+	case OPT_CHUNK:
+		if (!parse_size(optarg, &v) || v < 4096 || v > (64u << 20)) {
+			fprintf(stderr, "%s: bad --chunk '%s' (4K to 64M)\n",
+				tool_prog, optarg);
+			return 2;
+		}
+		o->chunk = (size_t)v;
+		return -1;
+	case OPT_RUNS:
+		o->runs = (int)strtol(optarg, &end, 10);
+		if (*end || o->runs < 1 || o->runs > BENCH_MAX_RUNS) {
+			fprintf(stderr, "%s: bad --runs '%s' (1 to %d)\n",
+				tool_prog, optarg, BENCH_MAX_RUNS);
+			return 2;
+		}
+		return -1;
+	case OPT_TIMEOUT:
+		o->timeout_s = (unsigned int)strtoul(optarg, &end, 10);
+		if (*end || !o->timeout_s) {
+			fprintf(stderr, "%s: bad --timeout '%s'\n",
+				tool_prog, optarg);
+			return 2;
+		}
+		return -1;
+	default:
+		o->budget_s = (unsigned int)strtoul(optarg, &end, 10);
+		if (*end || !o->budget_s) {
+			fprintf(stderr, "%s: bad --time-budget '%s'\n",
+				tool_prog, optarg);
+			return 2;
+		}
+		return -1;
+	}
+}
+
+/* One option of parse_opts(): -1 to go on, else what parse_opts()
+ * returns (0 after --help). */
+static int parse_opt(struct bench_opts *o, int c)
+{
+	switch (c) {
+	case OPT_CREDS: o->creds = optarg; return -1;
+	case OPT_MODES:
+		if (!select_modes(o, optarg))
+			return 2;
+		return -1;
+	case OPT_CIPHERS:
+		if (!select_ciphers(o, optarg))
+			return 2;
+		return -1;
+	case OPT_CHANNELS:
+		if (!select_channels(o, optarg))
+			return 2;
+		return -1;
+	case OPT_SIZE:
+	case OPT_CHUNK:
+	case OPT_RUNS:
+	case OPT_TIMEOUT:
+	case OPT_BUDGET:
+		return parse_number(o, c);
+	case OPT_NO_CEILING: o->ceiling = false; return -1;
+	case OPT_FUNCTIONAL: o->functional = true; return -1;
+	case OPT_SMOKE:
+		o->smoke = true;
+		o->size = 4u << 20;
+		o->runs = 1;
+		o->ceiling = false;
+		select_channels(o, "1,2");
+		return -1;
+	case OPT_CSV: o->csv = optarg; return -1;
+	case OPT_MD: o->md = optarg; return -1;
+	case 'q': o->quiet = true; return -1;
+	case 'h':
+		usage(stdout);
+		return 0;
+	default:
+		fprintf(stderr, "Try '%s bench --help'.\n", tool_prog);
+		return 2;
+	}
+}
+
 static int parse_opts(struct bench_opts *o, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -281,9 +397,7 @@ static int parse_opts(struct bench_opts *o, int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
-	uint64_t v;
-	char *end;
-	int c;
+	int c, ret;
 
 	memset(o, 0, sizeof(*o));
 	select_modes(o, "all");
@@ -295,79 +409,9 @@ static int parse_opts(struct bench_opts *o, int argc, char **argv)
 	o->timeout_s = 300;
 	o->ceiling = true;
 	while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_CREDS: o->creds = optarg; break;
-		case OPT_MODES:
-			if (!select_modes(o, optarg))
-				return 2;
-			break;
-		case OPT_CIPHERS:
-			if (!select_ciphers(o, optarg))
-				return 2;
-			break;
-		case OPT_CHANNELS:
-			if (!select_channels(o, optarg))
-				return 2;
-			break;
-		case OPT_SIZE:
-			if (!parse_size(optarg, &v) || v < 65536) {
-				fprintf(stderr, "%s: bad --size '%s' (at least "
-					"64K)\n", tool_prog, optarg);
-				return 2;
-			}
-			o->size = v;
-			break;
-		case OPT_CHUNK:
-			if (!parse_size(optarg, &v) || v < 4096 || v > (64u << 20)) {
-				fprintf(stderr, "%s: bad --chunk '%s' (4K to 64M)\n",
-					tool_prog, optarg);
-				return 2;
-			}
-			o->chunk = (size_t)v;
-			break;
-		case OPT_RUNS:
-			o->runs = (int)strtol(optarg, &end, 10);
-			if (*end || o->runs < 1 || o->runs > BENCH_MAX_RUNS) {
-				fprintf(stderr, "%s: bad --runs '%s' (1 to %d)\n",
-					tool_prog, optarg, BENCH_MAX_RUNS);
-				return 2;
-			}
-			break;
-		case OPT_TIMEOUT:
-			o->timeout_s = (unsigned int)strtoul(optarg, &end, 10);
-			if (*end || !o->timeout_s) {
-				fprintf(stderr, "%s: bad --timeout '%s'\n",
-					tool_prog, optarg);
-				return 2;
-			}
-			break;
-		case OPT_BUDGET:
-			o->budget_s = (unsigned int)strtoul(optarg, &end, 10);
-			if (*end || !o->budget_s) {
-				fprintf(stderr, "%s: bad --time-budget '%s'\n",
-					tool_prog, optarg);
-				return 2;
-			}
-			break;
-		case OPT_NO_CEILING: o->ceiling = false; break;
-		case OPT_FUNCTIONAL: o->functional = true; break;
-		case OPT_SMOKE:
-			o->smoke = true;
-			o->size = 4u << 20;
-			o->runs = 1;
-			o->ceiling = false;
-			select_channels(o, "1,2");
-			break;
-		case OPT_CSV: o->csv = optarg; break;
-		case OPT_MD: o->md = optarg; break;
-		case 'q': o->quiet = true; break;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			fprintf(stderr, "Try '%s bench --help'.\n", tool_prog);
-			return 2;
-		}
+		ret = parse_opt(o, c);
+		if (ret != -1)
+			return ret;
 	}
 	if (optind < argc) {
 		fprintf(stderr, "%s: bench: unexpected argument '%s'\n",

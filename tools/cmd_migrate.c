@@ -22,7 +22,8 @@
 
 #include "tool.h"
 
-static void usage(FILE *out)
+/* migrate --help: synopsis and what it does */
+static void usage_intro(FILE *out)
 {
 	fprintf(out,
 "Usage: %s migrate send --connect HOST:PORT --image FILE|- --creds DIR [OPTIONS]\n"
@@ -36,7 +37,14 @@ static void usage(FILE *out)
 "it to FILE only after the image digest matched; a failed or cut\n"
 "migration leaves no FILE.  The source succeeds only when the destination\n"
 "has committed.\n"
-"\n"
+"\n",
+		tool_prog, tool_prog);
+}
+
+/* migrate --help: the options of both sides and of the source */
+static void usage_options(FILE *out)
+{
+	fprintf(out,
 "Options (both sides):\n"
 "  --image FILE|-      the image: read by send (-: standard input), written\n"
 "                      by recv (-: standard output, see below)\n"
@@ -68,7 +76,13 @@ TOOL_TLS_HELP
 "  --key-limit N       records per key before a TLS 1.3 KeyUpdate (kernel 6.14+)\n"
 "                      or a fresh connection (default: the AEAD limit, 2^24.5\n"
 "                      records for AES-GCM)\n"
-"\n"
+"\n");
+}
+
+/* migrate --help: the destination's options, standard input and output, exit status */
+static void usage_recv(FILE *out)
+{
+	fprintf(out,
 "Destination (recv) options:\n"
 "  --listen [ADDR:]PORT  where to accept the source's channels\n"
 "  --accept-timeout S    how long to wait for each connection, in seconds\n"
@@ -94,8 +108,14 @@ TOOL_TLS_HELP
 "accepts IPv6 and IPv4 where the host has IPv6.\n"
 "\n"
 "Exit status: 0 migrated and verified, 1 failed (the error says why), 2 usage,\n"
-"128+N killed by signal N (SIGINT 130, SIGTERM 143) after cleaning up.\n",
-		tool_prog, tool_prog);
+"128+N killed by signal N (SIGINT 130, SIGTERM 143) after cleaning up.\n");
+}
+
+static void usage(FILE *out)
+{
+	usage_intro(out);
+	usage_options(out);
+	usage_recv(out);
 }
 
 struct opts {
@@ -171,11 +191,115 @@ static int parse_guard(struct opts *o, int c, const char *arg)
 	}
 }
 
+enum { O_TO = 256, O_LISTEN, O_IMAGE, O_HOOK, O_VM, O_JSON, O_QUIET,
+       O_CHANNELS, O_SENDPATH, O_ZC, O_KEYLIMIT, O_ACCEPT, O_REQ,
+       O_DIGEST };
+
+/* The source's options with a value (--channels, --send-path,
+ * --key-limit). */
+static int parse_send(struct opts *o, int c)
+{
+	char *end = NULL;
+
+	switch (c) {
+	case O_CHANNELS:
+		o->channels = (unsigned int)strtoul(optarg, &end, 10);
+		if (*end || !o->channels || o->channels > 16)
+			return bad_usage("--channels takes 1 to 16, not '%s'", optarg);
+		return 0;
+	case O_SENDPATH:
+		if (!strcmp(optarg, "auto"))
+			o->send_path = KTM_SEND_AUTO;
+		else if (!strcmp(optarg, "sendfile"))
+			o->send_path = KTM_SEND_SENDFILE;
+		else if (!strcmp(optarg, "splice"))
+			o->send_path = KTM_SEND_SPLICE;
+		else if (!strcmp(optarg, "io_uring"))
+			o->send_path = KTM_SEND_IO_URING;
+		else if (!strcmp(optarg, "writev"))
+			o->send_path = KTM_SEND_WRITEV;
+		else
+			return bad_usage("unknown send path '%s'", optarg);
+		return 0;
+	default:
+		o->key_limit = strtoull(optarg, &end, 10);
+		if (*end || !o->key_limit)
+			return bad_usage("--key-limit takes a record count, not '%s'", optarg);
+		return 0;
+	}
+}
+
+/* The destination's options with a value (--accept-timeout,
+ * --request-pages) and --digest. */
+static int parse_recv(struct opts *o, int c)
+{
+	char *end = NULL;
+
+	switch (c) {
+	case O_ACCEPT:
+		o->accept_ms = (unsigned int)strtoul(optarg, &end, 10);
+		if (*end || !o->accept_ms || o->accept_ms > 4000000)
+			return bad_usage("--accept-timeout takes seconds, not '%s'", optarg);
+		o->accept_ms *= 1000;
+		return 0;
+	case O_REQ:
+		if (o->nreq == 8 ||
+		    sscanf(optarg, "%llu:%llu", &o->req[o->nreq].off,
+			   &o->req[o->nreq].len) != 2)
+			return bad_usage("--request-pages takes OFFSET:LEN, not '%s'", optarg);
+		o->nreq++;
+		return 0;
+	default:
+		if (!strcmp(optarg, "xxh3"))
+			o->digest = KTM_DIGEST_XXH3_128;
+		else if (!strcmp(optarg, "sha256"))
+			o->digest = KTM_DIGEST_SHA256;
+		else
+			return bad_usage("--digest takes xxh3 or sha256, not '%s'", optarg);
+		return 0;
+	}
+}
+
+/* One option of parse(): 0 to go on, else what parse() returns (-1 after
+ * --help). */
+static int parse_one(struct opts *o, int c)
+{
+	int ret;
+
+	switch (c) {
+	case O_TO: o->to = optarg; return 0;
+	case O_LISTEN: o->listen = optarg; return 0;
+	case O_IMAGE: o->image = optarg; return 0;
+	case O_HOOK: o->hook = optarg; return 0;
+	case O_VM: o->vm = optarg; return 0;
+	case O_JSON: o->json = true; return 0;
+	case O_QUIET: o->quiet = true; return 0;
+	case O_ZC: o->zc_ro = true; return 0;
+	case O_CHANNELS:
+	case O_SENDPATH:
+	case O_KEYLIMIT:
+		return parse_send(o, c);
+	case O_ACCEPT:
+	case O_REQ:
+	case O_DIGEST:
+		return parse_recv(o, c);
+	case 'h':
+		usage(stdout);
+		return -1;
+	case O_GUARD_IO:
+	case O_GUARD_MAX:
+	case O_GUARD_FORCE:
+		return parse_guard(o, c, optarg);
+	default:
+		ret = tool_tls_option(&o->tls, c, optarg, "migrate");
+		if (ret == 1)
+			return 0;
+		return ret ? ret : bad_usage("bad option");
+	}
+}
+
 static int parse(int argc, char **argv, struct opts *o)
 {
-	enum { O_TO = 256, O_LISTEN, O_IMAGE, O_HOOK, O_VM, O_JSON, O_QUIET,
-	       O_CHANNELS, O_SENDPATH, O_ZC, O_KEYLIMIT, O_ACCEPT, O_REQ,
-	       O_DIGEST };
 	static const struct option lo[] = {
 		{ "to", required_argument, NULL, O_TO },
 		{ "connect", required_argument, NULL, O_TO },
@@ -213,78 +337,9 @@ static int parse(int argc, char **argv, struct opts *o)
 	argv++;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		char *end = NULL;
-
-		switch (c) {
-		case O_TO: o->to = optarg; break;
-		case O_LISTEN: o->listen = optarg; break;
-		case O_IMAGE: o->image = optarg; break;
-		case O_HOOK: o->hook = optarg; break;
-		case O_VM: o->vm = optarg; break;
-		case O_JSON: o->json = true; break;
-		case O_QUIET: o->quiet = true; break;
-		case O_ZC: o->zc_ro = true; break;
-		case O_CHANNELS:
-			o->channels = (unsigned int)strtoul(optarg, &end, 10);
-			if (*end || !o->channels || o->channels > 16)
-				return bad_usage("--channels takes 1 to 16, not '%s'", optarg);
-			break;
-		case O_SENDPATH:
-			if (!strcmp(optarg, "auto"))
-				o->send_path = KTM_SEND_AUTO;
-			else if (!strcmp(optarg, "sendfile"))
-				o->send_path = KTM_SEND_SENDFILE;
-			else if (!strcmp(optarg, "splice"))
-				o->send_path = KTM_SEND_SPLICE;
-			else if (!strcmp(optarg, "io_uring"))
-				o->send_path = KTM_SEND_IO_URING;
-			else if (!strcmp(optarg, "writev"))
-				o->send_path = KTM_SEND_WRITEV;
-			else
-				return bad_usage("unknown send path '%s'", optarg);
-			break;
-		case O_KEYLIMIT:
-			o->key_limit = strtoull(optarg, &end, 10);
-			if (*end || !o->key_limit)
-				return bad_usage("--key-limit takes a record count, not '%s'", optarg);
-			break;
-		case O_ACCEPT:
-			o->accept_ms = (unsigned int)strtoul(optarg, &end, 10);
-			if (*end || !o->accept_ms || o->accept_ms > 4000000)
-				return bad_usage("--accept-timeout takes seconds, not '%s'", optarg);
-			o->accept_ms *= 1000;
-			break;
-		case O_REQ:
-			if (o->nreq == 8 ||
-			    sscanf(optarg, "%llu:%llu", &o->req[o->nreq].off,
-				   &o->req[o->nreq].len) != 2)
-				return bad_usage("--request-pages takes OFFSET:LEN, not '%s'", optarg);
-			o->nreq++;
-			break;
-		case O_DIGEST:
-			if (!strcmp(optarg, "xxh3"))
-				o->digest = KTM_DIGEST_XXH3_128;
-			else if (!strcmp(optarg, "sha256"))
-				o->digest = KTM_DIGEST_SHA256;
-			else
-				return bad_usage("--digest takes xxh3 or sha256, not '%s'", optarg);
-			break;
-		case 'h':
-			usage(stdout);
-			return -1;
-		case O_GUARD_IO:
-		case O_GUARD_MAX:
-		case O_GUARD_FORCE:
-			ret = parse_guard(o, c, optarg);
-			if (ret)
-				return ret;
-			break;
-		default:
-			ret = tool_tls_option(&o->tls, c, optarg, "migrate");
-			if (ret == 1)
-				break;
-			return ret ? ret : bad_usage("bad option");
-		}
+		ret = parse_one(o, c);
+		if (ret)
+			return ret;
 	}
 	if (optind != argc)
 		return bad_usage("unexpected argument '%s'", argv[optind]);
@@ -372,8 +427,9 @@ static void report_phases(const struct ktm_migration *m, bool json, double gib)
 	printf(json ? "}" : "\n");
 }
 
-static void report(const struct opts *o, const struct ktm_migration *m,
-		   bool ok, const char *error, double cpu)
+/* report() with --json: one object on standard output. */
+static void report_json(const struct opts *o, const struct ktm_migration *m,
+			bool ok, const char *error, double cpu)
 {
 	uint64_t size = ktm_migration_image_bytes(m);
 	double secs = ktm_migration_seconds(m);
@@ -382,53 +438,61 @@ static void report(const struct opts *o, const struct ktm_migration *m,
 	unsigned int i, n = ktm_migration_channels(m);
 	const char *fb = ktm_migration_fallback_reason(m);
 
-	if (o->json) {
-		printf("{\"schema\": 1, \"role\": \"%s\", \"ok\": %s, \"image_bytes\": %llu, "
-		       "\"page_bytes\": %llu, \"zero_bytes\": %llu, "
-		       "\"wire_bytes\": %llu, \"seconds\": %.3f, "
-		       "\"mb_per_s\": %.1f, \"cpu_seconds\": %.3f, "
-		       "\"cpu_s_per_gib\": %.3f, \"channels\": %u, \"paths\": [",
-		       o->send ? "send" : "recv", ok ? "true" : "false",
-		       (unsigned long long)size,
-		       (unsigned long long)ktm_migration_page_bytes(m),
-		       (unsigned long long)ktm_migration_zero_bytes(m),
-		       (unsigned long long)ktm_migration_wire_bytes(m), secs, mbps,
-		       cpu, gib > 0 ? cpu / gib : 0, n);
-		for (i = 0; i < n; i++)
-			printf("%s\"%s\"", i ? ", " : "",
-			       ktm_path_name(ktm_migration_path(m, i)));
-		printf("], \"send_path\": \"%s\", \"tls_version\": ",
-		       ktm_migration_send_path_name(m));
-		json_str(ktm_tls_version_name(ktm_migration_version(m)));
-		printf(", \"cipher\": ");
-		json_str(ktm_cipher_name(ktm_migration_cipher(m)));
-		printf(", \"fallback_reason\": ");
-		json_str(fb);
-		printf(", \"peer\": {\"subject\": ");
-		json_str(ktm_migration_peer(m, KTM_PEER_SUBJECT));
-		printf(", \"sans\": ");
-		json_str(ktm_migration_peer(m, KTM_PEER_SANS));
-		printf(", \"issuer\": ");
-		json_str(ktm_migration_peer(m, KTM_PEER_ISSUER));
-		printf(", \"spki_sha256\": ");
-		json_str(ktm_migration_peer(m, KTM_PEER_SPKI_SHA256));
-		printf("}");
-		printf(", \"rekeys\": %u, \"reconnects\": %u, "
-		       "\"requests_served\": %u, \"digest\": ",
-		       ktm_migration_rekeys(m), ktm_migration_reconnects(m),
-		       ktm_migration_requests_served(m));
-		json_str(ktm_migration_digest(m)[0] ? ktm_migration_digest(m) : NULL);
-		printf(", \"digest_type\": ");
-		json_str(ktm_digest_name(ktm_migration_digest_type(m)));
-		report_phases(m, true, gib);
-		printf(", \"digest_ok\": %s, \"error\": ",
-		       ktm_migration_digest_ok(m) ? "true" : "false");
-		json_str(error);
-		printf("}\n");
-		return;
-	}
-	if (!ok)
-		return;		/* the error was printed already */
+	printf("{\"schema\": 1, \"role\": \"%s\", \"ok\": %s, \"image_bytes\": %llu, "
+	       "\"page_bytes\": %llu, \"zero_bytes\": %llu, "
+	       "\"wire_bytes\": %llu, \"seconds\": %.3f, "
+	       "\"mb_per_s\": %.1f, \"cpu_seconds\": %.3f, "
+	       "\"cpu_s_per_gib\": %.3f, \"channels\": %u, \"paths\": [",
+	       o->send ? "send" : "recv", ok ? "true" : "false",
+	       (unsigned long long)size,
+	       (unsigned long long)ktm_migration_page_bytes(m),
+	       (unsigned long long)ktm_migration_zero_bytes(m),
+	       (unsigned long long)ktm_migration_wire_bytes(m), secs, mbps,
+	       cpu, gib > 0 ? cpu / gib : 0, n);
+	for (i = 0; i < n; i++)
+		printf("%s\"%s\"", i ? ", " : "",
+		       ktm_path_name(ktm_migration_path(m, i)));
+	printf("], \"send_path\": \"%s\", \"tls_version\": ",
+	       ktm_migration_send_path_name(m));
+	json_str(ktm_tls_version_name(ktm_migration_version(m)));
+	printf(", \"cipher\": ");
+	json_str(ktm_cipher_name(ktm_migration_cipher(m)));
+	printf(", \"fallback_reason\": ");
+	json_str(fb);
+	printf(", \"peer\": {\"subject\": ");
+	json_str(ktm_migration_peer(m, KTM_PEER_SUBJECT));
+	printf(", \"sans\": ");
+	json_str(ktm_migration_peer(m, KTM_PEER_SANS));
+	printf(", \"issuer\": ");
+	json_str(ktm_migration_peer(m, KTM_PEER_ISSUER));
+	printf(", \"spki_sha256\": ");
+	json_str(ktm_migration_peer(m, KTM_PEER_SPKI_SHA256));
+	printf("}");
+	printf(", \"rekeys\": %u, \"reconnects\": %u, "
+	       "\"requests_served\": %u, \"digest\": ",
+	       ktm_migration_rekeys(m), ktm_migration_reconnects(m),
+	       ktm_migration_requests_served(m));
+	json_str(ktm_migration_digest(m)[0] ? ktm_migration_digest(m) : NULL);
+	printf(", \"digest_type\": ");
+	json_str(ktm_digest_name(ktm_migration_digest_type(m)));
+	report_phases(m, true, gib);
+	printf(", \"digest_ok\": %s, \"error\": ",
+	       ktm_migration_digest_ok(m) ? "true" : "false");
+	json_str(error);
+	printf("}\n");
+}
+
+/* report() without --json, after a successful migration. */
+static void report_text(const struct opts *o, const struct ktm_migration *m,
+			double cpu)
+{
+	uint64_t size = ktm_migration_image_bytes(m);
+	double secs = ktm_migration_seconds(m);
+	double mbps = secs > 0 ? (double)size / secs / 1e6 : 0;
+	double gib = (double)size / (1 << 30);
+	unsigned int n = ktm_migration_channels(m);
+	const char *fb = ktm_migration_fallback_reason(m);
+
 	printf("migration %s: complete, image digest verified by both ends\n",
 	       o->send ? "sent" : "received");
 	printf("  image     %llu bytes (%.2f GiB); zero pages skipped: %llu bytes\n",
@@ -462,6 +526,19 @@ static void report(const struct opts *o, const struct ktm_migration *m,
 	printf("  digest    %s %s\n",
 	       ktm_digest_name(ktm_migration_digest_type(m)),
 	       ktm_migration_digest(m));
+}
+
+
+static void report(const struct opts *o, const struct ktm_migration *m,
+		   bool ok, const char *error, double cpu)
+{
+	if (o->json) {
+		report_json(o, m, ok, error, cpu);
+		return;
+	}
+	if (!ok)
+		return;		/* the error was printed already */
+	report_text(o, m, cpu);
 }
 
 static struct ktm_config *make_config(const struct opts *o,

@@ -16,7 +16,8 @@
 
 #include "tool.h"
 
-static void usage(FILE *out)
+/* proxy --help: synopsis and how the two ends work */
+static void usage_intro(FILE *out)
 {
 	fprintf(out,
 "Usage: %s proxy source (--unix PATH | --listen [HOST:]PORT --insecure-local-tcp)\n"
@@ -48,7 +49,14 @@ static void usage(FILE *out)
 "file for QEMU.  A connection cut without close_notify is an error, and the\n"
 "proxy cuts the QEMU side too, so QEMU's migration fails rather than\n"
 "finishing on a truncated stream.\n"
-"\n"
+"\n",
+		tool_prog, tool_prog);
+}
+
+/* proxy --help: the options up to --pin */
+static void usage_options(FILE *out)
+{
+	fprintf(out,
 "Options:\n"
 "  --creds DIR         credentials in QEMU's tls-creds-x509 layout: ca-cert.pem,\n"
 "                      client-cert.pem + client-key.pem (source), server-cert.pem\n"
@@ -83,7 +91,13 @@ static void usage(FILE *out)
 "  --cipher LIST       comma-separated: aes-gcm-128, aes-gcm-256, aes-ccm-128,\n"
 "                      chacha20-poly1305 (default: all, in that order)\n"
 "  --pin SHA256        also require the peer's public key (SPKI) SHA-256: 64\n"
-"                      hex digits or sha256//BASE64; repeatable\n"
+"                      hex digits or sha256//BASE64; repeatable\n");
+}
+
+/* proxy --help: the identity, hook and connection options */
+static void usage_options_more(FILE *out)
+{
+	fprintf(out,
 TOOL_IDENTITY_HELP
 "  --check-hook PATH   pre-connection check, run as PATH - migrate pmc ADDR with\n"
 "                      the verified peer in KTM_PEER_* variables (as migrate's);\n"
@@ -103,7 +117,13 @@ TOOL_KEY_LIMIT_HELP
 "                      framing checks completeness (see docs/qemu.md)\n"
 "  --quiet             no startup line and no line for clean connections\n"
 "  -h, --help          show this text\n"
-"\n"
+"\n");
+}
+
+/* proxy --help: addresses, output, examples and exit status */
+static void usage_output(FILE *out)
+{
+	fprintf(out,
 "Plain TCP (--listen on the source, --connect on the dest) must be a loopback\n"
 "address: guest memory is plaintext there.  Plain and TLS addresses alike are\n"
 "given without scheme or as tcp:HOST:PORT; --unix PATH is unix:PATH.\n"
@@ -134,7 +154,15 @@ TOOL_KEY_LIMIT_HELP
 "\n"
 "Exit status: 0 every connection ended cleanly, 1 a connection failed or the\n"
 "proxy could not start, 2 usage.\n",
-		tool_prog, tool_prog, tool_prog, tool_prog, tool_prog);
+		tool_prog, tool_prog, tool_prog);
+}
+
+static void usage(FILE *out)
+{
+	usage_intro(out);
+	usage_options(out);
+	usage_options_more(out);
+	usage_output(out);
 }
 
 struct opts {
@@ -176,10 +204,76 @@ static int parse_access(struct opts *o, char what, const char *arg)
 	return 0;
 }
 
+enum { O_UNIX = 256, O_LISTEN, O_CONNECT, O_MAX, O_QUIET, O_OWNER,
+       O_GROUP, O_MODE, O_INSECURE, O_PEER };
+
+/* One option of parse(): 0 to go on, else what parse() returns (-1 after
+ * --help). */
+static int parse_one(struct opts *o, int c)
+{
+	char *end = NULL;
+	int ret;
+
+	switch (c) {
+	case O_UNIX: o->unix_path = optarg; return 0;
+	case O_LISTEN: o->listen = optarg; return 0;
+	case O_CONNECT: o->connect = optarg; return 0;
+	case O_QUIET: o->quiet = true; return 0;
+	case O_INSECURE: o->insecure_tcp = true; return 0;
+	case O_OWNER:
+	case O_GROUP:
+	case O_MODE:
+		ret = parse_access(o, c == O_OWNER ? 'u' : c == O_GROUP ?
+				   'g' : 'm', optarg);
+		if (ret)
+			return ret;
+		return 0;
+	case O_PEER:
+		if (strcmp(optarg, "qemu-tls") && strcmp(optarg, "ktm"))
+			return bad_usage("--peer takes ktm or qemu-tls, not '%s'", optarg);
+		o->peer_qemu_tls = !strcmp(optarg, "qemu-tls");
+		return 0;
+	case O_MAX:
+		o->max_conns = (unsigned int)strtoul(optarg, &end, 10);
+		if (*end || !o->max_conns)
+			return bad_usage("--max-conns takes a positive count, not '%s'", optarg);
+		return 0;
+	case 'h':
+		usage(stdout);
+		return -1;
+	default:
+		ret = tool_tls_option(&o->tls, c, optarg, "proxy");
+		if (ret == 1)
+			return 0;
+		return ret ? ret : bad_usage("bad option");
+	}
+}
+
+/* parse(): the options each end needs, and those it must not have. */
+static int check_ends(const struct opts *o)
+{
+	if (o->source) {
+		if (!o->connect)
+			return bad_usage("source needs --connect HOST:PORT (the destination end)");
+		if (!!o->unix_path == !!o->listen)
+			return bad_usage("source needs one of --unix PATH or --listen [HOST:]PORT (where QEMU migrates to)");
+		if (o->listen && !o->insecure_tcp)
+			return bad_usage("source --listen opens a TCP port any local user can inject a migration stream into; use --unix PATH, or add --insecure-local-tcp to accept that risk");
+		if (!o->unix_path && (o->unix_owner >= 0 || o->unix_group >= 0 || o->unix_mode))
+			return bad_usage("--unix-owner, --unix-group and --unix-mode need --unix PATH");
+	} else {
+		if (!o->listen)
+			return bad_usage("dest needs --listen [HOST:]PORT (where the source end connects)");
+		if (!!o->unix_path == !!o->connect)
+			return bad_usage("dest needs one of --unix PATH or --connect HOST:PORT (QEMU's -incoming)");
+		if (o->tls.hostname)
+			return bad_usage("--hostname is for the source end");
+	}
+	return 0;
+}
+
 static int parse(int argc, char **argv, struct opts *o)
 {
-	enum { O_UNIX = 256, O_LISTEN, O_CONNECT, O_MAX, O_QUIET, O_OWNER,
-	       O_GROUP, O_MODE, O_INSECURE, O_PEER };
 	static const struct option lo[] = {
 		{ "unix-owner", required_argument, NULL, O_OWNER },
 		{ "unix-group", required_argument, NULL, O_GROUP },
@@ -210,64 +304,15 @@ static int parse(int argc, char **argv, struct opts *o)
 	argv++;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		char *end = NULL;
-
-		switch (c) {
-		case O_UNIX: o->unix_path = optarg; break;
-		case O_LISTEN: o->listen = optarg; break;
-		case O_CONNECT: o->connect = optarg; break;
-		case O_QUIET: o->quiet = true; break;
-		case O_INSECURE: o->insecure_tcp = true; break;
-		case O_OWNER:
-		case O_GROUP:
-		case O_MODE:
-			ret = parse_access(o, c == O_OWNER ? 'u' : c == O_GROUP ?
-					   'g' : 'm', optarg);
-			if (ret)
-				return ret;
-			break;
-		case O_PEER:
-			if (strcmp(optarg, "qemu-tls") && strcmp(optarg, "ktm"))
-				return bad_usage("--peer takes ktm or qemu-tls, not '%s'", optarg);
-			o->peer_qemu_tls = !strcmp(optarg, "qemu-tls");
-			break;
-		case O_MAX:
-			o->max_conns = (unsigned int)strtoul(optarg, &end, 10);
-			if (*end || !o->max_conns)
-				return bad_usage("--max-conns takes a positive count, not '%s'", optarg);
-			break;
-		case 'h':
-			usage(stdout);
-			return -1;
-		default:
-			ret = tool_tls_option(&o->tls, c, optarg, "proxy");
-			if (ret == 1)
-				break;
-			return ret ? ret : bad_usage("bad option");
-		}
+		ret = parse_one(o, c);
+		if (ret)
+			return ret;
 	}
 	if (optind != argc)
 		return bad_usage("unexpected argument '%s'", argv[optind]);
 	if (!o->tls.creds)
 		return bad_usage("--creds DIR is required");
-	if (o->source) {
-		if (!o->connect)
-			return bad_usage("source needs --connect HOST:PORT (the destination end)");
-		if (!!o->unix_path == !!o->listen)
-			return bad_usage("source needs one of --unix PATH or --listen [HOST:]PORT (where QEMU migrates to)");
-		if (o->listen && !o->insecure_tcp)
-			return bad_usage("source --listen opens a TCP port any local user can inject a migration stream into; use --unix PATH, or add --insecure-local-tcp to accept that risk");
-		if (!o->unix_path && (o->unix_owner >= 0 || o->unix_group >= 0 || o->unix_mode))
-			return bad_usage("--unix-owner, --unix-group and --unix-mode need --unix PATH");
-	} else {
-		if (!o->listen)
-			return bad_usage("dest needs --listen [HOST:]PORT (where the source end connects)");
-		if (!!o->unix_path == !!o->connect)
-			return bad_usage("dest needs one of --unix PATH or --connect HOST:PORT (QEMU's -incoming)");
-		if (o->tls.hostname)
-			return bad_usage("--hostname is for the source end");
-	}
-	return 0;
+	return check_ends(o);
 }
 
 static struct ktm_proxy *the_proxy;
@@ -385,12 +430,55 @@ static bool reload_on_sighup(struct ktm_config *cfg, pthread_t *tid)
 	return true;
 }
 
-int cmd_proxy(int argc, char **argv)
+/* The QEMU side's address, for ktm_proxy_new() and the startup line. */
+static void local_address(const struct opts *o, char *buf, size_t len)
+{
+	if (o->unix_path)
+		snprintf(buf, len, "unix:%s", o->unix_path);
+	else
+		snprintf(buf, len, "%s", o->source ? o->listen : o->connect);
+}
+
+/* --unix-owner, --unix-group, --unix-mode on the source's socket; true
+ * when none was given. */
+static bool set_access(struct ktm_proxy *p, const struct opts *o,
+		       struct ktm_error **errp)
+{
+	if (!(o->source && o->unix_path &&
+	      (o->unix_owner >= 0 || o->unix_group >= 0 || o->unix_mode)))
+		return true;
+	return ktm_proxy_set_unix_access(p, o->unix_owner, o->unix_group,
+					 o->unix_mode, errp);
+}
+
+/* SIGINT and SIGTERM stop the proxy; SIGPIPE is ignored. */
+static void catch_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+/* The startup line on standard output. */
+static void print_listening(struct ktm_proxy *p, const struct opts *o,
+			    const char *local)
 {
 	static const char *policy_name[] = { "prefer", "require", "off" };
+
+	printf("listening on %s (%s end, %s %s, kTLS %s)\n",
+	       ktm_proxy_address(p), o->source ? "source" : "dest",
+	       o->source ? "sessions to" : "QEMU at",
+	       o->source ? o->connect : local, policy_name[o->tls.policy]);
+	fflush(stdout);
+}
+
+int cmd_proxy(int argc, char **argv)
+{
 	struct report_ctx rctx = { 0 };
 	struct ktm_error *err = NULL;
-	struct sigaction sa = { .sa_handler = on_signal };
 	struct ktm_config *cfg;
 	struct ktm_proxy *p;
 	pthread_t reloader;
@@ -407,21 +495,14 @@ int cmd_proxy(int argc, char **argv)
 	if (!reload_on_sighup(cfg, &reloader))
 		fprintf(stderr, "%s: SIGHUP will not reload the credentials "
 			"(no thread for it)\n", tool_prog);
-	if (o.unix_path)
-		snprintf(local, sizeof(local), "unix:%s", o.unix_path);
-	else
-		snprintf(local, sizeof(local), "%s",
-			 o.source ? o.listen : o.connect);
+	local_address(&o, local, sizeof(local));
 	p = ktm_proxy_new(cfg, local, o.source ? o.connect : o.listen, &err);
 	if (!p) {
 		tool_error(err);
 		ktm_config_free(cfg);
 		return 1;
 	}
-	if (o.source && o.unix_path &&
-	    (o.unix_owner >= 0 || o.unix_group >= 0 || o.unix_mode) &&
-	    !ktm_proxy_set_unix_access(p, o.unix_owner, o.unix_group,
-				       o.unix_mode, &err)) {
+	if (!set_access(p, &o, &err)) {
 		tool_error(err);
 		ktm_proxy_free(p);
 		ktm_config_free(cfg);
@@ -432,17 +513,9 @@ int cmd_proxy(int argc, char **argv)
 		ktm_proxy_set_peer_end(p, KTM_PEER_END_QEMU_TLS);
 	ktm_proxy_set_report(p, report, &rctx);
 	the_proxy = p;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	if (!o.quiet) {
-		printf("listening on %s (%s end, %s %s, kTLS %s)\n",
-		       ktm_proxy_address(p), o.source ? "source" : "dest",
-		       o.source ? "sessions to" : "QEMU at",
-		       o.source ? o.connect : local, policy_name[o.tls.policy]);
-		fflush(stdout);
-	}
+	catch_signals();
+	if (!o.quiet)
+		print_listening(p, &o, local);
 	failed = ktm_proxy_run(p, o.max_conns, &err);
 	the_proxy = NULL;
 	if (failed < 0)

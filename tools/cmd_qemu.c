@@ -22,7 +22,8 @@
 
 #include "tool.h"
 
-static void usage(FILE *out)
+/* qemu-send/qemu-recv --help: synopsis and what the commands do */
+static void usage_intro(FILE *out)
 {
 	fprintf(out,
 "Usage: %s qemu-send --qmp PATH --connect HOST:PORT --creds DIR [OPTIONS]\n"
@@ -43,7 +44,14 @@ static void usage(FILE *out)
 "started with -incoming defer.  QEMU needs no TLS configuration; set\n"
 "migration capabilities and parameters over QMP before running this.  One\n"
 "connection only: multifd needs the proxy (see '%s proxy --help').\n"
-"\n"
+"\n",
+		tool_prog, tool_prog, tool_prog);
+}
+
+/* qemu-send/qemu-recv --help: the options up to --pin */
+static void usage_options(FILE *out)
+{
+	fprintf(out,
 "Options:\n"
 "  --qmp PATH          QEMU's QMP unix socket (-qmp unix:PATH,server=on,wait=off)\n"
 "  --creds DIR         credentials in QEMU's tls-creds-x509 layout: ca-cert.pem,\n"
@@ -63,7 +71,13 @@ static void usage(FILE *out)
 "  --cipher LIST       comma-separated: aes-gcm-128, aes-gcm-256, aes-ccm-128,\n"
 "                      chacha20-poly1305 (default: all, in that order)\n"
 "  --pin SHA256        also require the peer's public key (SPKI) SHA-256;\n"
-"                      repeatable\n"
+"                      repeatable\n");
+}
+
+/* qemu-send/qemu-recv --help: the other options, output and exit status */
+static void usage_rest(FILE *out)
+{
+	fprintf(out,
 TOOL_IDENTITY_HELP
 "  --check-hook PATH   pre-migration check, run as PATH - migrate pmc ADDR with\n"
 "                      the verified peer in KTM_PEER_* variables (as migrate's);\n"
@@ -92,7 +106,14 @@ TOOL_KEY_LIMIT_HELP
 "\n"
 "Exit status: 0 only when QEMU reports the migration completed, 1 failed,\n"
 "2 usage.\n",
-		tool_prog, tool_prog, tool_prog, tool_prog, tool_prog);
+		tool_prog, tool_prog);
+}
+
+static void usage(FILE *out)
+{
+	usage_intro(out);
+	usage_options(out);
+	usage_rest(out);
 }
 
 struct opts {
@@ -117,9 +138,39 @@ static int parse_seconds(const char *arg, const char *opt, unsigned int *out)
 	return 0;
 }
 
+enum { O_QMP = 256, O_CONNECT, O_LISTEN, O_FDNAME, O_ACCEPT, O_TIMEOUT };
+
+/* One option of parse(): 0 to go on, else what parse() returns (-1 after --help). */
+static int parse_one(struct opts *o, int c)
+{
+	int ret;
+
+	switch (c) {
+	case O_QMP: o->qmp = optarg; return 0;
+	case O_CONNECT: o->connect = optarg; return 0;
+	case O_LISTEN: o->listen = optarg; return 0;
+	case O_FDNAME: o->fd_name = optarg; return 0;
+	case O_ACCEPT:
+		if (parse_seconds(optarg, "--accept-timeout", &o->accept_s))
+			return 2;
+		return 0;
+	case O_TIMEOUT:
+		if (parse_seconds(optarg, "--timeout", &o->timeout_s))
+			return 2;
+		return 0;
+	case 'h':
+		usage(stdout);
+		return -1;
+	default:
+		ret = tool_tls_option(&o->tls, c, optarg, cmd_name);
+		if (ret == 1)
+			return 0;
+		return ret ? ret : bad_usage("bad option");
+	}
+}
+
 static int parse(int argc, char **argv, struct opts *o)
 {
-	enum { O_QMP = 256, O_CONNECT, O_LISTEN, O_FDNAME, O_ACCEPT, O_TIMEOUT };
 	static const struct option lo[] = {
 		{ "qmp", required_argument, NULL, O_QMP },
 		{ "connect", required_argument, NULL, O_CONNECT },
@@ -140,28 +191,9 @@ static int parse(int argc, char **argv, struct opts *o)
 	o->fd_name = "ktm-migrate";
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		switch (c) {
-		case O_QMP: o->qmp = optarg; break;
-		case O_CONNECT: o->connect = optarg; break;
-		case O_LISTEN: o->listen = optarg; break;
-		case O_FDNAME: o->fd_name = optarg; break;
-		case O_ACCEPT:
-			if (parse_seconds(optarg, "--accept-timeout", &o->accept_s))
-				return 2;
-			break;
-		case O_TIMEOUT:
-			if (parse_seconds(optarg, "--timeout", &o->timeout_s))
-				return 2;
-			break;
-		case 'h':
-			usage(stdout);
-			return -1;
-		default:
-			ret = tool_tls_option(&o->tls, c, optarg, cmd_name);
-			if (ret == 1)
-				break;
-			return ret ? ret : bad_usage("bad option");
-		}
+		ret = parse_one(o, c);
+		if (ret)
+			return ret;
 	}
 	if (optind != argc)
 		return bad_usage("unexpected argument '%s'", argv[optind]);
@@ -327,6 +359,184 @@ static bool wait_watching(struct ktm_qmp *q, unsigned int timeout_s,
 	}
 }
 
+/* Both directions of @s in kernel TLS. */
+static bool both_kernel(const struct ktm_session *s)
+{
+	return ktm_session_path(s, KTM_DIR_TX) != KTM_PATH_USERSPACE &&
+	       ktm_session_path(s, KTM_DIR_RX) != KTM_PATH_USERSPACE;
+}
+
+/* What the success line says about the session. */
+struct summary {
+	char path[32], why[300], peer_note[4096];
+	const char *cipher, *version;
+};
+
+/* Fill @sum from @s, before QEMU gets the socket. */
+static void describe(const struct opts *o, const struct ktm_session *s,
+		     bool kernel, struct summary *sum)
+{
+	snprintf(sum->path, sizeof(sum->path), "%s",
+		 ktm_path_name(ktm_session_path(s, KTM_DIR_TX)));
+	if (!kernel)
+		snprintf(sum->why, sizeof(sum->why), " (%s)",
+			 ktm_session_fallback_reason(s));
+	sum->version = ktm_tls_version_name(ktm_session_version(s));
+	sum->cipher = ktm_cipher_name(ktm_session_cipher(s));
+	peer_identity(o, s, sum->peer_note, sizeof(sum->peer_note));
+}
+
+/* The fd QEMU gets: the kernel-TLS socket itself, or one end of a
+ * socketpair whose other end @relay will encrypt to @s.  -1 (printed, @s
+ * freed) on failure. */
+static int qemu_fd(struct ktm_session *s, bool kernel, struct relay *relay)
+{
+	struct ktm_error *err = NULL;
+	int fd, pair[2];
+
+	if (kernel) {
+		/* QEMU gets the kernel-TLS socket itself. */
+		fd = ktm_session_detach(s, &err);
+		if (fd < 0) {
+			tool_error(err);
+			ktm_session_free(s);
+			return -1;
+		}
+		return fd;
+	}
+	/* Userspace TLS: QEMU gets one end of a socketpair and a
+	 * relay thread encrypts between the other end and s. */
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair)) {
+		fprintf(stderr, "%s: cannot make a socketpair for QEMU: %s\n",
+			tool_prog, strerror(errno));
+		ktm_session_free(s);
+		return -1;
+	}
+	relay->s = s;
+	relay->fd = pair[1];
+	return pair[0];
+}
+
+/* Free the relay's session and socket when it never ran. */
+static void relay_drop(struct relay *relay)
+{
+	if (relay->s) {
+		ktm_session_free(relay->s);
+		close(relay->fd);
+	}
+}
+
+/* Start the relay thread, if there is a relay; false (printed, relay
+ * dropped) when it cannot start. */
+static bool relay_start(struct relay *relay)
+{
+	int ret;
+
+	if (!relay->s)
+		return true;
+	ret = pthread_create(&relay->thread, NULL, relay_main, relay);
+	if (ret) {
+		fprintf(stderr, "%s: cannot start the relay thread: %s\n",
+			tool_prog, strerror(ret));
+		ktm_session_free(relay->s);
+		close(relay->fd);
+		return false;
+	}
+	return true;
+}
+
+/* Give QEMU its socket over QMP (migrate or migrate-incoming) and start
+ * the relay, if any; false (printed, session and relay freed) on failure. */
+static bool hand_over(struct ktm_qmp *q, const struct opts *o,
+		      struct ktm_session *s, bool kernel, struct relay *relay,
+		      struct key_watch *watch)
+{
+	struct ktm_error *err = NULL;
+	bool ok;
+	int fd;
+
+	watch->cipher = ktm_session_cipher(s);
+	watch->limit = ktm_session_key_limit(s);
+	fd = qemu_fd(s, kernel, relay);
+	if (fd < 0)
+		return false;
+	/* the sender's key limit is ours to watch; the receiver's is the
+	 * peer's to keep */
+	if (kernel && o->send)
+		watch->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	ok = ktm_qmp_migrate_fd(q, o->send ? KTM_ENDPOINT_CLIENT : KTM_ENDPOINT_SERVER,
+				fd, o->fd_name, &err);
+	close(fd);	/* QEMU holds its own copy now */
+	if (!ok) {
+		tool_error(err);
+		relay_drop(relay);
+		return false;
+	}
+	return relay_start(relay);
+}
+
+/* The migration failed or timed out: print @err, and cancel a timed-out
+ * sending migration. */
+static void wait_failed(struct ktm_qmp *q, const struct opts *o,
+			struct ktm_error *err)
+{
+	bool timed_out = !err || ktm_error_errno(err) == ETIMEDOUT;
+
+	if (err)
+		tool_error(err);
+	/* Giving up must not leave QEMU migrating behind our back. */
+	if (timed_out && o->send) {
+		free(ktm_qmp_execute(q, "{\"execute\": \"migrate_cancel\"}",
+				     -1, NULL));
+		fprintf(stderr, "%s: cancelled the migration (migrate_cancel)\n",
+			tool_prog);
+	}
+}
+
+/* Wait for the relay thread, if any; @ok: QEMU completed. */
+static void relay_end(struct relay *relay, bool ok)
+{
+	if (!relay->s)
+		return;
+	/* QEMU closes its end when the migration ends either way, so
+	 * the relay ends too (close_notify after a clean end). */
+	pthread_join(relay->thread, NULL);
+	/* QEMU's verdict rules, as it does without us: a cut or
+	 * tampered stream makes the destination fail, and with the
+	 * return-path capability the source completes only after the
+	 * destination confirmed.  After completed, a relay error (e.g.
+	 * a peer whose QEMU wrote into kernel TLS itself and closed
+	 * without close_notify) is only a note. */
+	if (relay->err && ok) {
+		fprintf(stderr, "%s: note: after QEMU completed: %s\n",
+			tool_prog, ktm_error_message(relay->err));
+	}
+	ktm_error_free(relay->err);
+}
+
+/* The success line; @t0: when cmd_qemu() started. */
+static void print_completed(const struct summary *sum,
+			    const struct timespec *t0, uint64_t transferred,
+			    uint64_t total_ms)
+{
+	struct timespec t1;
+	double sec;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	sec = total_ms ? (double)total_ms / 1000 :
+	      (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+	if (transferred)
+		printf("migration completed: %llu bytes in %.2f s (%.0f MB/s), "
+		       "path %s%s, %s %s%s\n", (unsigned long long)transferred,
+		       sec, sec > 0 ? (double)transferred / sec / 1e6 : 0.0,
+		       sum->path, sum->why, sum->version, sum->cipher,
+		       sum->peer_note);
+	else
+		printf("migration completed after %.2f s, path %s%s, %s %s%s\n",
+		       sec, sum->path, sum->why, sum->version, sum->cipher,
+		       sum->peer_note);
+}
+
 int cmd_qemu(int argc, char **argv)
 {
 	struct ktm_error *err = NULL;
@@ -335,14 +545,12 @@ int cmd_qemu(int argc, char **argv)
 	struct ktm_qmp *q;
 	struct relay relay = { .fd = -1 };
 	struct key_watch watch = { .fd = -1 };
-	struct timespec t0, t1;
+	struct timespec t0;
 	struct opts o = { 0 };
-	char path[32], why[300] = "", peer_note[4096] = "";
-	const char *cipher, *version;
+	struct summary sum = { .why = "", .peer_note = "" };
 	uint64_t transferred = 0, total_ms = 0;
-	int ret, fd = -1, pair[2];
+	int ret;
 	bool kernel, ok;
-	double sec;
 
 	ret = parse(argc, argv, &o);
 	if (ret)
@@ -363,112 +571,23 @@ int cmd_qemu(int argc, char **argv)
 	if (!s)
 		goto err_qmp;
 
-	kernel = ktm_session_path(s, KTM_DIR_TX) != KTM_PATH_USERSPACE &&
-		 ktm_session_path(s, KTM_DIR_RX) != KTM_PATH_USERSPACE;
-	snprintf(path, sizeof(path), "%s",
-		 ktm_path_name(ktm_session_path(s, KTM_DIR_TX)));
-	if (!kernel)
-		snprintf(why, sizeof(why), " (%s)", ktm_session_fallback_reason(s));
-	version = ktm_tls_version_name(ktm_session_version(s));
-	cipher = ktm_cipher_name(ktm_session_cipher(s));
-	peer_identity(&o, s, peer_note, sizeof(peer_note));
-
-	watch.cipher = ktm_session_cipher(s);
-	watch.limit = ktm_session_key_limit(s);
-	if (kernel) {
-		/* QEMU gets the kernel-TLS socket itself. */
-		fd = ktm_session_detach(s, &err);
-		if (fd < 0) {
-			tool_error(err);
-			ktm_session_free(s);
-			goto err_qmp;
-		}
-	} else {
-		/* Userspace TLS: QEMU gets one end of a socketpair and a
-		 * relay thread encrypts between the other end and s. */
-		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair)) {
-			fprintf(stderr, "%s: cannot make a socketpair for QEMU: %s\n",
-				tool_prog, strerror(errno));
-			ktm_session_free(s);
-			goto err_qmp;
-		}
-		fd = pair[0];
-		relay.s = s;
-		relay.fd = pair[1];
-	}
-	/* the sender's key limit is ours to watch; the receiver's is the
-	 * peer's to keep */
-	if (kernel && o.send)
-		watch.fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-	ok = ktm_qmp_migrate_fd(q, o.send ? KTM_ENDPOINT_CLIENT : KTM_ENDPOINT_SERVER,
-				fd, o.fd_name, &err);
-	close(fd);	/* QEMU holds its own copy now */
-	if (!ok) {
-		tool_error(err);
-		if (relay.s) {
-			ktm_session_free(relay.s);
-			close(relay.fd);
-		}
+	kernel = both_kernel(s);
+	describe(&o, s, kernel, &sum);
+	if (!hand_over(q, &o, s, kernel, &relay, &watch))
 		goto err_qmp;
-	}
-	if (relay.s) {
-		ret = pthread_create(&relay.thread, NULL, relay_main, &relay);
-		if (ret) {
-			fprintf(stderr, "%s: cannot start the relay thread: %s\n",
-				tool_prog, strerror(ret));
-			ktm_session_free(relay.s);
-			close(relay.fd);
-			goto err_qmp;
-		}
-	}
 	ok = wait_watching(q, o.timeout_s, &watch, &transferred, &total_ms, &err);
 	if (watch.fd >= 0)
 		close(watch.fd);
 	if (!ok) {
-		bool timed_out = !err || ktm_error_errno(err) == ETIMEDOUT;
-
-		if (err)
-			tool_error(err);
+		wait_failed(q, &o, err);
 		err = NULL;
-		/* Giving up must not leave QEMU migrating behind our back. */
-		if (timed_out && o.send) {
-			free(ktm_qmp_execute(q, "{\"execute\": \"migrate_cancel\"}",
-					     -1, NULL));
-			fprintf(stderr, "%s: cancelled the migration (migrate_cancel)\n",
-				tool_prog);
-		}
 	}
-	if (relay.s) {
-		/* QEMU closes its end when the migration ends either way, so
-		 * the relay ends too (close_notify after a clean end). */
-		pthread_join(relay.thread, NULL);
-		/* QEMU's verdict rules, as it does without us: a cut or
-		 * tampered stream makes the destination fail, and with the
-		 * return-path capability the source completes only after the
-		 * destination confirmed.  After completed, a relay error (e.g.
-		 * a peer whose QEMU wrote into kernel TLS itself and closed
-		 * without close_notify) is only a note. */
-		if (relay.err && ok) {
-			fprintf(stderr, "%s: note: after QEMU completed: %s\n",
-				tool_prog, ktm_error_message(relay.err));
-		}
-		ktm_error_free(relay.err);
-	}
+	relay_end(&relay, ok);
 	ktm_qmp_close(q);
 	ktm_config_free(cfg);
 	if (!ok)
 		return 1;
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	sec = total_ms ? (double)total_ms / 1000 :
-	      (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-	if (transferred)
-		printf("migration completed: %llu bytes in %.2f s (%.0f MB/s), "
-		       "path %s%s, %s %s%s\n", (unsigned long long)transferred,
-		       sec, sec > 0 ? (double)transferred / sec / 1e6 : 0.0,
-		       path, why, version, cipher, peer_note);
-	else
-		printf("migration completed after %.2f s, path %s%s, %s %s%s\n",
-		       sec, path, why, version, cipher, peer_note);
+	print_completed(&sum, &t0, transferred, total_ms);
 	return 0;
 
 err_qmp:

@@ -242,36 +242,80 @@ bool tool_split_hostport(const char *s, char *host, size_t hl, char *port,
 	return port[0] != '\0';
 }
 
-/* Listen on @spec and print where; the fd or -1 (message printed). */
-int tool_listen(const char *spec, bool announce)
+/* tool_listen(): resolve @host (empty: any address) and @port into *res;
+ * 0, or -1 with the message printed. */
+static int resolve_listen(const char *spec, const char *host,
+			  const char *port, struct addrinfo *hints,
+			  struct addrinfo **res)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE };
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	struct addrinfo *res;
-	char host[256], port[32], ip[INET6_ADDRSTRLEN] = "?";
-	int fd, one = 1, ret;
+	int ret;
 
-	if (!tool_split_hostport(spec, host, sizeof(host), port, sizeof(port))) {
-		fprintf(stderr, "%s: listen address '%s' is not [HOST:]PORT\n",
-			tool_prog, spec);
-		return -1;
-	}
 	/* a bare PORT: IPv6 with v4-mapped addresses where the host has
 	 * IPv6 (dual stack), else IPv4 */
 	if (!host[0])
-		hints.ai_family = AF_INET6;
-	ret = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+		hints->ai_family = AF_INET6;
+	ret = getaddrinfo(host[0] ? host : NULL, port, hints, res);
 	if (ret && !host[0]) {
-		hints.ai_family = AF_UNSPEC;
-		ret = getaddrinfo(NULL, port, &hints, &res);
+		hints->ai_family = AF_UNSPEC;
+		ret = getaddrinfo(NULL, port, hints, res);
 	}
 	if (ret) {
 		fprintf(stderr, "%s: cannot listen on %s: %s\n", tool_prog, spec,
 			gai_strerror(ret));
 		return -1;
 	}
+	return 0;
+}
+
+/* tool_listen(): SO_REUSEADDR, bind, listen and the bound address into
+ * @ss; false with errno set. */
+static bool bind_listen(int fd, const struct addrinfo *ai,
+			struct sockaddr_storage *ss)
+{
+	socklen_t sl = sizeof(*ss);
+	int one = 1;
+
+	return !(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+		 bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 16) ||
+		 getsockname(fd, (struct sockaddr *)ss, &sl));
+}
+
+/* tool_listen(): "listening on ADDRESS:PORT" on standard output. */
+static void print_listening(const struct sockaddr_storage *ss)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+
+		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+		printf("listening on [%s]:%u\n", ip, ntohs(a->sin6_port));
+	} else {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+
+		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+		printf("listening on %s:%u\n", ip, ntohs(a->sin_port));
+	}
+	fflush(stdout);
+}
+
+/* Listen on @spec and print where; the fd or -1 (message printed). */
+int tool_listen(const char *spec, bool announce)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE };
+	struct sockaddr_storage ss;
+	struct addrinfo *res;
+	char host[256], port[32];
+	int fd;
+
+	if (!tool_split_hostport(spec, host, sizeof(host), port, sizeof(port))) {
+		fprintf(stderr, "%s: listen address '%s' is not [HOST:]PORT\n",
+			tool_prog, spec);
+		return -1;
+	}
+	if (resolve_listen(spec, host, port, &hints, &res) < 0)
+		return -1;
 	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 && !host[0] && res->ai_family == AF_INET6) {
 		/* no IPv6 in this kernel: IPv4 only */
@@ -285,10 +329,7 @@ int tool_listen(const char *spec, bool announce)
 	}
 	if (fd >= 0 && !host[0] && res->ai_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &(int){ 0 }, sizeof(int));
-	if (fd < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-	    bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 16) ||
-	    getsockname(fd, (struct sockaddr *)&ss, &sl)) {
+	if (fd < 0 || !bind_listen(fd, res, &ss)) {
 		fprintf(stderr, "%s: cannot listen on %s: %s\n", tool_prog, spec,
 			strerror(errno));
 		if (fd >= 0)
@@ -299,17 +340,6 @@ int tool_listen(const char *spec, bool announce)
 	freeaddrinfo(res);
 	if (!announce)
 		return fd;
-	if (ss.ss_family == AF_INET6) {
-		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-
-		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-		printf("listening on [%s]:%u\n", ip, ntohs(a->sin6_port));
-	} else {
-		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-
-		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-		printf("listening on %s:%u\n", ip, ntohs(a->sin_port));
-	}
-	fflush(stdout);
+	print_listening(&ss);
 	return fd;
 }
