@@ -218,6 +218,7 @@ double bench_ceiling_once(const struct bench_cipher *c);
 /* Describe the host: kernel, CPU, OpenSSL, load, and what the probe says
  * kernel TLS and io_uring can do here. */
 void bench_env_collect(struct bench_env *v);
+double bench_loadavg(void);
 /* Write --csv and the Markdown report (--md or standard output); false
  * after printing why. */
 bool bench_write_outputs(const struct bench_opts *o, const struct bench_env *v,

@@ -44,21 +44,12 @@ static struct bench_stat stat_of(const double *v, int n)
 
 /* ---- the report ---------------------------------------------------------------- */
 
-void bench_env_collect(struct bench_env *v)
+/* The first "model name" of /proc/cpuinfo, or "unknown". */
+static void env_cpu_model(struct bench_env *v)
 {
-	struct utsname u;
-	struct ktm_error *ke = NULL;
-	struct ktm_probe *p;
-	const char *reason = "", *hint = NULL;
 	char line[256];
-	time_t t = time(NULL);
 	FILE *f;
-	size_t i;
 
-	memset(v, 0, sizeof(*v));
-	uname(&u);
-	bench_copy_str(v->host, sizeof(v->host), u.nodename);
-	bench_copy_str(v->kernel, sizeof(v->kernel), u.release);
 	bench_copy_str(v->cpu, sizeof(v->cpu), "unknown");
 	f = fopen("/proc/cpuinfo", "r");
 	while (f && fgets(line, sizeof(line), f)) {
@@ -73,16 +64,15 @@ void bench_env_collect(struct bench_env *v)
 	}
 	if (f)
 		fclose(f);
-	v->ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
-	strftime(v->date, sizeof(v->date), "%Y-%m-%d %H:%M UTC", gmtime(&t));
-	bench_copy_str(v->ossl, sizeof(v->ossl),
-		       OpenSSL_version(OPENSSL_VERSION));
-	f = fopen("/proc/loadavg", "r");
-	if (f) {
-		if (fscanf(f, "%lf", &v->load0) != 1)
-			v->load0 = -1;
-		fclose(f);
-	}
+}
+
+/* What kernel TLS (per cipher) and io_uring can do here. */
+static void env_probe(struct bench_env *v)
+{
+	struct ktm_error *ke = NULL;
+	struct ktm_probe *p;
+	const char *reason = "", *hint = NULL;
+	size_t i;
 
 	p = ktm_probe_new(&ke);
 	if (!p) {
@@ -108,6 +98,38 @@ void bench_env_collect(struct bench_env *v)
 	v->uring = ktm_probe_io_uring(p, &reason);
 	bench_copy_str(v->uring_reason, sizeof(v->uring_reason), reason);
 	ktm_probe_free(p);
+}
+
+/* The 1-minute load average, or -1 when /proc/loadavg is unreadable. */
+double bench_loadavg(void)
+{
+	double load = -1;
+	FILE *f = fopen("/proc/loadavg", "r");
+
+	if (f) {
+		if (fscanf(f, "%lf", &load) != 1)
+			load = -1;
+		fclose(f);
+	}
+	return load;
+}
+
+void bench_env_collect(struct bench_env *v)
+{
+	struct utsname u;
+	time_t t = time(NULL);
+
+	memset(v, 0, sizeof(*v));
+	uname(&u);
+	bench_copy_str(v->host, sizeof(v->host), u.nodename);
+	bench_copy_str(v->kernel, sizeof(v->kernel), u.release);
+	env_cpu_model(v);
+	v->ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	strftime(v->date, sizeof(v->date), "%Y-%m-%d %H:%M UTC", gmtime(&t));
+	bench_copy_str(v->ossl, sizeof(v->ossl),
+		       OpenSSL_version(OPENSSL_VERSION));
+	v->load0 = bench_loadavg();
+	env_probe(v);
 }
 
 static const char *ktls_word(const struct bench_opts *o,
@@ -182,14 +204,9 @@ static double both_med(const struct bench_row *r)
 	return stat_of(both, r->done).med;
 }
 
-static void write_csv(FILE *f, const struct bench_opts *o,
-		      const struct bench_env *v, const struct bench_row *rows,
-		      int n)
+static void csv_header(FILE *f, const struct bench_opts *o,
+		       const struct bench_env *v)
 {
-	const char *kind = o->functional ? "functional-only (emulated)" : "speed";
-	size_t c;
-	int i;
-
 	fprintf(f, "# ktls-migrate bench %s; host %s; kernel %s; kernel TLS %s; "
 		"cpu %s x%d; %s; %s\n", KTM_VERSION_STRING, v->host, v->kernel,
 		ktls_word(o, v), v->cpu, v->ncpu, v->ossl, v->date);
@@ -203,6 +220,14 @@ static void write_csv(FILE *f, const struct bench_opts *o,
 	      "recv_cpu_s_per_gib_median,recv_cpu_s_per_gib_max,"
 	      "both_cpu_s_per_gib_median,host_cpu_s_per_gib_median,ratio_vs_tcp_write,"
 	      "ratio_vs_tls_user,mbps_runs,note\n", f);
+}
+
+/* One line per cipher whose `openssl speed` ceiling was measured. */
+static void csv_ceiling(FILE *f, const struct bench_opts *o,
+			const struct bench_env *v, const char *kind)
+{
+	size_t c;
+
 	for (c = 0; c < BENCH_NCIPHERS && !o->functional; c++) {
 		struct bench_stat s = stat_of(v->ceiling[c], v->n_ceiling[c]);
 
@@ -218,37 +243,54 @@ static void write_csv(FILE *f, const struct bench_opts *o,
 			"core, encryption only");
 		fputc('\n', f);
 	}
+}
+
+/* The figures of one measured row: stats, ratios, per-run MB/s. */
+static void csv_speed(FILE *f, const struct bench_row *r,
+		      const struct bench_row *rows, int n)
+{
+	struct bench_stat m = stat_of(r->mbps, r->done),
+			  sc = stat_of(r->send_cpu, r->done),
+			  rc = stat_of(r->recv_cpu, r->done),
+			  hc = stat_of(r->host_cpu, r->done);
+	int k;
+
+	csv_num(f, m.min, 1), csv_num(f, m.med, 1), csv_num(f, m.max, 1);
+	csv_num(f, sc.min, 3), csv_num(f, sc.med, 3), csv_num(f, sc.max, 3);
+	csv_num(f, rc.min, 3), csv_num(f, rc.med, 3), csv_num(f, rc.max, 3);
+	csv_num(f, both_med(r), 3);
+	csv_num(f, hc.med, 3);
+	csv_num(f, ratio(r, find_row(rows, n, "tcp-write", NULL,
+				     r->channels)), 3);
+	csv_num(f, r->cipher ? ratio(r, find_row(rows, n,
+			"tls-user", r->cipher, r->channels)) : -1, 3);
+	fputs(",\"", f);
+	for (k = 0; k < r->done; k++)
+		fprintf(f, "%s%.1f", k ? ";" : "", r->mbps[k]);
+	fputs("\",", f);
+}
+
+static void write_csv(FILE *f, const struct bench_opts *o,
+		      const struct bench_env *v, const struct bench_row *rows,
+		      int n)
+{
+	const char *kind = o->functional ? "functional-only (emulated)" : "speed";
+	int i;
+
+	csv_header(f, o, v);
+	csv_ceiling(f, o, v, kind);
 	for (i = 0; i < n; i++) {
 		const struct bench_row *r = &rows[i];
-		struct bench_stat m = stat_of(r->mbps, r->done),
-				  sc = stat_of(r->send_cpu, r->done),
-				  rc = stat_of(r->recv_cpu, r->done),
-				  hc = stat_of(r->host_cpu, r->done);
-		bool speed = !o->functional && r->state == ROW_OK;
-		int k;
 
 		fprintf(f, "%s,%s,%s,%d,%s,%s,%s,%" PRIu64 ",%d", kind,
 			r->mode->name, r->cipher ? r->cipher->name : "none",
 			r->channels, state_word(r->state),
 			r->tx_path[0] ? r->tx_path : "-",
 			r->rx_path[0] ? r->rx_path : "-", o->size, r->done);
-		if (speed) {
-			csv_num(f, m.min, 1), csv_num(f, m.med, 1), csv_num(f, m.max, 1);
-			csv_num(f, sc.min, 3), csv_num(f, sc.med, 3), csv_num(f, sc.max, 3);
-			csv_num(f, rc.min, 3), csv_num(f, rc.med, 3), csv_num(f, rc.max, 3);
-			csv_num(f, both_med(r), 3);
-			csv_num(f, hc.med, 3);
-			csv_num(f, ratio(r, find_row(rows, n, "tcp-write", NULL,
-						     r->channels)), 3);
-			csv_num(f, r->cipher ? ratio(r, find_row(rows, n,
-					"tls-user", r->cipher, r->channels)) : -1, 3);
-			fputs(",\"", f);
-			for (k = 0; k < r->done; k++)
-				fprintf(f, "%s%.1f", k ? ";" : "", r->mbps[k]);
-			fputs("\",", f);
-		} else {
+		if (!o->functional && r->state == ROW_OK)
+			csv_speed(f, r, rows, n);
+		else
 			fputs(",,,,,,,,,,,,,,,", f);
-		}
 		csv_str(f, r->note);
 		fputc('\n', f);
 	}
@@ -380,15 +422,10 @@ static double busy_pct(const struct bench_env *v, const struct bench_row *rows,
 	return 100 * other / (wall * v->ncpu);
 }
 
-static void write_md(FILE *f, const struct bench_opts *o,
-		     const struct bench_env *v, const struct bench_row *rows,
-		     int n)
+/* The title and the table of what the host is and how the runs went. */
+static void md_header(FILE *f, const struct bench_opts *o,
+		      const struct bench_env *v, double busy)
 {
-	double busy = busy_pct(v, rows, n);
-	size_t c;
-	int k;
-	bool any_na = false;
-
 	fprintf(f, "# ktls-migrate bench: %s, %s\n\n", v->host, v->date);
 	if (o->functional)
 		fputs("**Functional-only (emulated)**: the kernel below ran "
@@ -427,29 +464,43 @@ static void write_md(FILE *f, const struct bench_opts *o,
 			"spread widely; the per-end CPU seconds per GiB do not "
 			"count waiting and are the figures to compare.\n\n",
 			busy, v->ncpu);
+}
 
-	if (!o->functional) {
-		for (c = 0; c < BENCH_NCIPHERS; c++)
-			if (v->n_ceiling[c])
-				break;
-		if (c < BENCH_NCIPHERS) {
-			fputs("## Crypto ceiling\n\n`openssl speed -evp CIPHER "
-			      "-bytes 16384 -seconds 1`, one core, encryption only, "
-			      "once per run:\n\n| cipher | MB/s median (min–max) |\n"
-			      "|---|---:|\n", f);
-			for (c = 0; c < BENCH_NCIPHERS; c++) {
-				struct bench_stat s = stat_of(v->ceiling[c],
-							      v->n_ceiling[c]);
+/* The `openssl speed` table, when a ceiling was measured. */
+static void md_ceiling(FILE *f, const struct bench_opts *o,
+		       const struct bench_env *v)
+{
+	size_t c;
 
-				if (!v->n_ceiling[c])
-					continue;
-				fprintf(f, "| %s | %.0f (%.0f–%.0f) |\n",
-					bench_ciphers[c].name, s.med / 1e6,
-					s.min / 1e6, s.max / 1e6);
-			}
-			fputc('\n', f);
-		}
+	if (o->functional)
+		return;
+	for (c = 0; c < BENCH_NCIPHERS; c++)
+		if (v->n_ceiling[c])
+			break;
+	if (c == BENCH_NCIPHERS)
+		return;
+	fputs("## Crypto ceiling\n\n`openssl speed -evp CIPHER "
+	      "-bytes 16384 -seconds 1`, one core, encryption only, "
+	      "once per run:\n\n| cipher | MB/s median (min–max) |\n"
+	      "|---|---:|\n", f);
+	for (c = 0; c < BENCH_NCIPHERS; c++) {
+		struct bench_stat s = stat_of(v->ceiling[c], v->n_ceiling[c]);
+
+		if (!v->n_ceiling[c])
+			continue;
+		fprintf(f, "| %s | %.0f (%.0f–%.0f) |\n",
+			bench_ciphers[c].name, s.med / 1e6,
+			s.min / 1e6, s.max / 1e6);
 	}
+	fputc('\n', f);
+}
+
+/* "## Results": one table per channel count that has a measured row. */
+static void md_results(FILE *f, const struct bench_opts *o,
+		       const struct bench_row *rows, int n)
+{
+	int k;
+
 	fputs("## Results\n\n", f);
 	if (!o->functional)
 		fputs("MB/s: 10^6 bytes per second of wall time, from the "
@@ -475,6 +526,19 @@ static void write_md(FILE *f, const struct bench_opts *o,
 		write_md_rows(f, o, rows, n, o->channels[k]);
 		fputc('\n', f);
 	}
+}
+
+static void write_md(FILE *f, const struct bench_opts *o,
+		     const struct bench_env *v, const struct bench_row *rows,
+		     int n)
+{
+	size_t c;
+	int k;
+	bool any_na = false;
+
+	md_header(f, o, v, busy_pct(v, rows, n));
+	md_ceiling(f, o, v);
+	md_results(f, o, rows, n);
 	for (k = 0; k < n; k++)
 		any_na |= rows[k].state == ROW_NA;
 	if (any_na) {

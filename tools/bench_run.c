@@ -187,36 +187,64 @@ static void note_add(struct bench_row *row, const char *note)
 			 used ? "; " : "", note);
 }
 
+/* Listen on loopback and fork the receiver, then the sender. */
+static bool ends_start(struct bench_end *e, struct bench_kid *rx,
+		       struct bench_kid *tx, char *err, size_t errlen)
+{
+	e->listen_fd = listen_loopback(e->port, sizeof(e->port));
+	if (e->listen_fd < 0) {
+		snprintf(err, errlen, "cannot listen on loopback: %s",
+			 strerror(errno));
+		return false;
+	}
+	e->server = true;
+	if (kid_start(rx, e) < 0) {
+		snprintf(err, errlen, "fork: %s", strerror(errno));
+		close(e->listen_fd);
+		return false;
+	}
+	e->server = false;
+	if (kid_start(tx, e) < 0) {
+		snprintf(err, errlen, "fork: %s", strerror(errno));
+		close(e->listen_fd);
+		kid_end(rx, true);
+		return false;
+	}
+	close(e->listen_fd);
+	return true;
+}
+
+/* One run's figures into @row, from the ends' reports and the host's CPU
+ * time before (@h0) and after (@h1); -1 where /proc/stat was unreadable. */
+static void run_record(struct bench_row *row, const struct bench_data *d,
+		       const struct bench_kid *tx, const struct bench_kid *rx,
+		       double h0, double h1)
+{
+	double gib = (double)d->size / GIB, wall = rx->m.t1 - tx->m.t0;
+
+	row->mbps[row->done] = (double)d->size / 1e6 / wall;
+	row->send_cpu[row->done] = tx->m.cpu / gib;
+	row->recv_cpu[row->done] = rx->m.cpu / gib;
+	row->host_cpu[row->done] = h0 < 0 || h1 < 0 ? -1 : (h1 - h0) / gib;
+	if (h0 >= 0 && h1 >= 0) {
+		row->other_s += h1 - h0 - tx->m.cpu - rx->m.cpu;
+		row->wall_s += wall;
+	}
+	row->done++;
+}
+
 bool bench_run_once(const struct bench_opts *o, struct bench_data *d,
 		    struct bench_row *row, char *err, size_t errlen)
 {
 	struct bench_end e = { .o = o, .row = row, .d = d };
 	struct bench_kid rx = { 0 }, tx = { 0 };
 	struct bench_kid *kids[2] = { &rx, &tx };
-	double deadline, h0, h1, wall, gib = (double)d->size / GIB;
+	double deadline, h0, h1;
 	bool ok = false;
 
 	bench_data_sums(d, row->channels);
-	e.listen_fd = listen_loopback(e.port, sizeof(e.port));
-	if (e.listen_fd < 0) {
-		snprintf(err, errlen, "cannot listen on loopback: %s",
-			 strerror(errno));
+	if (!ends_start(&e, &rx, &tx, err, errlen))
 		return false;
-	}
-	e.server = true;
-	if (kid_start(&rx, &e) < 0) {
-		snprintf(err, errlen, "fork: %s", strerror(errno));
-		close(e.listen_fd);
-		return false;
-	}
-	e.server = false;
-	if (kid_start(&tx, &e) < 0) {
-		snprintf(err, errlen, "fork: %s", strerror(errno));
-		close(e.listen_fd);
-		kid_end(&rx, true);
-		return false;
-	}
-	close(e.listen_fd);
 	deadline = bench_now() + o->timeout_s;
 	if (!kids_read(kids, deadline, err, errlen))
 		goto out;
@@ -238,16 +266,7 @@ bool bench_run_once(const struct bench_opts *o, struct bench_data *d,
 			 " bytes", rx.m.bytes, d->size);
 		goto out;
 	}
-	wall = rx.m.t1 - tx.m.t0;
-	row->mbps[row->done] = (double)d->size / 1e6 / wall;
-	row->send_cpu[row->done] = tx.m.cpu / gib;
-	row->recv_cpu[row->done] = rx.m.cpu / gib;
-	row->host_cpu[row->done] = h0 < 0 || h1 < 0 ? -1 : (h1 - h0) / gib;
-	if (h0 >= 0 && h1 >= 0) {
-		row->other_s += h1 - h0 - tx.m.cpu - rx.m.cpu;
-		row->wall_s += wall;
-	}
-	row->done++;
+	run_record(row, d, &tx, &rx, h0, h1);
 	ok = true;
 out:
 	kid_end(&tx, !ok);

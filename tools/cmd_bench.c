@@ -514,6 +514,82 @@ static bool creds_ok(const char *dir)
 	return true;
 }
 
+/* Whether a selected mode runs over TLS (and so needs --creds). */
+static bool want_tls(const struct bench_opts *o)
+{
+	bool tls = false;
+	size_t m;
+
+	for (m = 0; m < BENCH_NMODES; m++)
+		tls |= o->mode_on[m] && bench_modes[m].xport != XP_TCP;
+	return tls;
+}
+
+/* One `openssl speed` per selected cipher: the crypto ceiling of @run. */
+static void run_ceilings(const struct bench_opts *o, struct bench_env *v,
+			 int run)
+{
+	size_t c;
+
+	for (c = 0; c < BENCH_NCIPHERS; c++) {
+		double b;
+
+		if (!o->cipher_on[c])
+			continue;
+		b = bench_ceiling_once(&bench_ciphers[c]);
+		if (b > 0)
+			v->ceiling[c][v->n_ceiling[c]++] = b;
+		if (!o->quiet)
+			fprintf(stderr, "[run %d/%d] openssl speed -evp "
+				"%s: %.0f MB/s\n", run + 1, o->runs,
+				bench_ciphers[c].name, b / 1e6);
+	}
+}
+
+/* Run @run of every row still runnable; returns how many failed. */
+static int run_rows(const struct bench_opts *o, struct bench_data *d,
+		    struct bench_row *rows, int n, int run)
+{
+	int i, failed = 0;
+
+	for (i = 0; i < n; i++) {
+		struct bench_row *r = &rows[i];
+		char err[256];
+		bool ok;
+
+		if (r->state == ROW_NA || r->state == ROW_FAIL)
+			continue;
+		ok = bench_run_once(o, d, r, err, sizeof(err));
+		if (!ok) {
+			r->state = ROW_FAIL;
+			snprintf(r->note, sizeof(r->note), "FAILED in run "
+				 "%d: %s", run + 1, err);
+			failed++;
+		} else {
+			r->state = ROW_OK;
+		}
+		progress(o, run, r, ok, err);
+	}
+	return failed;
+}
+
+/* After @run (0-based) ended, since @t0: would another pass the budget? */
+static bool over_budget(const struct bench_opts *o, int run, double t0)
+{
+	double el;
+
+	if (!o->budget_s || run + 1 < 3 || run + 1 >= o->runs)
+		return false;
+	el = bench_now() - t0;
+	if (el + el / (run + 1) <= o->budget_s)
+		return false;
+	if (!o->quiet)
+		fprintf(stderr, "bench: stopping after %d "
+			"runs: another would pass the %u s "
+			"budget\n", run + 1, o->budget_s);
+	return true;
+}
+
 int cmd_bench(int argc, char **argv)
 {
 	struct bench_opts o;
@@ -521,16 +597,13 @@ int cmd_bench(int argc, char **argv)
 	struct bench_data d;
 	struct bench_row *rows = NULL;
 	double t0 = bench_now();
-	int n, i, run, ret, failed = 0;
-	bool tls = false;
-	size_t m, c;
-	FILE *f;
+	int n, run, ret, failed = 0;
+	bool tls;
 
 	ret = parse_opts(&o, argc, argv);
 	if (ret >= 0)
 		return ret;
-	for (m = 0; m < BENCH_NMODES; m++)
-		tls |= o.mode_on[m] && bench_modes[m].xport != XP_TCP;
+	tls = want_tls(&o);
 	if (tls && !o.creds) {
 		fprintf(stderr, "%s: bench: TLS modes need --creds DIR\n  hint: "
 			"make a throwaway PKI with scripts/make-creds.sh DIR, "
@@ -550,56 +623,14 @@ int cmd_bench(int argc, char **argv)
 		return 1;
 	}
 	for (run = 0; run < o.runs; run++) {
-		for (c = 0; c < BENCH_NCIPHERS && o.ceiling && tls; c++) {
-			double b;
-
-			if (!o.cipher_on[c])
-				continue;
-			b = bench_ceiling_once(&bench_ciphers[c]);
-			if (b > 0)
-				v->ceiling[c][v->n_ceiling[c]++] = b;
-			if (!o.quiet)
-				fprintf(stderr, "[run %d/%d] openssl speed -evp "
-					"%s: %.0f MB/s\n", run + 1, o.runs,
-					bench_ciphers[c].name, b / 1e6);
-		}
-		for (i = 0; i < n; i++) {
-			struct bench_row *r = &rows[i];
-			char err[256];
-			bool ok;
-
-			if (r->state == ROW_NA || r->state == ROW_FAIL)
-				continue;
-			ok = bench_run_once(&o, &d, r, err, sizeof(err));
-			if (!ok) {
-				r->state = ROW_FAIL;
-				snprintf(r->note, sizeof(r->note), "FAILED in run "
-					 "%d: %s", run + 1, err);
-				failed++;
-			} else {
-				r->state = ROW_OK;
-			}
-			progress(&o, run, r, ok, err);
-		}
+		if (o.ceiling && tls)
+			run_ceilings(&o, v, run);
+		failed += run_rows(&o, &d, rows, n, run);
 		v->runs_done = run + 1;
-		if (o.budget_s && run + 1 >= 3 && run + 1 < o.runs) {
-			double el = bench_now() - t0;
-
-			if (el + el / (run + 1) > o.budget_s) {
-				if (!o.quiet)
-					fprintf(stderr, "bench: stopping after %d "
-						"runs: another would pass the %u s "
-						"budget\n", run + 1, o.budget_s);
-				break;
-			}
-		}
+		if (over_budget(&o, run, t0))
+			break;
 	}
-	f = fopen("/proc/loadavg", "r");
-	if (f) {
-		if (fscanf(f, "%lf", &v->load1) != 1)
-			v->load1 = -1;
-		fclose(f);
-	}
+	v->load1 = bench_loadavg();
 	v->elapsed = bench_now() - t0;
 	v->sum_gbps = d.sum_gbps;
 	ret = bench_write_outputs(&o, v, rows, n) ? (failed ? 1 : 0) : 2;
