@@ -127,7 +127,8 @@ $(O)/obj/tools/%.o: tools/%.c | depcheck
 
 # The session tests also drive the tool's proxy accept loop (tools/proxy.c,
 # not part of libktm).
-TEST_TOOL_OBJ := $(O)/obj/tools/proxy.o
+TEST_TOOL_OBJ := $(O)/obj/tools/proxy.o $(O)/obj/tools/addr.o \
+	$(O)/obj/tools/tool.o
 $(O)/tests/%: tests/%.c $(HARNESS_OBJ) $(STATIC_LIB) $(TEST_TOOL_OBJ) | depcheck
 	@mkdir -p $(dir $@) $(dir $(O)/obj/tests/$*)
 	$(call say,CC,$<)
@@ -204,7 +205,8 @@ demo-vm: deps-if-missing
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_SRC := $(wildcard fuzz/*.c)
-FUZZ_TOOL_OBJ := $(O)/obj/tools/tls_opts.o $(O)/obj/tools/tool.o
+FUZZ_TOOL_OBJ := $(O)/obj/tools/tls_opts.o $(O)/obj/tools/tool.o \
+	$(O)/obj/tools/addr.o
 
 fuzz:
 	$(Q)$(MAKE) --no-print-directory O=$(O)/fuzz CC=$(FUZZ_CC) \

@@ -1,17 +1,18 @@
 // SPDX-License-Identifier: MIT
 /*
  * Fuzz target: the option parsers of the tool and the library's pin
- * parser: --cipher lists, --tls, --ktls (tools/tls_opts.c), HOST:PORT
- * (tool_split_hostport), --pin (ktm_config_add_pin).  The first byte picks
- * the parser, the rest is the argument.  Oracles: the parsers' own
+ * parser: --cipher lists, --tls, --ktls (tools/tls_opts.c), --pin
+ * (ktm_config_add_pin); addresses are fuzz/proxy_addr.c.  The first byte
+ * picks the parser, the rest is the argument.  Oracles: the parsers' own
  * contracts (a taken cipher list names only known ciphers, at most one of
  * each row; a failing library call sets its error and a succeeding one
- * does not; a split address has a port that fits its buffer).
+ * does not).
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "arg.h"
 #include "tool.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -63,35 +64,17 @@ static void pin(const char *arg)
 	ktm_config_free(cfg);
 }
 
-static void hostport(const char *arg)
-{
-	char host[64], port[8];
-
-	memset(port, 'x', sizeof(port));
-	if (!tool_split_hostport(arg, host, sizeof(host), port, sizeof(port)))
-		return;
-	if (!memchr(host, '\0', sizeof(host)) || !memchr(port, '\0', sizeof(port)) ||
-	    !port[0])
-		abort();
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	char *arg;
+	char *arg = fuzz_arg(data, size);
 
-	if (!size)
-		return 0;
-	arg = malloc(size);
 	if (!arg)
 		return 0;
-	memcpy(arg, data + 1, size - 1);
-	arg[size - 1] = '\0';
-	switch (data[0] % 5) {
+	switch (data[0] % 4) {
 	case 0: tls_option(TOOL_O_CIPHER, arg); break;
 	case 1: tls_option(TOOL_O_TLS, arg); break;
 	case 2: tls_option(TOOL_O_KTLS, arg); break;
-	case 3: pin(arg); break;
-	default: hostport(arg); break;
+	default: pin(arg); break;
 	}
 	free(arg);
 	return 0;

@@ -87,6 +87,15 @@ struct ktm_config {
  * The returned string is static or lives in @buf. */
 const char *ktm_errno_name(int err, char buf[24]);
 
+/* The library's one monotonic clock, in seconds (clock.c); the tests use
+ * it too.  ktm_now_ms() is the same clock in whole milliseconds, for
+ * deadlines. */
+double ktm_now_s(void);
+static inline uint64_t ktm_now_ms(void)
+{
+	return (uint64_t)(ktm_now_s() * 1e3);
+}
+
 /* The OpenSSL cipher-suite list that negotiates @cipher in TLS 1.3
  * (@tls13) or 1.2; NULL for a value out of range (names.c). */
 const char *ktm_cipher_suites(enum ktm_cipher cipher, bool tls13);

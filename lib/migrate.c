@@ -169,14 +169,6 @@ bool ktm_migration_request_pages(struct ktm_migration *m, uint64_t offset,
 
 /* ---- shared helpers ----------------------------------------------------------- */
 
-double ktm_mig_now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Record the first failure; wake everybody.  Takes @err. */
 void ktm_mig_fail(struct ktm_migration *m, struct ktm_error *err)
 {
@@ -211,7 +203,7 @@ struct ktm_error *ktm_mig_chan_error(const struct ktm_migration *m,
 	struct ktm_error *e = NULL;
 	const char *hint;
 	int no = ktm_error_errno(err);
-	double idle = m->ch[idx].last_io > 0 ? ktm_mig_now_s() - m->ch[idx].last_io : 0;
+	double idle = m->ch[idx].last_io > 0 ? ktm_now_s() - m->ch[idx].last_io : 0;
 
 	/* A connection that TCP_USER_TIMEOUT ended reads as a plain EOF or
 	 * reset on some kernels (the session asks the kernel first, but the
@@ -323,11 +315,11 @@ void ktm_mig_close_gently(struct ktm_session *s, unsigned int ms)
 
 void ktm_mig_drain(int fd, unsigned int ms)
 {
-	double end = ktm_mig_now_s() + ms / 1000.0;
+	double end = ktm_now_s() + ms / 1000.0;
 	char buf[4096];
 
 	for (;;) {
-		double left = end - ktm_mig_now_s();
+		double left = end - ktm_now_s();
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 
 		if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) <= 0 ||
@@ -391,7 +383,7 @@ void ktm_mig_fold(struct ktm_migration *m)
 
 void ktm_mig_lap(struct ktm_chan *c, enum ktm_phase p, double *t)
 {
-	double now = ktm_mig_now_s();
+	double now = ktm_now_s();
 
 	c->phase[p] += now - *t;
 	*t = now;
@@ -608,7 +600,7 @@ void ktm_mig_finish(struct ktm_migration *m, double t0, bool ok)
 	for (i = 0; i < KTM_MAX_CHANNELS; i++)
 		ktm_hash_exit(&m->ch[i].hash);
 	ktm_mig_fold(m);
-	m->seconds = ktm_mig_now_s() - t0;
+	m->seconds = ktm_now_s() - t0;
 	if (m->progress && ok)
 		m->progress(m->size, m->size, m->progress_opaque);
 }

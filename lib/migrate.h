@@ -150,7 +150,6 @@ struct ktm_migration {
 	const char *path_name;
 };
 
-double ktm_mig_now_s(void);
 /* Record the first failure (takes @err) and wake every channel. */
 void ktm_mig_fail(struct ktm_migration *m, struct ktm_error *err);
 bool ktm_mig_failed(struct ktm_migration *m);

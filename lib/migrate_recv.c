@@ -65,7 +65,7 @@ static bool take_payload(struct ktm_chan *c, const struct ktm_rx *rx,
 			 uint64_t off, uint64_t len, bool keep, bool hash,
 			 struct ktm_error **errp)
 {
-	double t = ktm_mig_now_s();
+	double t = ktm_now_s();
 
 	while (len) {
 		size_t n = len < KTM_RECV_BUF ? (size_t)len : KTM_RECV_BUF;
@@ -144,7 +144,7 @@ static enum ktm_dest_step dest_run(struct ktm_chan *c, const struct ktm_frame *f
 		 * requested pages were written into this chunk */
 		if (c->chunk_dirty && !write_zeros(m, f->offset, len, errp))
 			return KTM_DEST_ERROR;
-		t = ktm_mig_now_s();
+		t = ktm_now_s();
 		ktm_hash_zeros(&c->hash, len);
 		ktm_mig_lap(c, KTM_PHASE_HASH, &t);
 		c->zeros += len;
@@ -421,12 +421,12 @@ static bool dest_reconnect(struct ktm_chan *c, const struct ktm_frame *f,
 static bool wait_next_frame(struct ktm_chan *c)
 {
 	struct ktm_migration *m = c->m;
-	double until = ktm_mig_now_s() + m->io_ms / 1000.0;
+	double until = ktm_now_s() + m->io_ms / 1000.0;
 
 	while (!ktm_mig_failed(m) && !ktm_session_readable(c->s)) {
 		struct pollfd p = { .fd = ktm_session_fd(c->s), .events = POLLIN };
 
-		if (m->io_ms && ktm_mig_now_s() >= until)
+		if (m->io_ms && ktm_now_s() >= until)
 			break;
 		poll(&p, 1, 100);
 	}
@@ -449,7 +449,7 @@ static void *dest_channel(void *arg)
 			goto out;
 		if (!ktm_mig_recv_frame(c->s, &f, "source", &err))
 			goto err;
-		c->last_io = ktm_mig_now_s();
+		c->last_io = ktm_now_s();
 		step = ktm_dest_frame(c, &f, &rx, &err);
 		if (step == KTM_DEST_ERROR)
 			goto err;
@@ -587,25 +587,7 @@ static void *hs_thread(void *arg)
 
 static void peer_of(int fd, char *buf, size_t len)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char ip[INET6_ADDRSTRLEN] = "?";
-	unsigned int port = 0;
-
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
-		if (ss.ss_family == AF_INET6) {
-			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-
-			inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-			port = ntohs(a->sin6_port);
-		} else if (ss.ss_family == AF_INET) {
-			struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-
-			inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-			port = ntohs(a->sin_port);
-		}
-	}
-	snprintf(buf, len, strchr(ip, ':') ? "[%s]:%u" : "%s:%u", ip, port);
+	ktm_fd_addr_text(fd, true, buf, len);
 }
 
 /* One pending connection into a free slot, or refused when all are busy. */
@@ -684,7 +666,7 @@ static struct ktm_session *acc_next(struct acceptor *a, double deadline,
 		}
 		if (live && !channels_running(a->m))
 			return NULL;
-		if (deadline && ktm_mig_now_s() >= deadline) {
+		if (deadline && ktm_now_s() >= deadline) {
 			ktm_error_set(errp, KTM_ERR_PEER, ETIMEDOUT,
 				      "no migration connection arrived within "
 				      "%u ms", a->m->accept_ms);
@@ -939,7 +921,7 @@ static bool admit(struct ktm_migration *m, struct hs_slot *sl,
 static bool accept_more(struct ktm_migration *m, struct acceptor *a,
 			struct ktm_error **errp)
 {
-	double t0 = ktm_mig_now_s();
+	double t0 = ktm_now_s();
 	unsigned int started = 1;
 
 	for (;;) {
@@ -966,7 +948,7 @@ static struct ktm_session *accept_first(struct ktm_migration *m,
 					struct acceptor *a, struct ktm_hello *h,
 					struct ktm_error **errp)
 {
-	double deadline = ktm_mig_now_s() + m->accept_ms / 1000.0;
+	double deadline = ktm_now_s() + m->accept_ms / 1000.0;
 	struct hs_slot sl;
 
 	for (;;) {
@@ -1001,7 +983,7 @@ static bool dest_commit(struct ktm_migration *m, const char *partial,
 			const char *path, struct ktm_error **errp)
 {
 	uint8_t digest[KTM_DIGEST_LEN];
-	double t = ktm_mig_now_s();
+	double t = ktm_now_s();
 	char text[160];
 	struct ktm_frame f = { .type = KTM_F_VERDICT };
 	unsigned int i;
@@ -1128,7 +1110,7 @@ bool ktm_migration_recv(struct ktm_migration *m, int listen_fd,
 	char partial[4200];
 	struct ktm_session *s;
 	struct ktm_hello h;
-	double t0 = ktm_mig_now_s();
+	double t0 = ktm_now_s();
 	unsigned int i;
 	bool ok = false;
 
@@ -1138,7 +1120,7 @@ bool ktm_migration_recv(struct ktm_migration *m, int listen_fd,
 	s = accept_first(m, &a, &h, errp);
 	if (!s)
 		goto out_acceptor;
-	t0 = ktm_mig_now_s();	/* the time of the migration, not of waiting for it */
+	t0 = ktm_now_s();	/* the time of the migration, not of waiting for it */
 	ok = dest_migrate(m, &a, s, &h, path, partial, sizeof(partial));
 	if (!ok)
 		take_error(m, errp);

@@ -113,7 +113,7 @@ static void scan_range(struct ktm_chan *c, uint64_t base, uint64_t len)
 {
 	const struct ktm_migration *m = c->m;
 	uint64_t p = base, end = base + len;
-	double t = ktm_mig_now_s();
+	double t = ktm_now_s();
 	size_t i;
 
 	c->nruns = 0;
@@ -416,7 +416,7 @@ static bool send_run(struct ktm_chan *c, const struct ktm_frame *f,
 
 	ktm_frame_encode(f, hdr);
 	c->wire += KTM_FRAME_LEN + (uint64_t)f->len;
-	c->last_io = ktm_mig_now_s();
+	c->last_io = ktm_now_s();
 	if (!kernel_path(c))
 		return stage(c, hdr, sizeof(hdr), errp) &&
 		       (!f->len || stage_pages(c, img_off, f->len, errp));
@@ -431,7 +431,7 @@ static bool send_runs(struct ktm_chan *c, uint64_t base, uint8_t flags,
 		      struct ktm_hash *h, struct ktm_error **errp)
 {
 	struct ktm_migration *m = c->m;
-	double t = ktm_mig_now_s();
+	double t = ktm_now_s();
 	unsigned int i;
 
 	for (i = 0; i < c->nruns; i++) {
@@ -483,7 +483,7 @@ static bool send_chunk(struct ktm_chan *c, uint64_t k, struct ktm_error **errp)
 		if (!send_runs(c, base, 0, &c->hash, errp))
 			return false;
 	} else {
-		t = ktm_mig_now_s();
+		t = ktm_now_s();
 		for (i = 0; i < c->nruns; i++)
 			c->wire += KTM_FRAME_LEN + (c->runs[i].zero ? 0 : c->runs[i].len);
 		if (!uring_send_runs(c, base, errp))
@@ -847,7 +847,7 @@ static bool source_finish(struct ktm_migration *m, struct ktm_error **errp)
 	struct ktm_frame f = { .type = KTM_F_IMAGE_END,
 			       .len = ktm_digest_len(m->digest), .aux = m->size };
 	struct ktm_error *err = NULL;
-	double t = ktm_mig_now_s();
+	double t = ktm_now_s();
 	bool ok;
 
 	ktm_mig_image_digest(m, digest);
@@ -1036,7 +1036,7 @@ bool ktm_migration_send(struct ktm_migration *m, const char *host,
 			const char *port, int image_fd, struct ktm_error **errp)
 {
 	struct ktm_error *err = NULL;
-	double t0 = ktm_mig_now_s();
+	double t0 = ktm_now_s();
 	struct stat st;
 	bool ok = false;
 

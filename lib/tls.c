@@ -24,14 +24,6 @@
 #include "ktls.h"
 #include "tls.h"
 
-uint64_t ktm_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* ---- callbacks ---------------------------------------------------------- */
 
 /*

@@ -78,7 +78,5 @@ void ktm_tls_alert_error(const struct ktm_config *cfg, uint8_t level,
 			 uint8_t desc, const char *peer, struct ktm_error **errp);
 /* Whether the allow-list of @cfg (if any) admits the verified @cert. */
 bool ktm_authz_allows(const struct ktm_config *cfg, X509 *cert);
-/* Monotonic milliseconds. */
-uint64_t ktm_now_ms(void);
 
 #endif /* KTM_TLS_H */

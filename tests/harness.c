@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 
 #include "harness.h"
+#include "internal.h"	/* ktm_now_s: the library's clock */
 
 static struct t_fixture *fixtures, **fixtures_tail = &fixtures;
 static struct t_test *tests, **tests_tail = &tests;
@@ -232,19 +233,11 @@ static void run_child(const struct t_test *t, const struct t_variant *v,
 	free(self);
 }
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* Wait for @pid up to @timeout seconds (SIGCHLD is blocked). */
 static int wait_child(pid_t pid, unsigned int timeout, int *status,
 		      bool *timed_out)
 {
-	double deadline = now() + timeout;
+	double deadline = ktm_now_s() + timeout;
 	sigset_t set;
 
 	sigemptyset(&set);
@@ -259,7 +252,7 @@ static int wait_child(pid_t pid, unsigned int timeout, int *status,
 			return 0;
 		if (r < 0 && errno != EINTR)
 			return -errno;
-		left = deadline - now();
+		left = deadline - ktm_now_s();
 		if (left <= 0) {
 			*timed_out = true;
 			kill(-pid, SIGKILL);

@@ -125,8 +125,6 @@ struct bench_env {
 
 /* ---- cmd_bench.c: small helpers ---- */
 
-/* CLOCK_MONOTONIC in seconds: comparable between the forked processes. */
-double bench_now(void);
 /* Copy and cut to fit: the phrases here are for reports, not keys. */
 void bench_copy_str(char *dst, size_t len, const char *src);
 

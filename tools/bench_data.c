@@ -117,7 +117,7 @@ bool bench_data_make(struct bench_data *d, uint64_t size)
 		return false;
 	}
 	if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
-		seed = (uint64_t)bench_now() ^ (uint64_t)getpid();
+		seed = (uint64_t)tool_now_s() ^ (uint64_t)getpid();
 	for (i = 0; i < 4; i++)
 		s[i] = splitmix(&seed);
 	/* xoshiro256**: incompressible, fast enough to fill 1 GiB in ~0.2 s */
@@ -147,7 +147,7 @@ void bench_data_sums(struct bench_data *d, int n)
 {
 	struct bench_sum s;
 	uint64_t off, len;
-	double t0 = bench_now();
+	double t0 = tool_now_s();
 	int i;
 
 	if (d->have_sums[n])
@@ -159,7 +159,7 @@ void bench_data_sums(struct bench_data *d, int n)
 		d->sums[n][i] = bench_sum_final(&s);
 	}
 	if (!d->sum_gbps)
-		d->sum_gbps = (double)d->size / 1e9 / (bench_now() - t0);
+		d->sum_gbps = (double)d->size / 1e9 / (tool_now_s() - t0);
 	d->have_sums[n] = true;
 }
 

@@ -664,7 +664,7 @@ int bench_end_main(struct bench_end *e, int ctl, int res)
 	if (read(ctl, &c, 1) != 1)
 		return 1;
 
-	m.t0 = bench_now();
+	m.t0 = tool_now_s();
 	m.cpu = self_cpu_s();
 	for (i = 0; i < n; i++)
 		if (pthread_create(&th[i], NULL, e->server ? recv_thread :
@@ -678,7 +678,7 @@ int bench_end_main(struct bench_end *e, int ctl, int res)
 	for (i = 0; i < n; i++)
 		pthread_join(th[i], NULL);
 	m.cpu = self_cpu_s() - m.cpu;
-	m.t1 = bench_now();
+	m.t1 = tool_now_s();
 	m.phase = 'D';
 	m.ok = true;
 	for (i = 0; i < e->row->channels; i++) {

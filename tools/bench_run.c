@@ -114,7 +114,7 @@ static bool kids_read(struct bench_kid *kids[2], double deadline, char *err,
 	while (left) {
 		struct pollfd p[2];
 		int np = 0, map[2], r, j;
-		double ms = (deadline - bench_now()) * 1000;
+		double ms = (deadline - tool_now_s()) * 1000;
 
 		for (i = 0; i < 2; i++)
 			if (got[i] < sizeof(kids[i]->m)) {
@@ -245,7 +245,7 @@ bool bench_run_once(const struct bench_opts *o, struct bench_data *d,
 	bench_data_sums(d, row->channels);
 	if (!ends_start(&e, &rx, &tx, err, errlen))
 		return false;
-	deadline = bench_now() + o->timeout_s;
+	deadline = tool_now_s() + o->timeout_s;
 	if (!kids_read(kids, deadline, err, errlen))
 		goto out;
 	bench_copy_str(row->tx_path, sizeof(row->tx_path), tx.m.path);

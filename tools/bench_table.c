@@ -67,14 +67,6 @@ _Static_assert(sizeof(bench_ciphers) / sizeof(bench_ciphers[0]) ==
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-double bench_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 void bench_copy_str(char *dst, size_t len, const char *src)
 {
 	size_t n = strlen(src);

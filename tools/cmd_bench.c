@@ -580,7 +580,7 @@ static bool over_budget(const struct bench_opts *o, int run, double t0)
 
 	if (!o->budget_s || run + 1 < 3 || run + 1 >= o->runs)
 		return false;
-	el = bench_now() - t0;
+	el = tool_now_s() - t0;
 	if (el + el / (run + 1) <= o->budget_s)
 		return false;
 	if (!o->quiet)
@@ -596,7 +596,7 @@ int cmd_bench(int argc, char **argv)
 	struct bench_env *v;
 	struct bench_data d;
 	struct bench_row *rows = NULL;
-	double t0 = bench_now();
+	double t0 = tool_now_s();
 	int n, run, ret, failed = 0;
 	bool tls;
 
@@ -631,7 +631,7 @@ int cmd_bench(int argc, char **argv)
 			break;
 	}
 	v->load1 = bench_loadavg();
-	v->elapsed = bench_now() - t0;
+	v->elapsed = tool_now_s() - t0;
 	v->sum_gbps = d.sum_gbps;
 	ret = bench_write_outputs(&o, v, rows, n) ? (failed ? 1 : 0) : 2;
 	bench_data_free(&d);

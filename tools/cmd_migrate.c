@@ -352,14 +352,6 @@ static int parse(int argc, char **argv, struct opts *o)
 	return 0;
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 struct progress {
 	bool on;
 	double t0;
@@ -368,7 +360,7 @@ struct progress {
 static void show_progress(uint64_t done, uint64_t total, void *opaque)
 {
 	struct progress *p = opaque;
-	double t = now_s() - p->t0, rate = t > 0 ? (double)done / t : 0;
+	double t = tool_now_s() - p->t0, rate = t > 0 ? (double)done / t : 0;
 	double eta = rate > 0 ? (double)(total - done) / rate : 0;
 
 	if (!p->on || !total)
@@ -652,41 +644,24 @@ static void log_refused(const char *msg, void *opaque)
  * for (the caller needs the port), else unless --quiet. */
 static void announce(const struct opts *o, int fd)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char ip[INET6_ADDRSTRLEN] = "?";
-	unsigned int port = 0;
+	char where[300];
 	size_t n = strlen(o->listen);
 	bool zero = o->listen[n - 1] == '0' &&
 		    (n == 1 || o->listen[n - 2] == ':');
 
-	if ((o->quiet && !zero) || getsockname(fd, (struct sockaddr *)&ss, &sl))
+	if (o->quiet && !zero)
 		return;
-	if (ss.ss_family == AF_INET6) {
-		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-
-		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-		port = ntohs(a->sin6_port);
-		fprintf(stderr, "%s: waiting for the source on [%s]:%u\n",
-			tool_prog, ip, port);
-	} else {
-		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-
-		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-		port = ntohs(a->sin_port);
-		fprintf(stderr, "%s: waiting for the source on %s:%u\n",
-			tool_prog, ip, port);
-	}
+	fprintf(stderr, "%s: waiting for the source on %s\n", tool_prog,
+		ktm_fd_addr_text(fd, false, where, sizeof(where)));
 }
 
 /* The source's part: 0 migrated, 1 failed (*errp or printed), 2 usage. */
 static int run_send(const struct opts *o, struct ktm_migration *m, int *fd,
 		    struct ktm_error **errp)
 {
-	char host[256], port[32];
+	struct tool_addr to;
 
-	if (!tool_split_hostport(o->to, host, sizeof(host), port, sizeof(port)) ||
-	    !host[0])
+	if (!tool_addr_parse(o->to, 0, "--connect", &to, NULL))
 		return bad_usage("--connect takes HOST:PORT, not '%s'", o->to);
 	if (!ktm_migration_set_channels(m, o->channels, errp))
 		return 1;
@@ -703,7 +678,7 @@ static int run_send(const struct opts *o, struct ktm_migration *m, int *fd,
 		return 1;
 	}
 	guard_signals(o, NULL, NULL);
-	return ktm_migration_send(m, host, port, *fd, errp) ? 0 : 1;
+	return ktm_migration_send(m, to.host, to.port, *fd, errp) ? 0 : 1;
 }
 
 /* The destination's part, as run_send. */
@@ -774,7 +749,7 @@ int cmd_migrate(int argc, char **argv)
 	m = ktm_migration_new(cfg, &err);
 	if (!m)
 		goto out;
-	prog.t0 = now_s();
+	prog.t0 = tool_now_s();
 	ktm_migration_set_progress(m, show_progress, &prog);
 	ktm_migration_set_io_timeout(m, o.io_s * 1000);
 	ret = o.send ? run_send(&o, m, &fd, &err) : run_recv(&o, m, &fd, &err);

@@ -236,19 +236,18 @@ static struct ktm_session *make_session(const struct opts *o,
 					const struct ktm_config *cfg,
 					struct ktm_error **errp)
 {
-	char host[256], port[32];
+	struct tool_addr to;
 	struct pollfd pf;
 	struct ktm_session *s;
 	int lfd, ret;
 
 	if (o->send) {
-		if (!tool_split_hostport(o->connect, host, sizeof(host), port,
-				    sizeof(port)) || !host[0]) {
+		if (!tool_addr_parse(o->connect, 0, "--connect", &to, NULL)) {
 			fprintf(stderr, "%s: --connect '%s' is not HOST:PORT\n",
 				tool_prog, o->connect);
 			return NULL;
 		}
-		s = ktm_session_connect(cfg, host, port, errp);
+		s = ktm_session_connect(cfg, to.host, to.port, errp);
 		if (!s)
 			tool_error(*errp), *errp = NULL;
 		return s;

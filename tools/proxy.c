@@ -30,14 +30,6 @@
 
 #include "tool.h"
 
-struct addr {
-	bool is_unix;
-	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	char host[256];		/* "" when not given (listen on every address) */
-	char port[16];
-	char text[300];		/* for messages: "unix:/p" or "host:port" */
-};
-
 /* One connection of the accept loop around the library's relay. */
 struct proxy_conn {
 	struct ktm_proxy *p;
@@ -50,7 +42,7 @@ struct proxy_conn {
 struct ktm_proxy {
 	const struct ktm_config *cfg;	/* borrowed */
 	bool source;			/* client config: plain listen, TLS connect */
-	struct addr local, remote;
+	struct tool_addr local, remote;
 	int listen_fd;
 	char address[300];		/* the listening address as bound */
 	bool unlink_path;		/* we created local.path */
@@ -71,67 +63,18 @@ struct ktm_proxy {
 
 /*
  * "unix:PATH" (plain side only), "tcp:HOST:PORT", "HOST:PORT", "[V6]:PORT",
- * or "PORT" alone when listening.
+ * or "PORT" alone when listening (tool_addr_parse); the plain side's host
+ * defaults to 127.0.0.1.
  */
 static bool parse_addr(const char *s, bool plain, bool listening,
-		       struct addr *a, struct ktm_error **errp)
+		       struct tool_addr *a, struct ktm_error **errp)
 {
-	const char *what = plain ? "plain (QEMU) address" : "TLS address";
-	const char *colon, *host = s;
-	size_t hl;
-
-	memset(a, 0, sizeof(*a));
-	snprintf(a->text, sizeof(a->text), "%s", s);
-	if (!strncmp(s, "unix:", 5)) {
-		if (!plain) {
-			ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
-				      "TLS address '%s' must be HOST:PORT, not "
-				      "a unix socket", s);
-			return false;
-		}
-		if (!s[5] || strlen(s + 5) >= sizeof(a->path)) {
-			ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
-				      "unix socket path '%s' is empty or longer "
-				      "than %zu bytes", s + 5, sizeof(a->path) - 1);
-			return false;
-		}
-		a->is_unix = true;
-		strcpy(a->path, s + 5);
-		return true;
-	}
-	if (!strncmp(s, "tcp:", 4))
-		host = s + 4;
-	colon = strrchr(host, ':');
-	if (!colon) {
-		if (!listening) {
-			ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
-				      "%s '%s' needs a host: HOST:PORT", what, s);
-			return false;
-		}
-		colon = host - 1;	/* port only */
-	}
-	hl = (size_t)(colon - host + 1 > 0 ? colon - host : 0);
-	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
-		host++;
-		hl -= 2;
-	}
-	if (hl >= sizeof(a->host) || strlen(colon + 1) >= sizeof(a->port) ||
-	    !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
-	    atol(colon + 1) > 65535) {
-		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
-			      "%s '%s' is not HOST:PORT with a port from 0 to "
-			      "65535", what, s);
+	if (!tool_addr_parse(s, (plain ? TOOL_ADDR_UNIX : 0) |
+			     (listening ? TOOL_ADDR_LISTEN : 0),
+			     plain ? "plain (QEMU) address" : "TLS address",
+			     a, errp))
 		return false;
-	}
-	memcpy(a->host, host, hl);
-	a->host[hl] = '\0';
-	strcpy(a->port, colon + 1);
-	if (!listening && !strcmp(a->port, "0")) {
-		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
-			      "%s '%s' has port 0", what, s);
-		return false;
-	}
-	if (plain && !a->host[0])
+	if (plain && !a->is_unix && !a->host[0])
 		strcpy(a->host, "127.0.0.1");
 	return true;
 }
@@ -145,7 +88,7 @@ static bool is_loopback(const struct sockaddr *sa)
 	return false;
 }
 
-static struct addrinfo *resolve(const struct addr *a, bool passive,
+static struct addrinfo *resolve(const struct tool_addr *a, bool passive,
 				struct ktm_error **errp)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
@@ -165,7 +108,7 @@ static struct addrinfo *resolve(const struct addr *a, bool passive,
 }
 
 /* Plain TCP carries guest memory in clear: loopback only. */
-static bool check_loopback(const struct addr *a, struct ktm_error **errp)
+static bool check_loopback(const struct tool_addr *a, struct ktm_error **errp)
 {
 	struct addrinfo *res, *ai;
 
@@ -243,44 +186,18 @@ err_close:
 	return -1;
 }
 
-static int listen_tcp(struct ktm_proxy *p, const struct addr *a,
+static int listen_tcp(struct ktm_proxy *p, const struct tool_addr *a,
 		      struct ktm_error **errp)
 {
-	struct addrinfo *res, *ai;
-	int fd = -1, err = 0, one = 1;
+	int fd = tool_addr_listen(a, errp);
 
-	res = resolve(a, true, errp);
-	if (!res)
-		return -1;
-	for (ai = res; ai; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-			    ai->ai_protocol);
-		if (fd < 0) {
-			err = errno;
-			continue;
-		}
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (!bind(fd, ai->ai_addr, ai->ai_addrlen) && !listen(fd, 64))
-			break;
-		err = errno;
-		close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(res);
-	if (fd < 0) {
-		ktm_error_set(errp, KTM_ERR_IO, err, "cannot listen on %s: %s",
-			      a->text, strerror(err));
-		if (err == EADDRINUSE)
-			ktm_error_hint_set(errp, "another process uses port %s",
-					   a->port);
-		return -1;
-	}
-	ktm_fd_addr_text(fd, false, p->address, sizeof(p->address));
+	if (fd >= 0)
+		ktm_fd_addr_text(fd, false, p->address, sizeof(p->address));
 	return fd;
 }
 
 /* Connect to the plain side (destination end); the fd or -1 with *errp. */
-static int connect_local(const struct addr *a, struct ktm_error **errp)
+static int connect_local(const struct tool_addr *a, struct ktm_error **errp)
 {
 	struct addrinfo *res = NULL, *ai;
 	int fd = -1, err = 0;

@@ -17,6 +17,7 @@
 #include <sys/un.h>
 
 #include "qmp.h"
+#include "tool.h"
 
 #define QMP_DEFAULT_TIMEOUT_MS 30000
 #define QMP_MAX_LINE (1 << 20)
@@ -175,10 +176,7 @@ static uint64_t uint_value(const char *v)
 
 static int64_t now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)(tool_now_s() * 1e3);
 }
 
 /* Room for another read in q->buf; false with *errp. */

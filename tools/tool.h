@@ -20,6 +20,10 @@ extern const char *tool_prog;
 /* Print "ktls-migrate: MESSAGE" and "  hint: HINT" to stderr; frees err. */
 void tool_error(struct ktm_error *err);
 
+/* The tool's one monotonic clock, in seconds.  The tool sees only ktm.h,
+ * which has no clock (the library's own is internal: lib/clock.c). */
+double tool_now_s(void);
+
 /* "ktls-migrate: MESSAGE" and "Try 'ktls-migrate CMD --help'." on
  * stderr; returns 2, the usage exit status. */
 int tool_usage_error(const char *cmd, const char *fmt, ...)
@@ -129,10 +133,36 @@ struct ktm_config *tool_tls_config(const struct tool_tls *t,
 				   enum ktm_endpoint ep,
 				   struct ktm_error **errp);
 
-/* "host:port", "[v6]:port" or (listen) "port" into @host ("" when none)
- * and @port; false when there is no port. */
-bool tool_split_hostport(const char *s, char *host, size_t hl, char *port,
-			 size_t pl);
+/* ---- addr.c: the one address grammar and TCP listener ---- */
+
+/* Flags of tool_addr_parse(). */
+enum {
+	TOOL_ADDR_LISTEN = 1,	/* a listening address: "PORT" alone (every
+				 * address) and port 0 (any free port) */
+	TOOL_ADDR_UNIX = 2,	/* "unix:PATH" allowed */
+};
+
+struct tool_addr {
+	bool is_unix, listen;
+	char path[108];		/* sun_path */
+	char host[256];		/* "" when not given (listen on every address) */
+	char port[16];		/* digits, 0-65535 */
+	char text[300];		/* as given, for messages */
+};
+
+/*
+ * "HOST:PORT", "[V6]:PORT", "tcp:" before either, with TOOL_ADDR_LISTEN
+ * "PORT" alone, with TOOL_ADDR_UNIX "unix:PATH" into @a.  @what names the
+ * address in the error ("listen address", "TLS address").  False with
+ * *errp (KTM_ERR_CONFIG) for any other form, a port over 65535 or, when
+ * connecting, port 0 or no host.
+ */
+bool tool_addr_parse(const char *s, unsigned int flags, const char *what,
+		     struct tool_addr *a, struct ktm_error **errp);
+/* A listening TCP socket on @a: the first of HOST's addresses that binds;
+ * no host: every address, IPv6 with IPv4-mapped addresses (dual stack)
+ * where the kernel has IPv6, else IPv4.  The fd, or -1 with *errp. */
+int tool_addr_listen(const struct tool_addr *a, struct ktm_error **errp);
 /* A listening TCP socket on "[HOST:]PORT" (errors printed), -1 on
  * failure; @announce prints "listening on ADDR:PORT" (the bound port) on
  * standard output. */

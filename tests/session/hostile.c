@@ -43,14 +43,6 @@ struct env {
 	char dir[64], img[128], out[160], partial[200], tool[4200];
 };
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static bool exists(const char *path)
 {
 	return access(path, F_OK) == 0;
@@ -151,7 +143,7 @@ static void run_start(struct run *r, const struct env *e, const char *name,
 	/* emptied before the child runs: nobody reads the last run's words */
 	close(open(r->err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600));
 	fflush(stdout);
-	r->t0 = now_s();
+	r->t0 = ktm_now_s();
 	r->pid = fork();
 	if (r->pid == 0) {
 		int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -180,21 +172,21 @@ static int run_wait(struct run *r, double secs)
 {
 	int st;
 
-	while (now_s() - r->t0 < secs + 60) {
+	while (ktm_now_s() - r->t0 < secs + 60) {
 		if (waitpid(r->pid, &st, WNOHANG) == r->pid) {
-			r->secs = now_s() - r->t0;
+			r->secs = ktm_now_s() - r->t0;
 			r->status = WIFEXITED(st) ? WEXITSTATUS(st) :
 				    128 + WTERMSIG(st);
 			r->pid = 0;
 			run_read_err(r);
 			return r->status;
 		}
-		if (now_s() - r->t0 > secs) {
+		if (ktm_now_s() - r->t0 > secs) {
 			kill(r->pid, SIGKILL);
 			waitpid(r->pid, NULL, 0);
 			r->pid = 0;
 			r->status = -1;
-			r->secs = now_s() - r->t0;
+			r->secs = ktm_now_s() - r->t0;
 			run_read_err(r);
 			return -1;
 		}
@@ -206,10 +198,10 @@ static int run_wait(struct run *r, double secs)
 /* The destination's port from "waiting for the source on 127.0.0.1:N". */
 static bool dest_port(struct run *r, char port[8])
 {
-	double end = now_s() + 20;
+	double end = ktm_now_s() + 20;
 	const char *p;
 
-	while (now_s() < end) {
+	while (ktm_now_s() < end) {
 		run_read_err(r);
 		p = strstr(r->err, "waiting for the source on 127.0.0.1:");
 		if (p) {
@@ -302,7 +294,7 @@ static bool relay_fwd(struct relay *rl, int in, int out, uint64_t *seen,
 	if (n <= 0)
 		return false;
 	if (*seen + (uint64_t)n > rl->after && *seen <= rl->after) {
-		*rl->acted = now_s();
+		*rl->acted = ktm_now_s();
 		switch (rl->act) {
 		case R_FLIP:
 			buf[at] ^= 0x10;
@@ -663,7 +655,7 @@ TEST_TIMEOUT(terminated_source_says_so_and_destination_keeps_nothing, 120)
 
 	ASSERT_EQ(env_setup(&e, NULL), 0);
 	through_relay(_metadata, &e, &rl, "5", &src, &dst);
-	for (end = now_s() + 60; !*rl.acted && now_s() < end; )
+	for (end = ktm_now_s() + 60; !*rl.acted && ktm_now_s() < end; )
 		usleep(10000);
 	ASSERT_GT(*rl.acted, 0);
 	kill(src.pid, SIGTERM);
@@ -841,7 +833,7 @@ TEST_TIMEOUT(strays_and_a_second_source_leave_the_migration_alone, 180)
 	EXPECT_STRSTR(other.err, "receiving another migration");
 	EXPECT_EQ(run_wait(&src, 120), 0);
 	/* the half-open stray does not hold the finished destination */
-	dst.t0 = now_s();
+	dst.t0 = ktm_now_s();
 	EXPECT_EQ(run_wait(&dst, 120), 0);
 	EXPECT_LT(dst.secs, 5);
 	if (idle >= 0)
@@ -1193,7 +1185,7 @@ TEST_TIMEOUT(bare_port_listens_dual_stack, 60)
 	args[5] = e.out;
 	args[7] = e.dir;
 	run_start(&dst, &e, "dst", args);
-	while (!p && now_s() - dst.t0 < 10) {
+	while (!p && ktm_now_s() - dst.t0 < 10) {
 		usleep(10000);
 		run_read_err(&dst);
 		p = strstr(dst.err, want);

@@ -1832,14 +1832,6 @@ TEST(check_hook_status_lost_to_ignored_sigchld_refuses)
 	pair_end(&p);
 }
 
-static uint64_t t_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Whether @pid is gone (or a zombie nobody reaped yet). */
 static bool t_pid_gone(pid_t pid)
 {
@@ -1859,7 +1851,7 @@ static bool t_pid_gone(pid_t pid)
 TEST(check_hook_that_closes_stderr_and_sleeps_is_killed_at_its_timeout)
 {
 	char body[512], pidf[128], buf[32] = "";
-	uint64_t t0 = t_ms(), took;
+	uint64_t t0 = ktm_now_ms(), took;
 	struct pair p;
 	pid_t child;
 	FILE *f;
@@ -1870,7 +1862,7 @@ TEST(check_hook_that_closes_stderr_and_sleeps_is_killed_at_its_timeout)
 	snprintf(body, sizeof(body), "exec 2>&-\nsleep 30 &\necho $! > %s\nwait",
 		 pidf);
 	hook_connect(_metadata, &p, body, 700, false);
-	took = t_ms() - t0;
+	took = ktm_now_ms() - t0;
 	EXPECT_EQ(p.s, NULL);
 	EXPECT_EQ(p.c.cls, KTM_ERR_CHECK);
 	EXPECT_STRSTR(p.c.msg, "did not finish within 700 ms: killed, "
