@@ -244,3 +244,13 @@ bool t_kernel_at_least(unsigned int major, unsigned int minor)
 		return false;
 	return ma > major || (ma == major && mi >= minor);
 }
+
+bool t_kernel_can_rekey(void)
+{
+	return t_kernel_at_least(6, 14);
+}
+
+bool t_session_can_rekey(enum ktm_tls_version v)
+{
+	return v == KTM_TLS_1_3 && (!t_kernel_has_ktls() || t_kernel_can_rekey());
+}

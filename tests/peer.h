@@ -64,5 +64,11 @@ struct ktm_config *t_config(enum ktm_endpoint ep, const char *dir,
 bool t_kernel_has_ktls(void);
 /* The booted kernel's release (uname -r) is at least MAJOR.MINOR. */
 bool t_kernel_at_least(unsigned int major, unsigned int minor);
+/* The tests' one rekey oracle, from the booted kernel's version (6.14
+ * added key replacement on a live socket, docs/design.md §3), never from
+ * the library: can the kernel rekey, and can a session of @v here (TLS
+ * 1.3; userspace TLS always, the kernel path where the kernel can)? */
+bool t_kernel_can_rekey(void);
+bool t_session_can_rekey(enum ktm_tls_version v);
 
 #endif /* KTM_TEST_PEER_H */

@@ -126,13 +126,6 @@ static int t_reap(pid_t pid)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
-/* The oracle for rekey is the booted kernel's version, not a counter the
- * library also reads: 6.14 added key replacement (docs/design.md §3). */
-static bool t_kernel_can_rekey(void)
-{
-	return t_kernel_at_least(6, 14);
-}
-
 static uint64_t t_stat(const char *name)
 {
 	struct ktm_ktls_stat st;

@@ -472,8 +472,7 @@ static void key_limit(struct t_meta *_metadata, enum ktm_tls_version v)
 	struct send_result sr;
 	bool kernel = t_kernel_has_ktls();
 	/* the oracle: userspace TLS always rekeys, the kernel from 6.14 */
-	bool can_rekey = v == KTM_TLS_1_3 &&
-			 (!kernel || t_kernel_at_least(6, 14));
+	bool can_rekey = t_session_can_rekey(v);
 	struct mig g;
 
 	ASSERT_EQ(mig_setup(&g, KTM_KTLS_PREFER), 0);

@@ -320,8 +320,7 @@ TEST_F_TIMEOUT(session, rekey_in_place_or_refused_and_counts_go_on, 60)
 	before = ktm_session_records(s, KTM_DIR_TX);
 	EXPECT_EQ(ktm_session_key_records(s, KTM_DIR_TX), before);
 	/* the oracle, from the tier and the booted kernel's version */
-	EXPECT_EQ(ktm_session_can_rekey(s), variant->version == KTM_TLS_1_3 &&
-		  (!t_kernel_has_ktls() || t_kernel_at_least(6, 14)));
+	EXPECT_EQ(ktm_session_can_rekey(s), t_session_can_rekey(variant->version));
 	if (!ktm_session_can_rekey(s)) {
 		EXPECT_FALSE(ktm_session_rekey(s, &err));
 		ASSERT_NE(err, NULL);
@@ -1187,7 +1186,7 @@ TEST(proxy_rekeys_before_a_tiny_key_limit_or_stops_with_the_reason)
 
 	key_limit_run(_metadata, &p, KTM_TLS_1_3, 8, &src, &dst, &sink);
 	/* userspace TLS 1.3 always rekeys; kernel TLS from 6.14 */
-	if (!t_kernel_has_ktls() || t_kernel_at_least(6, 14)) {
+	if (t_session_can_rekey(KTM_TLS_1_3)) {
 		EXPECT_EQ(src.failed, 0);
 		EXPECT_EQ(dst.failed, 0);
 		EXPECT_EQ(sink.bytes, 2u << 20);
