@@ -18,27 +18,12 @@
 #                            and refuses --ca-key inside it
 set -uo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/../.." && pwd)
-build=build
-while [ $# -gt 0 ]; do
-	case $1 in
-	--build) build=$2; shift 2 ;;
-	*) echo "usage: $0 [--build DIR]" >&2; exit 2 ;;
-	esac
-done
-cd "$top" || exit 1
+. "$(dirname "$0")/lib.sh"
+build_arg "$@"
 tool=$build/ktls-migrate
 work=$(mktemp -d /tmp/ktm-cli.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-n=0
-check() { # name problems: ok when empty
-	n=$((n + 1))
-	if [ -z "$2" ]; then echo "ok $n $1"; else
-		echo "not ok $n $1"; printf '%s\n' "${2%$'\n'}" | sed 's/^/# /'
-	fi
-}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 cmds=("" probe "migrate send" "migrate recv" "proxy source" "proxy dest"

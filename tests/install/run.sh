@@ -21,17 +21,8 @@
 # (scdoc, systemd-analyze) skips with its name; under CI=true it fails.
 set -uo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/../.." && pwd)
-build=build
-while [ $# -gt 0 ]; do
-	case $1 in
-	--build) build=$2; shift 2 ;;
-	*) echo "usage: $0 [--build DIR]" >&2; exit 2 ;;
-	esac
-done
-cd "$top" || exit 1
-case $build in /*) ;; *) build=$top/$build ;; esac
+. "$(dirname "$0")/lib.sh"
+build_arg "$@"
 tool=$build/ktls-migrate
 work=$(mktemp -d /tmp/ktm-install.XXXXXX)
 stage=$work/stage
@@ -42,22 +33,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-n=0
-# ok NAME [SKIP-REASON]; under CI=true a skip is a failure (the tools
-# it needs are part of make deps)
-ok() {
-	n=$((n + 1))
-	if [ -n "${2:-}" ] && [ "${CI:-}" = true ]; then
-		echo "not ok $n $1 # $2"
-	else
-		echo "ok $n $1${2:+ # SKIP $2}"
-	fi
-}
-check() { # name condition-output: ok when "$2" is empty
-	if [ -z "$2" ]; then ok "$1"; else
-		n=$((n + 1)); echo "not ok $n $1"; printf '%s\n' "${2%$'\n'}" | sed 's/^/# /'
-	fi
-}
 
 multiarch=$(${CC:-cc} -print-multiarch)
 libdir=/usr/lib/$multiarch

@@ -17,17 +17,8 @@
 #                        here (systemd-analyze verify checks its syntax).
 set -uo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/../.." && pwd)
-build=build
-while [ $# -gt 0 ]; do
-	case $1 in
-	--build) build=$2; shift 2 ;;
-	*) echo "usage: $0 [--build DIR]" >&2; exit 2 ;;
-	esac
-done
-cd "$top" || exit 1
-case $build in /*) ;; *) build=$top/$build ;; esac
+. "$(dirname "$0")/lib.sh"
+build_arg "$@"
 echo "TAP version 13"
 echo "1..1"
 missing=

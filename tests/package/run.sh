@@ -33,14 +33,12 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/../.." && pwd)
-cd "$top" || exit 1
+. "$here/../install/lib.sh"
 version=$(sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
 arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 cache_dir=${KTM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ktls-migrate}
 cases=(package.build package.lintian package.symbols root.install root.probe
        root.migrate_64m root.man root.example)
-n=0
 
 if [ -z "${KTM_PACKAGE_NS:-}" ]; then
 	echo "TAP version 13"
@@ -75,12 +73,6 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
-check() { # name problems: ok when empty
-	n=$((n + 1))
-	if [ -z "$2" ]; then echo "ok $n $1"; else
-		echo "not ok $n $1"; printf '%s\n' "${2%$'\n'}" | sed 's/^/# /'
-	fi
-}
 skip_rest() { # reason
 	while [ $n -lt ${#cases[@]} ]; do
 		n=$((n + 1)); echo "not ok $n ${cases[$((n - 1))]} # $1"

@@ -817,6 +817,19 @@ static void write_file(const char *path, const char *text)
 	}
 }
 
+/* The admitted case: start the echo server, connect, echo, finish; both
+ * ends must succeed. */
+static void pair_echo_ok(struct t_meta *_metadata, struct pair *p)
+{
+	ASSERT_EQ(t_server_start(&p->srv, p->scfg, T_ECHO), 0);
+	p->s = t_connect(p->ccfg, "localhost", p->srv.port, &p->c);
+	ASSERT_NE(p->s, NULL);
+	EXPECT_EQ(t_echo_check(p->s, 100), 0);
+	t_finish(p->s);
+	EXPECT_EQ(t_server_wait(&p->srv, 20), 0);
+	EXPECT_TRUE(p->srv.out->ok);
+}
+
 TEST(allow_list_admits_an_exact_subject_and_a_glob_from_a_file)
 {
 	char file[128];
@@ -827,13 +840,7 @@ TEST(allow_list_admits_an_exact_subject_and_a_glob_from_a_file)
 	write_file(file, "# the sources\n\n  dn-glob:CN=ktm-test-*  \n");
 	ASSERT_TRUE(ktm_config_load_allow_file(p.scfg, file, NULL));
 	ASSERT_TRUE(ktm_config_add_allow(p.ccfg, "dn:CN=localhost", NULL));
-	ASSERT_EQ(t_server_start(&p.srv, p.scfg, T_ECHO), 0);
-	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
-	ASSERT_NE(p.s, NULL);
-	EXPECT_EQ(t_echo_check(p.s, 100), 0);
-	t_finish(p.s);
-	EXPECT_EQ(t_server_wait(&p.srv, 20), 0);
-	EXPECT_TRUE(p.srv.out->ok);
+	pair_echo_ok(_metadata, &p);
 	pair_end(&p);
 }
 
@@ -845,13 +852,7 @@ TEST(allow_list_admits_by_san_and_by_spki)
 	ASSERT_TRUE(ktm_config_add_allow(p.scfg, "dns:KTM-TEST-CLIENT", NULL));
 	ASSERT_TRUE(ktm_config_add_allow(p.ccfg, "ip:10.1.2.3", NULL));
 	ASSERT_TRUE(ktm_config_add_allow(p.ccfg, "dns:localhost", NULL));
-	ASSERT_EQ(t_server_start(&p.srv, p.scfg, T_ECHO), 0);
-	p.s = t_connect(p.ccfg, "localhost", p.srv.port, &p.c);
-	ASSERT_NE(p.s, NULL);
-	EXPECT_EQ(t_echo_check(p.s, 100), 0);
-	t_finish(p.s);
-	EXPECT_EQ(t_server_wait(&p.srv, 20), 0);
-	EXPECT_TRUE(p.srv.out->ok);
+	pair_echo_ok(_metadata, &p);
 	pair_end(&p);
 }
 

@@ -29,62 +29,53 @@ static bool parse(const char *s, unsigned int flags, struct tool_addr *a,
 	return ok;
 }
 
-TEST(ipv4_host_and_port)
+#define L TOOL_ADDR_LISTEN
+
+/* Each form as written by hand: the host and port it means, or the
+ * sentence it gets (connecting, or with L listening). */
+static const struct form {
+	const char *in;
+	unsigned int flags;
+	const char *host, *port, *msg;
+} forms[] = {
+	{ "127.0.0.1:4444", 0, "127.0.0.1", "4444", NULL },
+	{ "tcp:dst.example:65535", 0, "dst.example", "65535", NULL },
+	{ "[::1]:4444", 0, "::1", "4444", NULL },
+	{ "[2001:db8::7]:0", L, "2001:db8::7", "0", NULL },
+	{ "4444", L, "", "4444", NULL },
+	{ ":4444", L, "", "4444", NULL },
+	{ "0", L, "", "0", NULL },
+	{ "4444", 0, NULL, NULL, "test address '4444' needs a host: HOST:PORT" },
+	{ ":4444", 0, NULL, NULL, "test address ':4444' needs a host: HOST:PORT" },
+	{ "dst.example", 0, NULL, NULL,
+	  "test address 'dst.example' needs a host: HOST:PORT" },
+	{ "127.0.0.1:0", 0, NULL, NULL, "test address '127.0.0.1:0' has port 0" },
+	{ "127.0.0.1:000", 0, NULL, NULL,
+	  "test address '127.0.0.1:000' has port 0" },
+};
+
+TEST(forms_mean_what_they_say)
 {
 	struct tool_addr a;
 	char msg[256];
+	size_t i;
 
-	ASSERT_TRUE(parse("127.0.0.1:4444", 0, &a, msg, sizeof(msg)));
-	EXPECT_STREQ(a.host, "127.0.0.1");
-	EXPECT_STREQ(a.port, "4444");
-	EXPECT_FALSE(a.is_unix);
-	ASSERT_TRUE(parse("tcp:dst.example:65535", 0, &a, msg, sizeof(msg)));
-	EXPECT_STREQ(a.host, "dst.example");
-	EXPECT_STREQ(a.port, "65535");
-	EXPECT_STREQ(a.text, "tcp:dst.example:65535");
-}
+	for (i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+		const struct form *f = &forms[i];
+		bool ok = parse(f->in, f->flags, &a, msg, sizeof(msg));
 
-TEST(ipv6_in_brackets)
-{
-	struct tool_addr a;
-	char msg[256];
-
-	ASSERT_TRUE(parse("[::1]:4444", 0, &a, msg, sizeof(msg)));
-	EXPECT_STREQ(a.host, "::1");
-	EXPECT_STREQ(a.port, "4444");
-	ASSERT_TRUE(parse("[2001:db8::7]:0", TOOL_ADDR_LISTEN, &a, msg,
-			  sizeof(msg)));
-	EXPECT_STREQ(a.host, "2001:db8::7");
-	EXPECT_STREQ(a.port, "0");
-}
-
-TEST(bare_port_only_when_listening)
-{
-	struct tool_addr a;
-	char msg[256];
-
-	ASSERT_TRUE(parse("4444", TOOL_ADDR_LISTEN, &a, msg, sizeof(msg)));
-	EXPECT_STREQ(a.host, "");
-	EXPECT_STREQ(a.port, "4444");
-	ASSERT_TRUE(parse(":4444", TOOL_ADDR_LISTEN, &a, msg, sizeof(msg)));
-	EXPECT_STREQ(a.host, "");
-	EXPECT_FALSE(parse("4444", 0, &a, msg, sizeof(msg)));
-	EXPECT_STREQ(msg, "test address '4444' needs a host: HOST:PORT");
-	EXPECT_FALSE(parse(":4444", 0, &a, msg, sizeof(msg)));
-	EXPECT_STREQ(msg, "test address ':4444' needs a host: HOST:PORT");
-}
-
-TEST(port_zero_only_when_listening)
-{
-	struct tool_addr a;
-	char msg[256];
-
-	ASSERT_TRUE(parse("0", TOOL_ADDR_LISTEN, &a, msg, sizeof(msg)));
-	EXPECT_STREQ(a.port, "0");
-	EXPECT_FALSE(parse("127.0.0.1:0", 0, &a, msg, sizeof(msg)));
-	EXPECT_STREQ(msg, "test address '127.0.0.1:0' has port 0");
-	EXPECT_FALSE(parse("127.0.0.1:000", 0, &a, msg, sizeof(msg)));
-	EXPECT_STREQ(msg, "test address '127.0.0.1:000' has port 0");
+		TH_LOG("'%s'%s: %s", f->in, f->flags ? " (listening)" : "",
+		       ok ? "parsed" : msg);
+		EXPECT_EQ(ok, f->msg == NULL);
+		if (ok && !f->msg) {
+			EXPECT_STREQ(a.host, f->host);
+			EXPECT_STREQ(a.port, f->port);
+			EXPECT_FALSE(a.is_unix);
+			EXPECT_STREQ(a.text, f->in);
+		} else if (!ok && f->msg) {
+			EXPECT_STREQ(msg, f->msg);
+		}
+	}
 }
 
 TEST(unix_only_where_allowed)
@@ -129,8 +120,6 @@ TEST(bad_forms_are_named)
 				   sizeof(msg)));
 		EXPECT_STREQ(msg, want);
 	}
-	EXPECT_FALSE(parse("dst.example", 0, &a, msg, sizeof(msg)));
-	EXPECT_STREQ(msg, "test address 'dst.example' needs a host: HOST:PORT");
 }
 
 /* A listening socket on @spec and its port (host order). */
