@@ -11,9 +11,12 @@
 # Functions over the bound today are listed with their size in
 # scripts/complexity-allow ("FILE FUNCTION LINES DECISIONS"): they may
 # shrink, never grow, and each one split should leave the list.  Any
-# other function over the bound fails.
+# other function over the bound fails.  --strict (ANALYZE_STRICT=1 in
+# make analyze) also fails while the list names any function: the bound
+# with no exception, as issue 9 asks once the last ones are split.
 #
-#   scripts/complexity.sh [--all]   (--all: also print every allowed one)
+#   scripts/complexity.sh [--all] [--strict]
+#     --all: also print every allowed one
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -21,7 +24,14 @@ max_lines=${MAX_LINES:-60}
 max_dec=${MAX_DECISIONS:-15}
 allow=scripts/complexity-allow
 all=0
-[ "${1:-}" = --all ] && all=1
+strict=0
+for a in "$@"; do
+	case $a in
+	--all) all=1 ;;
+	--strict) strict=1 ;;
+	*) echo "usage: $0 [--all] [--strict]" >&2; exit 2 ;;
+	esac
+done
 
 if ! command -v pmccabe >/dev/null; then
 	echo "analyze: pmccabe is not installed (apt-get install pmccabe, or make deps)" >&2
@@ -29,7 +39,8 @@ if ! command -v pmccabe >/dev/null; then
 fi
 
 pmccabe lib/*.c ktls/*.c tools/*.c 2>/dev/null |
-awk -v ml="$max_lines" -v md="$max_dec" -v all="$all" -v allow="$allow" '
+awk -v ml="$max_lines" -v md="$max_dec" -v all="$all" -v allow="$allow" \
+    -v strict="$strict" '
 BEGIN {
 	while ((getline line < allow) > 0) {
 		if (line ~ /^#/ || line ~ /^[ \t]*$/) continue
@@ -72,5 +83,7 @@ END {
 	}
 	n = 0; for (k in al) n++
 	printf "analyze: %d function(s) over the bound, %d allowed for now, %d stale entr%s\n", bad + 0, n - stale, stale + 0, stale == 1 ? "y" : "ies"
-	exit bad || stale ? 1 : 0
+	if (strict && n > 0)
+		printf "analyze: --strict: %s still grandfathers %d function(s): split them and remove their lines (the bound has no exception)\n", allow, n
+	exit bad || stale || (strict && n > 0) ? 1 : 0
 }'

@@ -17,14 +17,15 @@ cd "$(dirname "$0")/.."
 
 # jq and perl (JSON::PP) drive QEMU's QMP in tests/qemu; perl also runs
 # scripts/check-layers.pl.  clang builds the libFuzzer targets (make fuzz),
-# time measures their CPU; pmccabe is make analyze's complexity bound.
+# time measures their CPU; cppcheck and pmccabe are make analyze (in make
+# check): the static checks and the complexity bound.
 # libxxhash-dev gives the migration's default image digest (XXH3-128).
 # debootstrap also makes the trixie root that holds QEMU 10
 # (tests/qemu/fetch-qemu10.sh); libvirt and iproute2 (veth between
 # namespaces) for tests/libvirt.
 pkgs=(gcc make pkg-config libssl-dev openssl liburing-dev libxxhash-dev libnl-3-dev
       libnl-genl-3-dev libnl-route-3-dev qemu-system-x86 busybox-static cpio
-      kmod xz-utils zstd jq perl clang time pmccabe libvirt-daemon-system libvirt-clients
+      kmod xz-utils zstd jq perl clang time cppcheck pmccabe libvirt-daemon-system libvirt-clients
       libvirt-daemon-driver-qemu iproute2)
 # packaging and installation: man pages (scdoc), units (systemd-analyze),
 # .deb build and lint, the package test's chroot, man -w there

@@ -2,15 +2,9 @@
 /*
  * What the networked commands share: the TLS options (--creds, --ktls,
  * --tls, --cipher, --hostname, --pin), parsed once and turned into a
- * ktm_config, and HOST:PORT addresses.
+ * ktm_config.  Addresses: addr.c.
  */
-#include <errno.h>
-#include <netdb.h>
 #include <stdarg.h>
-#include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
