@@ -40,7 +40,7 @@ static void conn_init(struct ktm_proxy_conn *c)
 	c->local = -1;
 	c->tls = -1;
 	pthread_mutex_init(&c->lock, NULL);
-	clock_gettime(CLOCK_MONOTONIC, &c->t0);
+	c->t0 = ktm_now_s();
 }
 
 /*
@@ -593,7 +593,7 @@ static void relay_run(struct ktm_proxy_conn *c)
 void ktm_proxy_conn_finish(struct ktm_proxy_conn *c, ktm_proxy_report_fn report,
 			   void *opaque)
 {
-	clock_gettime(CLOCK_MONOTONIC, &c->t1);
+	c->t1 = ktm_now_s();
 	if (report)
 		report(c, c->err, opaque);
 	pthread_mutex_lock(&c->lock);
@@ -745,9 +745,5 @@ uint64_t ktm_proxy_conn_bytes(const struct ktm_proxy_conn *conn,
 
 double ktm_proxy_conn_seconds(const struct ktm_proxy_conn *conn)
 {
-	const struct timespec *end = conn->t1.tv_sec || conn->t1.tv_nsec ?
-				     &conn->t1 : &conn->t0;
-
-	return (double)(end->tv_sec - conn->t0.tv_sec) +
-	       (double)(end->tv_nsec - conn->t0.tv_nsec) / 1e9;
+	return (conn->t1 > 0 ? conn->t1 : conn->t0) - conn->t0;
 }

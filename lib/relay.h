@@ -33,7 +33,7 @@ struct ktm_proxy_conn {
 	int tls;			/* ktm_session_fd(s), borrowed */
 	char peer[300], local_name[300];
 	uint64_t bytes[2];		/* each written by one thread only */
-	struct timespec t0, t1;
+	double t0, t1;			/* ktm_now_s(); t1 0 until finished */
 	pthread_mutex_t lock;		/* err, aborted, closed */
 	struct ktm_error *err;		/* the first failure */
 	bool aborted;			/* a failure or stop cut the connection */

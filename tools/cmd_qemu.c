@@ -330,12 +330,12 @@ static bool wait_watching(struct ktm_qmp *q, unsigned int timeout_s,
 			  const struct key_watch *w, uint64_t *transferred,
 			  uint64_t *total_ms, struct ktm_error **errp)
 {
-	struct timespec t0, t1;
+	double t0;
 
 	if (w->fd < 0 || !w->limit)
 		return ktm_qmp_migrate_wait(q, timeout_s * 1000u, transferred,
 					    total_ms, errp);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t0 = tool_now_s();
 	for (;;) {
 		struct ktm_error *e = NULL;
 
@@ -346,8 +346,7 @@ static bool wait_watching(struct ktm_qmp *q, unsigned int timeout_s,
 			return false;
 		}
 		ktm_error_free(e);
-		clock_gettime(CLOCK_MONOTONIC, &t1);
-		if (timeout_s && t1.tv_sec - t0.tv_sec >= (time_t)timeout_s) {
+		if (timeout_s && tool_now_s() - t0 >= timeout_s) {
 			fprintf(stderr, "%s: migration did not complete within "
 				"%u s\n", tool_prog, timeout_s);
 			return false;
@@ -515,15 +514,12 @@ static void relay_end(struct relay *relay, bool ok)
 
 /* The success line; @t0: when cmd_qemu() started. */
 static void print_completed(const struct summary *sum,
-			    const struct timespec *t0, uint64_t transferred,
+			    double t0, uint64_t transferred,
 			    uint64_t total_ms)
 {
-	struct timespec t1;
 	double sec;
 
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	sec = total_ms ? (double)total_ms / 1000 :
-	      (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+	sec = total_ms ? (double)total_ms / 1000 : tool_now_s() - t0;
 	if (transferred)
 		printf("migration completed: %llu bytes in %.2f s (%.0f MB/s), "
 		       "path %s%s, %s %s%s\n", (unsigned long long)transferred,
@@ -544,7 +540,7 @@ int cmd_qemu(int argc, char **argv)
 	struct ktm_qmp *q;
 	struct relay relay = { .fd = -1 };
 	struct key_watch watch = { .fd = -1 };
-	struct timespec t0;
+	double t0;
 	struct opts o = { 0 };
 	struct summary sum = { .why = "", .peer_note = "" };
 	uint64_t transferred = 0, total_ms = 0;
@@ -558,7 +554,7 @@ int cmd_qemu(int argc, char **argv)
 	cfg = make_config(&o);
 	if (!cfg)
 		return 1;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t0 = tool_now_s();
 	/* QMP first: a wrong socket should fail before the peer is bothered. */
 	q = ktm_qmp_open(o.qmp, 0, &err);
 	if (!q) {
@@ -586,7 +582,7 @@ int cmd_qemu(int argc, char **argv)
 	ktm_config_free(cfg);
 	if (!ok)
 		return 1;
-	print_completed(&sum, &t0, transferred, total_ms);
+	print_completed(&sum, t0, transferred, total_ms);
 	return 0;
 
 err_qmp:
