@@ -211,7 +211,7 @@ FUZZ_TOOL_OBJ := $(O)/obj/tools/tls_opts.o $(O)/obj/tools/tool.o \
 
 fuzz:
 	$(Q)$(MAKE) --no-print-directory O=$(O)/fuzz CC=$(FUZZ_CC) \
-		SANITIZE=address,undefined,fuzzer-no-link WERROR=0 fuzz-bins
+		SANITIZE=address,undefined,fuzzer-no-link fuzz-bins
 
 fuzz-bins: $(patsubst fuzz/%.c,$(O)/bin/%,$(FUZZ_SRC))
 
