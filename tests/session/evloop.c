@@ -518,4 +518,52 @@ TEST_TIMEOUT(peer_that_closes_mid_handshake, 20)
 	t_pair_end(&p);
 }
 
+/* ---- examples/poll_pair --------------------------------------------------- */
+
+/*
+ * The example, built in the tree next to the tests (O/tests/examples),
+ * on a fresh credentials set: both handshakes in its one thread, a
+ * message each way, and both sessions on this tier's data path (in the
+ * guest tier it runs with "require": kernel TLS or exit 1).
+ */
+TEST_TIMEOUT(example_poll_pair_completes_both_handshakes, 30)
+{
+	const char *want = expected_path() == KTM_PATH_KERNEL_SW ? "kernel" :
+			   "userspace";
+	char exe[512], cmd[1024], out[4096], line[160], dir[64];
+	size_t used = 0;
+	ssize_t n;
+	FILE *f;
+	char *slash;
+
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	ASSERT_GT(n, 0);
+	exe[n] = '\0';
+	slash = strrchr(exe, '/');
+	ASSERT_NE(slash, NULL);
+	*slash = '\0';
+	ASSERT_EQ(t_pki_make_temp(dir, sizeof(dir), NULL), 0);
+	snprintf(cmd, sizeof(cmd), "%s/../examples/poll_pair %s %s 2>&1", exe,
+		 dir, t_kernel_has_ktls() ? "require" : "prefer");
+	f = popen(cmd, "r");
+	ASSERT_NE(f, NULL);
+	while (used < sizeof(out) - 1 &&
+	       (n = (ssize_t)fread(out + used, 1, sizeof(out) - 1 - used, f)) > 0)
+		used += (size_t)n;
+	out[used] = '\0';
+	EXPECT_EQ(pclose(f), 0);
+	for (slash = out; *slash; slash = strchr(slash, '\n') + 1) {
+		printf("# %.*s\n", (int)strcspn(slash, "\n"), slash);
+		if (!strchr(slash, '\n'))
+			break;
+	}
+	snprintf(line, sizeof(line), "client data path: %s (", want);
+	EXPECT_STRSTR(out, line);
+	snprintf(line, sizeof(line), "server data path: %s (", want);
+	EXPECT_STRSTR(out, line);
+	EXPECT_STRSTR(out, "server got: ping\n");
+	EXPECT_STRSTR(out, "client got: pong\n");
+	t_pki_remove(dir);
+}
+
 TEST_HARNESS_MAIN
