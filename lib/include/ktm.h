@@ -21,6 +21,10 @@
  * one already set is a programming error and aborts (unless built with
  * -DNDEBUG); pass errors up with ktm_error_propagate().
  *
+ * Event loops: ktm_session_start() and ktm_session_handshake() step the
+ * same handshake the blocking ktm_session_connect()/_accept()/_new_fd()
+ * run, never blocking (see "Sessions").
+ *
  * Threads: objects are not shared between threads unless a function says so.
  */
 #ifndef KTM_H
