@@ -44,6 +44,7 @@ struct ktm_session {
 	const struct ktm_config *cfg;	/* borrowed: outlives the session */
 	int fd;
 	bool owns_fd;			/* else the caller's (ktm_session_start) */
+	int nodelay;			/* TCP_NODELAY before the handshake */
 	/* the handshake, until done */
 	enum hs_state state;
 	short want;			/* HS_TLS: POLLIN or POLLOUT */
@@ -468,7 +469,7 @@ static bool hook_start(struct ktm_session *s, struct ktm_error **errp)
 static enum ktm_handshake tls_done(struct ktm_session *s,
 				   struct ktm_error **errp)
 {
-	set_nodelay(s->fd, 0);	/* Nagle was off for the handshake only */
+	set_nodelay(s->fd, s->nodelay);	/* Nagle off for the handshake only */
 	if (!ktm_tls_negotiated(s->ssl, &s->version, &s->cipher)) {
 		ktm_error_set(errp, KTM_ERR_TLS_PROTOCOL, EPROTO,
 			      "%s negotiated %s, which kernel TLS cannot carry",
@@ -636,6 +637,7 @@ static struct ktm_session *session_begin(const struct ktm_config *cfg, int fd,
 {
 	struct ktm_session *s = calloc(1, sizeof(*s));
 	struct ktm_hs *hs = calloc(1, sizeof(*hs));
+	socklen_t optlen = sizeof(int);
 
 	if (!s || !hs) {
 		free(s);
@@ -660,7 +662,10 @@ static struct ktm_session *session_begin(const struct ktm_config *cfg, int fd,
 		ktm_session_free(s);
 		return NULL;
 	}
-	/* Nagle off for the handshake's small messages only. */
+	/* Nagle off for the handshake's small messages only (then as it
+	 * was: not a TCP socket, or the caller's choice). */
+	if (getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &s->nodelay, &optlen))
+		s->nodelay = 0;
 	set_nodelay(fd, 1);
 	s->deadline = ktm_now_ms() + cfg->handshake_ms;
 	return s;
