@@ -168,7 +168,7 @@ bool ktm_session_readable(const struct ktm_session *s);
 
 /* ---- hooks.c ---- */
 
-/* What the check hook is told about a session, filled by session.c (so
+/* What the check hook is told about a session, filled by handshake.c (so
  * hooks.c never calls back into the session: no session <-> hooks cycle).
  * Strings are borrowed from the session. */
 struct ktm_check_facts {

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
  * OpenSSL, for the handshake only: the context from a configuration, one
- * step of the handshake at a time (session.c keeps the deadline), and the traffic keys for the kernel, derived
- * with OpenSSL's own KDFs (TLS13-KDF for HKDF-Expand-Label, TLS1-PRF for
- * the TLS 1.2 key block).  Nothing here writes application data.
+ * step of the handshake at a time (handshake.c keeps the deadline), and
+ * the traffic keys for the kernel, derived with OpenSSL's own KDFs
+ * (TLS13-KDF for HKDF-Expand-Label, TLS1-PRF for the TLS 1.2 key block).
+ * Nothing here writes application data.
  */
 #include <errno.h>
 #include <stdio.h>

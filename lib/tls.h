@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Private to lib/: the OpenSSL side — context, handshake, key derivation.
- * The only lib/ header that names OpenSSL types; session.c hands keys from
- * here to ktls/ without knowing how they were made.
+ * With session.h the only lib/ headers that name OpenSSL types;
+ * handshake.c hands keys from here to ktls/ without knowing how they were
+ * made.
  */
 #ifndef KTM_TLS_H
 #define KTM_TLS_H
@@ -59,7 +60,7 @@ SSL *ktm_tls_ssl_new(SSL_CTX *ctx, int fd, struct ktm_hs *hs,
 /* One step of the handshake on @ssl (its fd non-blocking): done, what it
  * waits for, or KTM_HANDSHAKE_ERROR with *errp (@peer names the peer).
  * A refused peer certificate leaves SSL's ktm_hs verify_err set (the
- * caller lingers before closing: see session.c). */
+ * caller lingers before closing: see handshake.c). */
 enum ktm_handshake ktm_tls_handshake_step(SSL *ssl, const char *peer,
 					  struct ktm_error **errp);
 /* Map the negotiated suite to ours; false when the kernel has no such
