@@ -138,6 +138,18 @@ $(O)/tests/%: tests/%.c $(HARNESS_OBJ) $(STATIC_LIB) $(TEST_TOOL_OBJ) | depcheck
 
 $(HARNESS_OBJ): override CFLAGS += -Itests
 
+# examples/poll_pair in the tree, on the public header and the static
+# library only, for tests/session/evloop (which runs it, natively and in
+# the guest tier).
+EXAMPLE_TEST_BIN := $(O)/tests/examples/poll_pair
+tests: $(EXAMPLE_TEST_BIN)
+$(EXAMPLE_TEST_BIN): $(O)/tests/examples/%: examples/%.c $(STATIC_LIB) | depcheck
+	@mkdir -p $(dir $@) $(O)/obj/examples
+	$(call say,CC,$<)
+	$(Q)$(CC) $(CPPFLAGS) $(filter-out -Ilib -Iktls,$(CFLAGS)) \
+		-MF $(O)/obj/examples/$*.d $(LDFLAGS) -o $@ $< $(STATIC_LIB) \
+		$(PKG_LIBS)
+
 # The hostile tests run the tool next to them (O/ktls-migrate), also in the
 # sanitizer build.
 $(O)/tests/session/hostile: $(TOOL)

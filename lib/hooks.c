@@ -3,6 +3,12 @@
  * Pre-migration checks: an in-process callback and an external executable
  * called like a libvirt hook, both given the verified peer, both able to
  * veto before any application data moves.
+ *
+ * The executable never blocks its caller: ktm_hook_start() forks it and
+ * each ktm_hook_step() takes what is there without waiting (its stderr
+ * through a non-blocking pipe, then its exit through a pidfd), so the
+ * session's handshake step can hand the caller's event loop a descriptor
+ * to poll and a deadline.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/syscall.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 
 #include "internal.h"
@@ -23,12 +30,12 @@
 
 extern char **environ;
 
-static bool run_callback(const struct ktm_config *cfg,
-			 const struct ktm_session *s, struct ktm_error **errp)
+bool ktm_check_callback(const struct ktm_config *cfg,
+			const struct ktm_session *s, struct ktm_error **errp)
 {
 	char reason[256] = "";
 
-	if (cfg->check_fn(s, cfg->check_opaque, reason, sizeof(reason)))
+	if (!cfg->check_fn || cfg->check_fn(s, cfg->check_opaque, reason, sizeof(reason)))
 		return true;
 	ktm_error_set(errp, KTM_ERR_CHECK, EPERM,
 		      "pre-migration check vetoed the migration: %s",
@@ -86,41 +93,6 @@ static void free_env(char **env)
 	free(env);
 }
 
-/* Read the child's stderr until EOF or the deadline; keep the first line. */
-static bool read_first_line(int fd, char *line, size_t len, uint64_t deadline)
-{
-	size_t used = 0;
-	char buf[512];
-
-	line[0] = '\0';
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		uint64_t now = ktm_now_ms();
-		ssize_t n;
-		int r;
-
-		if (now >= deadline)
-			return false;
-		r = poll(&p, 1, (int)(deadline - now));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r == 0)
-			return false;
-		n = read(fd, buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return true;
-		if (used + 1 < len && !memchr(line, '\n', used)) {
-			size_t take = (size_t)n < len - 1 - used ? (size_t)n : len - 1 - used;
-
-			memcpy(line + used, buf, take);
-			used += take;
-			line[used] = '\0';
-		}
-	}
-}
-
 /* In the child: its own process group (so a timeout kills everything it
  * started), stdin/stdout on /dev/null, stderr into the pipe, no other
  * descriptor inherited, default signal state.  Async-signal-safe calls
@@ -153,24 +125,6 @@ hook_child(const struct ktm_config *cfg, char **argv, char **env, int errfd)
 	_exit(127);
 }
 
-/* Reap @pid by @deadline: 1 with *status, 0 on timeout, -1 (errno) when
- * its status cannot be had (e.g. SIGCHLD is ignored and it was reaped). */
-static int wait_until(pid_t pid, int *status, uint64_t deadline)
-{
-	for (;;) {
-		struct timespec ts = { 0, 5 * 1000 * 1000 };
-		pid_t r = waitpid(pid, status, WNOHANG);
-
-		if (r == pid)
-			return 1;
-		if (r < 0 && errno != EINTR)
-			return -1;
-		if (ktm_now_ms() >= deadline)
-			return 0;
-		nanosleep(&ts, NULL);
-	}
-}
-
 /* The verdict from a finished hook's status; false with *errp. */
 static bool hook_verdict(const struct ktm_config *cfg, int status,
 			 const char *line, struct ktm_error **errp)
@@ -190,95 +144,192 @@ static bool hook_verdict(const struct ktm_config *cfg, int status,
 	return false;
 }
 
-/*
- * Wait for the hook: its stderr to close and its exit, both within one
- * deadline for the whole run.  Fails closed: a timeout kills its process
- * group, and a status that cannot be read (waitpid fails, as when the
- * process ignores SIGCHLD) is a refusal, never a pass.
- */
-static bool hook_wait(const struct ktm_config *cfg, pid_t pid, int errfd,
-		      struct ktm_error **errp)
-{
-	uint64_t deadline = ktm_now_ms() + cfg->hook_timeout_ms;
-	char line[256], *nl;
-	int status = -1, got = 0;
 
-	if (read_first_line(errfd, line, sizeof(line), deadline))
-		got = wait_until(pid, &status, deadline);
-	nl = strchr(line, '\n');
-	if (nl)
-		*nl = '\0';
-	if (got == 0) {
-		kill(-pid, SIGKILL);
-		kill(pid, SIGKILL);
-		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-			;
-		ktm_error_set(errp, KTM_ERR_CHECK, ETIMEDOUT,
-			      "check hook %s did not finish within %u ms: killed, "
-			      "connection refused", cfg->hook_path,
-			      cfg->hook_timeout_ms);
+/* One run of the check hook (see internal.h). */
+struct ktm_hook_run {
+	const struct ktm_config *cfg;
+	pid_t pid;		/* -1 once reaped (or gone) */
+	int errfd;		/* read end of the child's stderr, non-blocking */
+	int pidfd;		/* readable when the child exits; -1 without */
+	uint64_t deadline;	/* the whole run, monotonic ms */
+	bool eof;		/* stderr closed */
+	char line[256];		/* the first line of stderr */
+	size_t used;
+};
+
+/* Kill the hook's process group and reap it (bounded: SIGKILL). */
+static void hook_kill(struct ktm_hook_run *h)
+{
+	int status;
+
+	if (h->pid <= 0)
+		return;
+	kill(-h->pid, SIGKILL);
+	kill(h->pid, SIGKILL);
+	while (waitpid(h->pid, &status, 0) < 0 && errno == EINTR)
+		;
+	h->pid = -1;
+}
+
+void ktm_hook_free(struct ktm_hook_run *h)
+{
+	if (!h)
+		return;
+	hook_kill(h);
+	if (h->errfd >= 0)
+		close(h->errfd);
+	if (h->pidfd >= 0)
+		close(h->pidfd);
+	free(h);
+}
+
+/* Fork and exec the hook with @env; false with *errp. */
+static bool hook_spawn(struct ktm_hook_run *h, char **env,
+		       struct ktm_error **errp)
+{
+	const struct ktm_config *cfg = h->cfg;
+	char *argv[] = { cfg->hook_path, cfg->hook_object, (char *)"migrate",
+			 (char *)"pmc", cfg->hook_uri, NULL };
+	int pipefd[2];
+
+	if (pipe2(pipefd, O_CLOEXEC)) {
+		ktm_error_set(errp, KTM_ERR_CHECK, errno, "cannot run check hook "
+			      "%s: %s: connection refused", cfg->hook_path,
+			      strerror(errno));
 		return false;
 	}
-	if (got < 0) {
+	h->pid = fork();
+	if (h->pid == 0)
+		hook_child(cfg, argv, env, pipefd[1]);
+	close(pipefd[1]);
+	h->errfd = pipefd[0];
+	if (h->pid < 0) {
+		ktm_error_set(errp, KTM_ERR_CHECK, errno, "cannot run check hook "
+			      "%s (fork: %s): connection refused", cfg->hook_path,
+			      strerror(errno));
+		return false;
+	}
+	setpgid(h->pid, h->pid);	/* also here: no race with a kill */
+	/* Only our end is non-blocking (its own open file description): the
+	 * hook's writes to stderr still block as usual. */
+	fcntl(h->errfd, F_SETFL, fcntl(h->errfd, F_GETFL) | O_NONBLOCK);
+	/* Without a pidfd (a kernel before 5.3, or the child already gone
+	 * when SIGCHLD is ignored) ktm_hook_step() asks waitpid every few
+	 * milliseconds instead. */
+	h->pidfd = (int)syscall(SYS_pidfd_open, h->pid, 0U);
+	return true;
+}
+
+struct ktm_hook_run *ktm_hook_start(const struct ktm_config *cfg,
+				    const struct ktm_check_facts *f,
+				    struct ktm_error **errp)
+{
+	struct ktm_hook_run *h = calloc(1, sizeof(*h));
+	char **env = h ? hook_env(cfg, f) : NULL;
+	bool ok;
+
+	if (!env) {
+		ktm_error_set(errp, KTM_ERR_CHECK, ENOMEM,
+			      "out of memory for the check hook's environment: "
+			      "connection refused");
+		free(h);
+		return NULL;
+	}
+	h->cfg = cfg;
+	h->pid = -1;
+	h->errfd = h->pidfd = -1;
+	h->deadline = ktm_now_ms() + cfg->hook_timeout_ms;
+	ok = hook_spawn(h, env, errp);
+	free_env(env);
+	if (!ok) {
+		ktm_hook_free(h);
+		return NULL;
+	}
+	return h;
+}
+
+/* Take what the hook wrote to stderr, keeping the first line; true once
+ * it closed stderr (EOF or a read error), false when it would block. */
+static bool hook_drain(struct ktm_hook_run *h)
+{
+	char buf[512];
+
+	for (;;) {
+		ssize_t n = read(h->errfd, buf, sizeof(buf));
+		size_t room = sizeof(h->line) - 1 - h->used, take;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return false;
+		if (n <= 0)
+			break;
+		if (!room || memchr(h->line, '\n', h->used))
+			continue;
+		take = (size_t)n < room ? (size_t)n : room;
+		memcpy(h->line + h->used, buf, take);
+		h->used += take;
+		h->line[h->used] = '\0';
+	}
+	h->eof = true;
+	h->line[strcspn(h->line, "\n")] = '\0';
+	return true;
+}
+
+/* The exit status, once it is there: 1 allowed, 0 not yet, -1 refused. */
+static int hook_reap(struct ktm_hook_run *h, struct ktm_error **errp)
+{
+	const struct ktm_config *cfg = h->cfg;
+	int status = -1;
+	pid_t r = waitpid(h->pid, &status, WNOHANG);
+
+	if (r == 0 || (r < 0 && errno == EINTR))
+		return 0;
+	h->pid = -1;
+	if (r < 0) {
 		ktm_error_set(errp, KTM_ERR_CHECK, errno,
 			      "cannot learn the exit status of check hook %s "
 			      "(waitpid: %s): connection refused", cfg->hook_path,
 			      strerror(errno));
 		ktm_error_hint_set(errp, "the process must not ignore SIGCHLD "
 				   "while hooks run");
-		return false;
+		return -1;
 	}
-	return hook_verdict(cfg, status, line, errp);
+	return hook_verdict(cfg, status, h->line, errp) ? 1 : -1;
 }
 
-static bool run_exec(const struct ktm_config *cfg,
-		     const struct ktm_check_facts *f, struct ktm_error **errp)
+/*
+ * Fails closed: a timeout kills its process group, and a status that
+ * cannot be read (waitpid fails, as when the process ignores SIGCHLD) is
+ * a refusal, never a pass.
+ */
+int ktm_hook_step(struct ktm_hook_run *h, struct ktm_error **errp)
 {
-	char *argv[] = { cfg->hook_path, cfg->hook_object, (char *)"migrate",
-			 (char *)"pmc", cfg->hook_uri, NULL };
-	char **env;
-	int pipefd[2];
-	bool ok;
-	pid_t pid;
-
-	env = hook_env(cfg, f);
-	if (!env) {
-		ktm_error_set(errp, KTM_ERR_CHECK, ENOMEM,
-			      "out of memory for the check hook's environment: "
-			      "connection refused");
-		return false;
+	if (ktm_now_ms() >= h->deadline) {
+		hook_kill(h);
+		ktm_error_set(errp, KTM_ERR_CHECK, ETIMEDOUT,
+			      "check hook %s did not finish within %u ms: killed, "
+			      "connection refused", h->cfg->hook_path,
+			      h->cfg->hook_timeout_ms);
+		return -1;
 	}
-	if (pipe2(pipefd, O_CLOEXEC)) {
-		ktm_error_set(errp, KTM_ERR_CHECK, errno, "cannot run check hook "
-			      "%s: %s: connection refused", cfg->hook_path,
-			      strerror(errno));
-		free_env(env);
-		return false;
-	}
-	pid = fork();
-	if (pid == 0)
-		hook_child(cfg, argv, env, pipefd[1]);
-	close(pipefd[1]);
-	if (pid < 0) {
-		ktm_error_set(errp, KTM_ERR_CHECK, errno, "cannot run check hook "
-			      "%s (fork: %s): connection refused", cfg->hook_path,
-			      strerror(errno));
-		ok = false;
-	} else {
-		setpgid(pid, pid);	/* also here: no race with a kill */
-		ok = hook_wait(cfg, pid, pipefd[0], errp);
-	}
-	close(pipefd[0]);
-	free_env(env);
-	return ok;
+	if (!h->eof && !hook_drain(h))
+		return 0;
+	return hook_reap(h, errp);
 }
 
-bool ktm_checks_run(const struct ktm_config *cfg, const struct ktm_session *s,
-		    const struct ktm_check_facts *f, struct ktm_error **errp)
+int ktm_hook_poll_fd(const struct ktm_hook_run *h)
 {
-	if (cfg->check_fn && !run_callback(cfg, s, errp))
-		return false;
-	if (cfg->hook_path && !run_exec(cfg, f, errp))
-		return false;
-	return true;
+	return h->eof ? h->pidfd : h->errfd;
+}
+
+int ktm_hook_timeout_ms(const struct ktm_hook_run *h)
+{
+	uint64_t now = ktm_now_ms();
+	uint64_t left = h->deadline > now ? h->deadline - now : 0;
+
+	/* nothing to poll: look again soon */
+	if (ktm_hook_poll_fd(h) < 0 && left > 5)
+		left = 5;
+	return left > INT32_MAX ? INT32_MAX : (int)left;
 }

@@ -177,7 +177,7 @@ bool ktm_session_readable(const struct ktm_session *s);
 
 /* ---- hooks.c ---- */
 
-/* What the check hook is told about a session, filled by session.c (so
+/* What the check hook is told about a session, filled by handshake.c (so
  * hooks.c never calls back into the session: no session <-> hooks cycle).
  * Strings are borrowed from the session. */
 struct ktm_check_facts {
@@ -187,9 +187,29 @@ struct ktm_check_facts {
 	bool kernel_path;	/* the send direction is on kernel TLS */
 };
 
-/* Run the configured checks on @s (handed to the in-process callback
- * only) described by @f; false with *errp (KTM_ERR_CHECK) on a veto. */
-bool ktm_checks_run(const struct ktm_config *cfg, const struct ktm_session *s,
-		    const struct ktm_check_facts *f, struct ktm_error **errp);
+/* The in-process check of @cfg (if any) on @s, run inline (it is the
+ * caller's code); false with *errp (KTM_ERR_CHECK) on a veto. */
+bool ktm_check_callback(const struct ktm_config *cfg,
+			const struct ktm_session *s, struct ktm_error **errp);
+
+/* One run of the check hook (the executable of ktm_config_set_check_exec),
+ * driven without blocking. */
+struct ktm_hook_run;
+/* Fork the hook of @cfg for the session described by @f; NULL with *errp
+ * (KTM_ERR_CHECK: a refusal). */
+struct ktm_hook_run *ktm_hook_start(const struct ktm_config *cfg,
+				    const struct ktm_check_facts *f,
+				    struct ktm_error **errp);
+/* Take what is there, never waiting: 1 the hook allowed, 0 it still runs
+ * (poll ktm_hook_poll_fd() for POLLIN at most ktm_hook_timeout_ms()), -1
+ * refused with *errp (a veto, death by a signal, no status, or the
+ * timeout: then its process group was killed). */
+int ktm_hook_step(struct ktm_hook_run *h, struct ktm_error **errp);
+/* The descriptor to wait on (-1: none, wait ktm_hook_timeout_ms()). */
+int ktm_hook_poll_fd(const struct ktm_hook_run *h);
+/* Milliseconds until the hook's deadline (or the next look), >= 0. */
+int ktm_hook_timeout_ms(const struct ktm_hook_run *h);
+/* Kill a hook still running, reap it, free.  Accepts NULL. */
+void ktm_hook_free(struct ktm_hook_run *h);
 
 #endif /* KTM_INTERNAL_H */

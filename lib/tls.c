@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
- * OpenSSL, for the handshake only: the context from a configuration, the
- * handshake with a deadline, and the traffic keys for the kernel, derived
- * with OpenSSL's own KDFs (TLS13-KDF for HKDF-Expand-Label, TLS1-PRF for
- * the TLS 1.2 key block).  Nothing here writes application data.
+ * OpenSSL, for the handshake only: the context from a configuration, one
+ * step of the handshake at a time (handshake.c keeps the deadline), and
+ * the traffic keys for the kernel, derived with OpenSSL's own KDFs
+ * (TLS13-KDF for HKDF-Expand-Label, TLS1-PRF for the TLS 1.2 key block).
+ * Nothing here writes application data.
  */
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -347,81 +347,30 @@ err_free_ssl:
 	return NULL;
 }
 
-/*
- * We refused the peer's certificate and OpenSSL sent the alert.  In TLS
- * 1.3 a client's handshake ends before the server's verdict, so it may
- * already be sending data; closing with that unread would reset the
- * connection and the reset can overtake the alert.  Half-close and read
- * what is in flight for a moment instead, so the peer reads why.
- */
-static void linger_after_refusal(int fd)
-{
-	uint64_t end = ktm_now_ms() + 500;
-	char buf[4096];
-
-	if (shutdown(fd, SHUT_WR))
-		return;
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		uint64_t now = ktm_now_ms();
-
-		if (now >= end || poll(&p, 1, (int)(end - now)) <= 0 ||
-		    read(fd, buf, sizeof(buf)) <= 0)
-			return;
-	}
-}
-
-bool ktm_tls_handshake(SSL *ssl, int fd, const char *peer, uint64_t deadline_ms,
-		       struct ktm_error **errp)
+enum ktm_handshake ktm_tls_handshake_step(SSL *ssl, const char *peer,
+					  struct ktm_error **errp)
 {
 	struct ktm_hs *hs = SSL_get_app_data(ssl);
-	const struct ktm_config *cfg = hs->cfg;
+	int ret, err;
 
-	for (;;) {
-		struct pollfd p = { .fd = fd };
-		uint64_t now;
-		int ret, err;
-
-		ERR_clear_error();
-		ret = SSL_do_handshake(ssl);
-		if (ret == 1)
-			return true;
-		err = SSL_get_error(ssl, ret);
-		if (err == SSL_ERROR_WANT_READ)
-			p.events = POLLIN;
-		else if (err == SSL_ERROR_WANT_WRITE)
-			p.events = POLLOUT;
-		else if (err == SSL_ERROR_SYSCALL && errno && !ERR_peek_error()) {
-			ktm_error_set(errp, KTM_ERR_PEER, errno,
-				      "connection to %s failed during the TLS "
-				      "handshake: %s", peer, strerror(errno));
-			return false;
-		} else {
-			ktm_tls_handshake_error(ssl, cfg, peer,
-						hs->have_first ? hs->first_bytes : NULL,
-						errp);
-			if (hs->verify_err != X509_V_OK)
-				linger_after_refusal(fd);
-			return false;
-		}
-		now = ktm_now_ms();
-		if (now >= deadline_ms ||
-		    (ret = poll(&p, 1, (int)(deadline_ms - now))) == 0) {
-			ktm_error_set(errp, KTM_ERR_PEER, ETIMEDOUT,
-				      "TLS handshake with %s timed out after %u ms",
-				      peer, cfg->handshake_ms);
-			ktm_error_hint_set(errp, "the peer accepted the connection "
-					   "but said nothing: is it a TLS "
-					   "migration endpoint?");
-			return false;
-		}
-		if (ret < 0 && errno != EINTR) {
-			ktm_error_set(errp, KTM_ERR_IO, errno,
-				      "poll on the connection to %s failed: %s",
-				      peer, strerror(errno));
-			return false;
-		}
+	ERR_clear_error();
+	ret = SSL_do_handshake(ssl);
+	if (ret == 1)
+		return KTM_HANDSHAKE_DONE;
+	err = SSL_get_error(ssl, ret);
+	if (err == SSL_ERROR_WANT_READ)
+		return KTM_HANDSHAKE_WANT_READ;
+	if (err == SSL_ERROR_WANT_WRITE)
+		return KTM_HANDSHAKE_WANT_WRITE;
+	if (err == SSL_ERROR_SYSCALL && errno && !ERR_peek_error()) {
+		ktm_error_set(errp, KTM_ERR_PEER, errno,
+			      "connection to %s failed during the TLS "
+			      "handshake: %s", peer, strerror(errno));
+		return KTM_HANDSHAKE_ERROR;
 	}
+	ktm_tls_handshake_error(ssl, hs->cfg, peer,
+				hs->have_first ? hs->first_bytes : NULL, errp);
+	return KTM_HANDSHAKE_ERROR;
 }
 
 /* ---- keys ---------------------------------------------------------------- */

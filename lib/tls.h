@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Private to lib/: the OpenSSL side — context, handshake, key derivation.
- * The only lib/ header that names OpenSSL types; session.c hands keys from
- * here to ktls/ without knowing how they were made.
+ * With session.h the only lib/ headers that name OpenSSL types;
+ * handshake.c hands keys from here to ktls/ without knowing how they were
+ * made.
  */
 #ifndef KTM_TLS_H
 #define KTM_TLS_H
@@ -56,10 +57,12 @@ SSL_CTX *ktm_tls_ctx_new(const struct ktm_config *cfg, struct ktm_error **errp);
 /* An SSL on @fd with @hs attached; the client verifies @host (DNS or IP). */
 SSL *ktm_tls_ssl_new(SSL_CTX *ctx, int fd, struct ktm_hs *hs,
 		     const char *host, struct ktm_error **errp);
-/* Run the handshake on the non-blocking @fd until @deadline_ms (monotonic
- * milliseconds).  false with *errp. */
-bool ktm_tls_handshake(SSL *ssl, int fd, const char *peer, uint64_t deadline_ms,
-		       struct ktm_error **errp);
+/* One step of the handshake on @ssl (its fd non-blocking): done, what it
+ * waits for, or KTM_HANDSHAKE_ERROR with *errp (@peer names the peer).
+ * A refused peer certificate leaves SSL's ktm_hs verify_err set (the
+ * caller lingers before closing: see handshake.c). */
+enum ktm_handshake ktm_tls_handshake_step(SSL *ssl, const char *peer,
+					  struct ktm_error **errp);
 /* Map the negotiated suite to ours; false when the kernel has no such
  * cipher (e.g. CCM_8). */
 bool ktm_tls_negotiated(SSL *ssl, uint16_t *version, enum ktm_cipher *cipher);

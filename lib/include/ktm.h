@@ -21,6 +21,10 @@
  * one already set is a programming error and aborts (unless built with
  * -DNDEBUG); pass errors up with ktm_error_propagate().
  *
+ * Event loops: ktm_session_start() and ktm_session_handshake() step the
+ * same handshake the blocking ktm_session_connect()/_accept()/_new_fd()
+ * run, never blocking (see "Sessions").
+ *
  * Threads: objects are not shared between threads unless a function says so.
  */
 #ifndef KTM_H
@@ -358,6 +362,71 @@ struct ktm_session *ktm_session_accept(const struct ktm_config *cfg,
 struct ktm_session *ktm_session_new_fd(const struct ktm_config *cfg, int fd,
 				       const char *peer_name,
 				       struct ktm_error **errp);
+
+/*
+ * The event-loop handshake (the shape of QEMU's
+ * qcrypto_tls_session_handshake: "start, or continue"), for callers with
+ * their own poll loop.  The blocking calls above are this loop with
+ * poll(2) and the configured timeouts; errors (class, errno, message,
+ * hint) are the same.
+ *
+ *   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+ *   s = ktm_session_start(cfg, fd, "dst.example", &err);
+ *   for (;;) {
+ *           r = ktm_session_handshake(s, &err);
+ *           if (r == KTM_HANDSHAKE_DONE || r == KTM_HANDSHAKE_ERROR)
+ *                   break;
+ *           p.fd = ktm_session_poll_fd(s, &p.events);
+ *           poll(&p, 1, ktm_session_poll_timeout(s));   (or your loop)
+ *   }
+ *   ... on error: ktm_session_free(s); close(fd);
+ *
+ * ktm_session_start() makes a session on the connected stream socket @fd
+ * for @cfg's endpoint (client or server).  @fd must already be
+ * non-blocking (O_NONBLOCK), or start fails with KTM_ERR_CONFIG.  @fd stays
+ * the caller's: the session borrows it, never closes it (not on failure,
+ * not in ktm_session_free()) and never changes its O_NONBLOCK flag, so
+ * after done it is still non-blocking: ktm_session_send() and
+ * ktm_session_recv() block only on a blocking socket, so clear O_NONBLOCK
+ * before using them (or read and write the kernel-TLS fd from the loop).
+ * Close @fd after ktm_session_free() (or own it via ktm_session_detach()).
+ * @peer_name is as for ktm_session_new_fd().  NULL with *errp.
+ *
+ * ktm_session_handshake() advances the handshake by what the socket
+ * allows now and never blocks.  It returns KTM_HANDSHAKE_WANT_READ or
+ * _WANT_WRITE (wait for ktm_session_poll_fd() with the events it names,
+ * at most ktm_session_poll_timeout() ms, then call again), _DONE, or
+ * _ERROR with *errp.  The handshake's end happens within these steps:
+ * the peer checks (chain, hostname, allow-list, pins), the switch into
+ * kernel TLS or the userspace fallback per the policy, then the checks
+ * of ktm_config_set_check() (inline, in this call) and
+ * ktm_config_set_check_exec() (a child process; while it runs the step
+ * returns _WANT_READ on a descriptor of the hook's, and the hook's
+ * timeout is checked on each step).  Past the handshake timeout
+ * (ktm_config_set_timeouts()) or the hook's, the next step fails.  After
+ * _DONE it returns _DONE again; after _ERROR the session is only good for
+ * ktm_session_free().  On an error the peer has been told (an alert)
+ * where the protocol allows.
+ *
+ * ktm_session_poll_fd() returns the descriptor to wait on (the socket,
+ * or the running hook's; -1, which poll(2) ignores, when there is none
+ * and only the timeout matters) and sets *events to POLLIN or POLLOUT.
+ * ktm_session_poll_timeout() returns the milliseconds until the current
+ * deadline (0 when it passed: call the step), -1 after done or error.
+ */
+enum ktm_handshake {
+	KTM_HANDSHAKE_ERROR = -1,
+	KTM_HANDSHAKE_DONE = 0,
+	KTM_HANDSHAKE_WANT_READ,
+	KTM_HANDSHAKE_WANT_WRITE,
+};
+struct ktm_session *ktm_session_start(const struct ktm_config *cfg, int fd,
+				      const char *peer_name,
+				      struct ktm_error **errp);
+enum ktm_handshake ktm_session_handshake(struct ktm_session *s,
+					 struct ktm_error **errp);
+int ktm_session_poll_fd(const struct ktm_session *s, short *events);
+int ktm_session_poll_timeout(const struct ktm_session *s);
 
 /* Send all @len bytes (blocks).  Returns true, or false with *errp. */
 bool ktm_session_send(struct ktm_session *s, const void *buf, size_t len,

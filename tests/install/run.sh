@@ -8,7 +8,8 @@
 #                        puts every file of the list below in its place
 #   install.pkgconfig    pkg-config --cflags --libs libktm from the staged .pc
 #   install.examples     every examples/*.c built against the staged tree
-#                        only; server and client talk over loopback
+#                        only; server and client talk over loopback, and
+#                        poll_pair handshakes two sessions in one thread
 #   man.renders.PAGE     man -l --warnings renders each page without a warning
 #   man.options.CMD      every option in `ktls-migrate CMD --help` is defined
 #                        in the OPTIONS sections of its man page, and back
@@ -102,6 +103,11 @@ else
 		grep -q '^client CN=ktm-demo-client, TLS 1.3' "$work/srv.out" ||
 			out+="server said: $(cat "$work/srv.out")"$'\n'
 		[ $rc = 0 ] || out+="server exit status $rc"$'\n'
+		# both handshakes driven by poll(2) in one thread
+		pp=$(LD_LIBRARY_PATH=$stage$libdir timeout 20 \
+			"$work/ex/examples/poll_pair" "$work/creds" 2>&1) ||
+			out+="poll_pair failed: $pp"$'\n'
+		grep -qx 'client got: pong' <<< "$pp" || out+="poll_pair said: $pp"$'\n'
 		# (no grep -q on a pipe: with pipefail its early exit fails ldd)
 		l=$(ldd "$work/ex/examples/client" | grep libktm)
 		[[ $l == *"libktm.so.0 => not found"* ]] ||

@@ -206,7 +206,7 @@ check root.man "$out"
 out=$(in_root "$r" '
 	set -e
 	mkdir -p /tmp/ex && cd /tmp/ex
-	for e in server client; do
+	for e in server client poll_pair; do
 		cc -Wall -Werror -o $e /usr/share/doc/libktm-dev/examples/$e.c $(pkg-config --cflags --libs libktm)
 	done
 	./server /tmp/creds 0 > srv.out 2>&1 &
@@ -217,5 +217,7 @@ out=$(in_root "$r" '
 	./client /tmp/creds 127.0.0.1 "$port" "installed" > cli.out 2>&1
 	wait $pid
 	grep -qx "reply: INSTALLED" cli.out || cat cli.out srv.out
+	./poll_pair /tmp/creds > pp.out 2>&1 || echo "poll_pair exit status $?"
+	grep -qx "client got: pong" pp.out || cat pp.out
 ' 2>&1) || out="example failed: $out"
 check root.example "$out"
