@@ -165,6 +165,13 @@ void ktm_authz_describe(const struct ktm_config *cfg, char *buf, size_t len);
 /* Whether a recv on @s would not block (data buffered in userspace TLS or
  * on the socket, or the peer closed); never blocks. */
 bool ktm_session_readable(const struct ktm_session *s);
+/* ktm_session_new_fd() on a socket the caller connected to @host (the
+ * name the server certificate must carry), named @peer ("host:port") in
+ * messages. */
+struct ktm_session *ktm_session_new_fd_named(const struct ktm_config *cfg,
+					     int fd, const char *host,
+					     const char *peer,
+					     struct ktm_error **errp);
 
 /* ---- hooks.c ---- */
 

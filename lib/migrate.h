@@ -133,6 +133,17 @@ struct ktm_migration {
 	struct ktm_error *err;		/* the first failure */
 	bool failed;
 	bool peer_aborted;		/* the peer said why (ABORT): no drain */
+	/* cancellation: ktm_migration_cancel() sets cancelled and makes
+	 * cancel_fd readable for good; the first thread that sees it fails
+	 * the migration (ktm_mig_failed) */
+	bool cancelled;
+	const char *cancel_by;
+	int cancel_fd;			/* eventfd, never read */
+	double cancel_at;		/* when the failure was recorded */
+	bool cut;			/* the sockets were shut down */
+	int connecting;			/* source: a dup of the socket in its
+					 * handshake (-1), under the lock */
+	int wake_fd;			/* eventfd: the acceptor's wake-up */
 
 	/* the report */
 	uint64_t done, page_bytes, zero_bytes, wire_bytes;
@@ -153,7 +164,17 @@ struct ktm_migration {
 double ktm_mig_now_s(void);
 /* Record the first failure (takes @err) and wake every channel. */
 void ktm_mig_fail(struct ktm_migration *m, struct ktm_error *err);
+/* Whether the migration failed or was cancelled; a cancel is recorded
+ * as the failure here.  Not with the lock held. */
 bool ktm_mig_failed(struct ktm_migration *m);
+bool ktm_mig_cancelled(const struct ktm_migration *m);
+/* The sentence of a cancelled migration (a new error). */
+struct ktm_error *ktm_mig_cancel_error(const struct ktm_migration *m);
+/* Wake the destination's accepting thread (a channel ended, a handshake
+ * finished). */
+void ktm_mig_wake(struct ktm_migration *m);
+/* Read what woke the accepting thread. */
+void ktm_mig_woken(struct ktm_migration *m);
 /* pthread_create with SIGPIPE blocked in the new thread. */
 int ktm_mig_thread_start(pthread_t *thr, void *(*fn)(void *), void *arg);
 /* Like ktm_mig_fail, with "channel N: " in front of the message. */

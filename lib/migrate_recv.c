@@ -424,11 +424,13 @@ static bool wait_next_frame(struct ktm_chan *c)
 	double until = ktm_mig_now_s() + m->io_ms / 1000.0;
 
 	while (!ktm_mig_failed(m) && !ktm_session_readable(c->s)) {
-		struct pollfd p = { .fd = ktm_session_fd(c->s), .events = POLLIN };
+		struct pollfd p[2] = {
+			{ .fd = ktm_session_fd(c->s), .events = POLLIN },
+			{ .fd = m->cancel_fd, .events = POLLIN } };
 
 		if (m->io_ms && ktm_mig_now_s() >= until)
 			break;
-		poll(&p, 1, 100);
+		poll(p, 2, 100);
 	}
 	return !ktm_mig_failed(m);
 }
@@ -582,6 +584,7 @@ static void *hs_thread(void *arg)
 	if (!sl->s)
 		drain(sl->keep, 500);
 	__atomic_store_n(&sl->done, true, __ATOMIC_RELEASE);
+	ktm_mig_wake(m);
 	return NULL;
 }
 
@@ -658,6 +661,20 @@ static struct ktm_session *acc_reap(struct acceptor *a, struct hs_slot *sl)
 	return s;
 }
 
+/* acc_next(): a cancel ends the wait; while the channels run it is
+ * their failure, before them the caller's error. */
+static bool acc_cancelled(struct acceptor *a, bool live,
+			  struct ktm_error **errp)
+{
+	if (!ktm_mig_cancelled(a->m))
+		return false;
+	if (live)
+		ktm_mig_failed(a->m);	/* records it */
+	else
+		ktm_error_propagate(errp, ktm_mig_cancel_error(a->m));
+	return true;
+}
+
 /*
  * The next connection that finished its handshake and HELLO, until
  * @deadline (monotonic seconds; 0: none) or, when @live is set, until the
@@ -669,7 +686,9 @@ static struct ktm_session *acc_next(struct acceptor *a, double deadline,
 				    struct ktm_error **errp)
 {
 	for (;;) {
-		struct pollfd p = { .fd = a->lfd, .events = POLLIN };
+		struct pollfd p[3] = { { .fd = a->lfd, .events = POLLIN },
+				       { .fd = a->m->wake_fd, .events = POLLIN },
+				       { .fd = a->m->cancel_fd, .events = POLLIN } };
 		unsigned int i;
 
 		for (i = 0; i < KTM_MAX_HANDSHAKES; i++) {
@@ -682,6 +701,8 @@ static struct ktm_session *acc_next(struct acceptor *a, double deadline,
 				return sl->s;
 			}
 		}
+		if (acc_cancelled(a, live, errp))
+			return NULL;
 		if (live && !channels_running(a->m))
 			return NULL;
 		if (deadline && ktm_mig_now_s() >= deadline) {
@@ -693,7 +714,13 @@ static struct ktm_session *acc_next(struct acceptor *a, double deadline,
 		if (live && a->m->progress)
 			a->m->progress(ktm_mig_done(a->m), a->m->size,
 				       a->m->progress_opaque);
-		if (poll(&p, 1, 50) == 1)
+		/* woken by a connection, a finished handshake, a channel's
+		 * end or a cancel; the timeout paces the progress reports */
+		if (poll(p, 3, 250) <= 0)
+			continue;
+		if (p[1].revents)
+			ktm_mig_woken(a->m);
+		if (p[0].revents)
 			acc_take(a);
 	}
 }
@@ -1106,7 +1133,7 @@ static bool dest_migrate(struct ktm_migration *m, struct acceptor *a,
 	if (!accept_more(m, a, &err))
 		ktm_mig_fail(m, err);
 	ktm_mig_wait_channels(m);
-	if (m->err) {
+	if (ktm_mig_failed(m)) {
 		dest_fail_end(m, m->err);
 		return false;
 	}

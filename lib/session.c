@@ -475,6 +475,14 @@ struct ktm_session *ktm_session_new_fd(const struct ktm_config *cfg, int fd,
 	return session_start(cfg, fd, peer, peer_name, errp);
 }
 
+struct ktm_session *ktm_session_new_fd_named(const struct ktm_config *cfg,
+					     int fd, const char *host,
+					     const char *peer,
+					     struct ktm_error **errp)
+{
+	return session_start(cfg, fd, peer, host, errp);
+}
+
 /* Connect with a deadline; returns the fd or -1 with *errp. */
 static int connect_to(const struct ktm_config *cfg, const char *host,
 		      const char *port, const char *peer,
