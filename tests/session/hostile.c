@@ -645,6 +645,9 @@ TEST_TIMEOUT(interrupted_destination_removes_its_partial_file, 120)
 	TH_LOG("source: %s", src.err);
 	EXPECT_STRSTR(dst.err, "interrupted by SIGINT");
 	EXPECT_STRSTR(src.err, "ktls-migrate: channel 0: ");
+	/* the destination's reason reached the source (ABORT) */
+	EXPECT_STRSTR(src.err, "stopped the migration: ");
+	EXPECT_STRSTR(src.err, "was cancelled by SIGINT on the destination");
 	EXPECT_LT(since_act(&rl, &src), 5 + 2);
 	EXPECT_LT(since_act(&rl, &dst), 5 + 2);
 	expect_nothing_left(_metadata, &e);
@@ -672,8 +675,41 @@ TEST_TIMEOUT(terminated_source_says_so_and_destination_keeps_nothing, 120)
 	TH_LOG("source: %s", src.err);
 	TH_LOG("destination: %s", dst.err);
 	EXPECT_STRSTR(src.err, "interrupted by SIGTERM");
-	EXPECT_STRSTR(dst.err, "ktls-migrate: channel 0: ");
+	/* the stall outlasts the cancel's grace: the source cuts its
+	 * stream, and its ABORT gets through only when it was sent before */
+	EXPECT_STRSTR(dst.err, "channel 0: ");
 	EXPECT_LT(since_act(&rl, &dst), 3 + 5 + 2);
+	expect_nothing_left(_metadata, &e);
+	relay_stop(&rl);
+	env_teardown(&e);
+}
+
+/* SIGINT of the source mid-transfer: exit 130 with its sentence, and the
+ * destination prints the source's reason (ABORT), not a truncated stream,
+ * in time, and keeps nothing. */
+TEST_TIMEOUT(interrupted_source_tells_the_destination_why, 120)
+{
+	struct env e;
+	struct run src, dst;
+	struct relay rl = { .act = R_STALL, .stall_ms = 300, .after = 4u << 20 };
+	double end, t_sig;
+
+	ASSERT_EQ(env_setup(&e, NULL), 0);
+	through_relay(_metadata, &e, &rl, "5", &src, &dst);
+	for (end = now_s() + 60; !*rl.acted && now_s() < end; )
+		usleep(2000);
+	ASSERT_GT(*rl.acted, 0);
+	kill(src.pid, SIGINT);
+	t_sig = now_s();
+	EXPECT_EQ(run_wait(&src, 30), 128 + SIGINT);
+	EXPECT_EQ(run_wait(&dst, 30), 1);
+	TH_LOG("source: %s", src.err);
+	TH_LOG("destination: %s", dst.err);
+	EXPECT_STRSTR(src.err, "interrupted by SIGINT");
+	EXPECT_STRSTR(dst.err, "stopped the migration on channel 0: ");
+	EXPECT_STRSTR(dst.err, "was cancelled by SIGINT");
+	EXPECT_LT(src.t0 + src.secs - t_sig, 2 + 1);
+	EXPECT_LT(dst.t0 + dst.secs - t_sig, 2 + 1);
 	expect_nothing_left(_metadata, &e);
 	relay_stop(&rl);
 	env_teardown(&e);
