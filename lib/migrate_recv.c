@@ -20,6 +20,7 @@
 #include <sys/statvfs.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <linux/tcp.h>
 #include <openssl/evp.h>
 
 #include "ktls.h"
@@ -495,8 +496,17 @@ static bool channels_running(struct ktm_migration *m)
  * connections costs a slot for a bounded time, is logged with its address
  * and reason, and never touches the migration in progress.  Only the
  * accepting thread looks at a finished slot.
+ *
+ * When every slot is busy, a new connection takes the slot of the one that
+ * got least far (pick_victim): one that sent nothing, then one whose
+ * ClientHello is incomplete, then one in the rest of its handshake; among
+ * equals first one from an address that holds more than
+ * KTM_ADDR_SHARE slots, then the one idle longest.  A connection whose
+ * handshake is done (waiting for its HELLO) is never evicted.  So a flood
+ * of half-open connections cannot crowd out a source that speaks.
  */
 #define KTM_MAX_HANDSHAKES 16
+#define KTM_ADDR_SHARE (KTM_MAX_HANDSHAKES / 4)
 
 struct hs_slot {
 	struct ktm_migration *m;
@@ -504,6 +514,8 @@ struct hs_slot {
 	int fd, keep;		/* keep: a dup for closing without a RST */
 	bool busy;
 	volatile bool done;
+	volatile bool tls_done;	/* the handshake finished */
+	double t0;		/* accepted (monotonic s) */
 	char peer[64];
 	struct ktm_session *s;
 	struct ktm_hello h;
@@ -573,6 +585,7 @@ static void *hs_thread(void *arg)
 
 	sl->s = ktm_session_new_fd(m->cfg, sl->fd, NULL, &sl->err);
 	if (sl->s) {
+		__atomic_store_n(&sl->tls_done, true, __ATOMIC_RELEASE);
 		ktm_mig_tune_socket(m, ktm_session_fd(sl->s));
 		if (!read_hello(sl, &sl->err)) {
 			ktm_mig_send_abort(sl->s, sl->err);
@@ -611,25 +624,124 @@ static void peer_of(int fd, char *buf, size_t len)
 	snprintf(buf, len, strchr(ip, ':') ? "[%s]:%u" : "%s:%u", ip, port);
 }
 
+/* How far a handshake got: 0 nothing received, 1 an incomplete
+ * ClientHello (we answered nothing yet), 2 the rest of the handshake,
+ * 3 done (or finished); *idle: seconds since it last sent. */
+static int slot_progress(const struct hs_slot *sl, double *idle)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	*idle = ktm_mig_now_s() - sl->t0;
+	if (__atomic_load_n(&sl->done, __ATOMIC_ACQUIRE) ||
+	    __atomic_load_n(&sl->tls_done, __ATOMIC_ACQUIRE))
+		return 3;
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(sl->keep, IPPROTO_TCP, TCP_INFO, &ti, &len) ||
+	    !ti.tcpi_bytes_received)
+		return 0;
+	if (ti.tcpi_last_data_recv / 1000.0 < *idle)
+		*idle = ti.tcpi_last_data_recv / 1000.0;
+	return ti.tcpi_bytes_sent ? 2 : 1;
+}
+
+/* The address part of "ip:port" / "[ip]:port" equals @b's. */
+static bool same_addr(const char *a, const char *b)
+{
+	const char *ca = strrchr(a, ':'), *cb = strrchr(b, ':');
+
+	return ca && cb && ca - a == cb - b && !memcmp(a, b, (size_t)(ca - a));
+}
+
+static bool crowded(const struct acceptor *a, const char *peer)
+{
+	unsigned int i, n = 0;
+
+	for (i = 0; i < KTM_MAX_HANDSHAKES; i++)
+		n += a->slot[i].busy && same_addr(a->slot[i].peer, peer);
+	return n > KTM_ADDR_SHARE;
+}
+
+static const char *const progress_words[] = {
+	"it sent nothing", "its ClientHello stalled unfinished",
+	"its handshake was still going",
+};
+
+/* The slot to give up for a new connection (see above), or NULL. */
+static struct hs_slot *pick_victim(struct acceptor *a, int *level,
+				   double *idle)
+{
+	struct hs_slot *best = NULL;
+	double best_key = 0;
+	unsigned int i;
+
+	for (i = 0; i < KTM_MAX_HANDSHAKES; i++) {
+		struct hs_slot *sl = &a->slot[i];
+		double t;
+		int lv = slot_progress(sl, &t);
+		/* less progress first, then crowded, then idle longest */
+		double key = (3 - lv) * 1e7 + crowded(a, sl->peer) * 1e6 + t;
+
+		if (lv < 3 && (!best || key > best_key)) {
+			best = sl;
+			best_key = key;
+			*level = lv;
+			*idle = t;
+		}
+	}
+	return best;
+}
+
+/* End the handshake in @sl (its socket shut down under it), logged. */
+static void evict(struct acceptor *a, struct hs_slot *sl, int level,
+		  double idle, const char *newcomer)
+{
+	shutdown(sl->keep, SHUT_RDWR);
+	pthread_join(sl->thr, NULL);
+	close(sl->keep);
+	ktm_session_free(sl->s);
+	ktm_error_free(sl->err);
+	sl->busy = false;
+	mig_log(a->m, "dropped a connection from %s to make room for %s: %s "
+		"for %.1f s while all %d handshake slots were taken", sl->peer,
+		newcomer, progress_words[level], idle, KTM_MAX_HANDSHAKES);
+}
+
+/* A free slot for a connection from @peer: a free one, or the one given
+ * up by pick_victim(); NULL when every handshake is done. */
+static struct hs_slot *free_slot(struct acceptor *a, const char *peer)
+{
+	struct hs_slot *sl;
+	unsigned int i;
+	double idle = 0;
+	int level = 0;
+
+	for (i = 0; i < KTM_MAX_HANDSHAKES; i++)
+		if (!a->slot[i].busy)
+			return &a->slot[i];
+	sl = pick_victim(a, &level, &idle);
+	if (sl)
+		evict(a, sl, level, idle, peer);
+	return sl;
+}
+
 /* One pending connection into a free slot, or refused when all are busy. */
 static void acc_take(struct acceptor *a)
 {
-	struct hs_slot *sl = NULL;
+	struct hs_slot *sl;
 	char peer[64];
-	unsigned int i;
 	int fd = accept4(a->lfd, NULL, NULL, SOCK_CLOEXEC);
 
 	if (fd < 0)
 		return;		/* gone already, or EMFILE: poll again */
 	peer_of(fd, peer, sizeof(peer));
-	for (i = 0; i < KTM_MAX_HANDSHAKES && !sl; i++)
-		if (!a->slot[i].busy)
-			sl = &a->slot[i];
+	sl = free_slot(a, peer);
 	if (sl) {
 		memset(sl, 0, sizeof(*sl));
 		sl->m = a->m;
 		sl->fd = fd;
 		sl->keep = dup(fd);
+		sl->t0 = ktm_mig_now_s();
 		snprintf(sl->peer, sizeof(sl->peer), "%s", peer);
 		if (sl->keep >= 0 &&
 		    ktm_mig_thread_start(&sl->thr, hs_thread, sl) == 0) {
@@ -639,8 +751,13 @@ static void acc_take(struct acceptor *a)
 		if (sl->keep >= 0)
 			close(sl->keep);
 	}
-	mig_log(a->m, "refused a connection from %s: %d handshakes are in "
-		"progress already", peer, KTM_MAX_HANDSHAKES);
+	if (sl)
+		mig_log(a->m, "refused a connection from %s: cannot start its "
+			"handshake thread", peer);
+	else
+		mig_log(a->m, "refused a connection from %s: %d connections "
+			"finished their handshakes and wait for their HELLO",
+			peer, KTM_MAX_HANDSHAKES);
 	close(fd);
 }
 
