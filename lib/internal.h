@@ -165,6 +165,10 @@ void ktm_authz_describe(const struct ktm_config *cfg, char *buf, size_t len);
 /* Whether a recv on @s would not block (data buffered in userspace TLS or
  * on the socket, or the peer closed); never blocks. */
 bool ktm_session_readable(const struct ktm_session *s);
+/* A call outside the session (sendfile, splice, io_uring on its socket)
+ * failed with @err: an ETIMEDOUT is kept, so a later end of file on the
+ * session is named as the timeout. */
+void ktm_session_note_error(struct ktm_session *s, int err);
 /* ktm_session_new_fd() on a socket the caller connected to @host (the
  * name the server certificate must carry), named @peer ("host:port") in
  * messages. */

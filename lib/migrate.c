@@ -226,23 +226,10 @@ struct ktm_error *ktm_mig_chan_error(const struct ktm_migration *m,
 	struct ktm_error *e = NULL;
 	const char *hint;
 	int no = ktm_error_errno(err);
-	double idle = m->ch[idx].last_io > 0 ? ktm_mig_now_s() - m->ch[idx].last_io : 0;
 
-	/* A connection that TCP_USER_TIMEOUT ended reads as a plain EOF or
-	 * reset on some kernels (the session asks the kernel first, but the
-	 * error may be gone): when nothing moved for most of the timeout,
-	 * that is the cause.  "Most": the kernel counts from the first
-	 * unacknowledged byte, we from the last frame queued, and a frozen
-	 * peer's socket buffers take up to a second to fill under
-	 * emulation. */
-	if (ktm_error_class(err) == KTM_ERR_PEER && no != ETIMEDOUT &&
-	    idle * 1000 >= m->io_ms * 0.5 &&
-	    !strstr(ktm_error_message(err), "stopped the migration"))
-		ktm_error_set(&e, KTM_ERR_PEER, ETIMEDOUT, "channel %u: %s "
-			      "(nothing moved for %.1f s: timed out, the I/O "
-			      "timeout of %u ms)", idx, ktm_error_message(err),
-			      idle, m->io_ms);
-	else if (strstr(ktm_error_message(err), "channel "))
+	/* a connection the kernel's timeout ended is named so by the
+	 * session (eof_cause), whichever call saw the timeout first */
+	if (strstr(ktm_error_message(err), "channel "))
 		ktm_error_set(&e, ktm_error_class(err), no, "%s",
 			      ktm_error_message(err));
 	else if (strstr(ktm_error_message(err), "the I/O timeout"))

@@ -64,7 +64,6 @@ struct ktm_chan {
 	pthread_t thr;
 	bool started;
 	uint64_t next_chunk;		/* the next chunk this channel moves */
-	double last_io;			/* when a frame last moved (0: never) */
 	/* source */
 	uint8_t *stage;			/* userspace path batching */
 	size_t staged;

@@ -452,7 +452,6 @@ static void *dest_channel(void *arg)
 			goto out;
 		if (!ktm_mig_recv_frame(c->s, &f, "source", &err))
 			goto err;
-		c->last_io = ktm_mig_now_s();
 		step = ktm_dest_frame(c, &f, &rx, &err);
 		if (step == KTM_DEST_ERROR)
 			goto err;

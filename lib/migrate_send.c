@@ -195,6 +195,7 @@ static bool stage_pages(struct ktm_chan *c, uint64_t off, size_t len,
 /* The channel index is added by ktm_mig_fail_chan. */
 static bool sock_error(struct ktm_chan *c, int err, struct ktm_error **errp)
 {
+	ktm_session_note_error(c->s, err);
 	if (err == EAGAIN || err == ETIMEDOUT) {
 		ktm_error_set(errp, KTM_ERR_PEER, ETIMEDOUT,
 			      "sending pages to %s:%s timed out: the destination "
@@ -417,7 +418,6 @@ static bool send_run(struct ktm_chan *c, const struct ktm_frame *f,
 
 	ktm_frame_encode(f, hdr);
 	c->wire += KTM_FRAME_LEN + (uint64_t)f->len;
-	c->last_io = ktm_mig_now_s();
 	if (!kernel_path(c))
 		return stage(c, hdr, sizeof(hdr), errp) &&
 		       (!f->len || stage_pages(c, img_off, f->len, errp));

@@ -58,6 +58,10 @@ struct ktm_session {
 	 * our next record, sent by whichever thread sends (RFC 8446 §4.6.3).
 	 * Set by the receiving thread, cleared by the sending one. */
 	int tx_update_owed;
+	/* ETIMEDOUT that a call on this session saw (the kernel gave up on
+	 * the connection and that call took the socket error): a later end
+	 * of file is that timeout */
+	int timed_out;
 };
 
 
@@ -592,9 +596,16 @@ struct ktm_session *ktm_session_accept(const struct ktm_config *cfg,
 
 /* ---- data ---------------------------------------------------------------- */
 
+void ktm_session_note_error(struct ktm_session *s, int err)
+{
+	if (s && err == ETIMEDOUT)
+		__atomic_store_n(&s->timed_out, err, __ATOMIC_RELAXED);
+}
+
 static bool io_error(struct ktm_session *s, int err, const char *doing,
 		     struct ktm_error **errp)
 {
+	ktm_session_note_error(s, err);
 	if (err == EPIPE || err == ECONNRESET)
 		ktm_error_set(errp, KTM_ERR_PEER, err,
 			      "the connection to %s broke (%s): the peer went "
@@ -623,13 +634,15 @@ static bool io_error(struct ktm_session *s, int err, const char *doing,
  * already).  A peer's FIN without close_notify leaves no such trace.  0
  * for a plain end of file.
  */
-static int eof_cause(int fd)
+static int eof_cause(const struct ktm_session *s)
 {
 	struct tcp_info ti;
 	socklen_t len = sizeof(ti);
-	int soerr = 0;
+	int soerr = 0, fd = s->fd;
 	socklen_t sl = sizeof(soerr);
 
+	if (__atomic_load_n(&s->timed_out, __ATOMIC_RELAXED))
+		return ETIMEDOUT;
 	if (!getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) && soerr)
 		return soerr;
 	if (!getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) &&
@@ -655,6 +668,8 @@ static bool ssl_failed(struct ktm_session *s, int ret, const char *doing,
 	if (reason == SSL_R_UNEXPECTED_EOF_WHILE_READING ||
 	    (err == SSL_ERROR_SYSCALL && !e)) {
 		ERR_clear_error();
+		if (eof_cause(s))
+			return io_error(s, eof_cause(s), doing, errp);
 		ktm_error_set(errp, KTM_ERR_PEER, ECONNRESET,
 			      "%s closed the connection without TLS "
 			      "close_notify (truncated)", s->peer);
@@ -935,7 +950,7 @@ ssize_t ktm_session_recv(struct ktm_session *s, void *buf, size_t len,
 			return -1;
 		}
 		if (n == 0) {
-			int cause = eof_cause(s->fd);
+			int cause = eof_cause(s);
 
 			/* TCP_USER_TIMEOUT or a reset ended it: say that,
 			 * not EOF */
