@@ -226,12 +226,11 @@ bool ktm_mig_malformed(struct ktm_error **errp, const char *peer_role,
 /*
  * The destination's handling of one decoded frame on channel @c, without
  * sockets: the payload comes from @rx (a session, or memory when fuzzing)
- * and lands in m->img_fd.  To drive it alone (tests/unit/dest_frame.c):
- * ktm_migration_new(NULL, NULL); ktm_migration_request_pages() for any
- * requests, then m->nreq_sent = m->nreq (as if sent); m->img_fd = a memfd
- * of the HELLO's image size; ktm_dest_prepare(m, &hello) (sets up
- * m->ch[0..nchannels-1]); ktm_dest_frame(&m->ch[i], ...) per frame;
- * ktm_dest_release(m), free(m->chunk_digest), ktm_migration_free(m).
+ * and lands in m->img_fd.  To drive it alone (tests/unit/dest_frame.c,
+ * fuzz/dest_frames.c): ktm_migration_new(NULL, NULL);
+ * ktm_dest_mem_prepare() (lib/migrate_mem.h: requests, a memfd image,
+ * ktm_dest_prepare); ktm_dest_frame(&m->ch[0], ...) per frame with
+ * ktm_mem_read; ktm_dest_mem_release(m), ktm_migration_free(m).
  * Frames must pass ktm_frame_decode() first, as on the wire.
  */
 struct ktm_rx {

@@ -1112,44 +1112,86 @@ TEST_TIMEOUT(existing_image_is_refused_unless_forced, 120)
 	env_teardown(&e);
 }
 
+/* ---- a crafted source, built from the library's own framing -------------- */
+
+struct crafted {
+	struct ktm_config *cfg;
+	struct ktm_session *s;
+};
+
+/* @len bytes from @s, however the records fall. */
+static bool recv_all(struct ktm_session *s, void *buf, size_t len)
+{
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < len &&
+	       (n = ktm_session_recv(s, (char *)buf + got, len - got, NULL)) > 0)
+		got += (size_t)n;
+	return got == len;
+}
+
+/* The destination's next frame into @f, and its text (an ABORT's
+ * reason, NUL-terminated) into @text. */
+static bool crafted_answer(struct crafted *c, struct ktm_frame *f,
+			   char *text, size_t len)
+{
+	uint8_t hdr[KTM_FRAME_LEN];
+
+	memset(text, 0, len);
+	return recv_all(c->s, hdr, sizeof(hdr)) && !ktm_frame_decode(hdr, f) &&
+	       f->len < len && recv_all(c->s, text, f->len);
+}
+
+/* Connect to @port with @e's credentials and send @h as the HELLO;
+ * the answer in @f and @text. */
+static bool crafted_hello(struct crafted *c, const struct env *e,
+			  const char *port, const struct ktm_hello *h,
+			  struct ktm_frame *f, char *text, size_t len)
+{
+	struct ktm_frame hf = { .type = KTM_F_HELLO, .len = KTM_HELLO_LEN };
+	uint8_t hdr[KTM_FRAME_LEN], body[KTM_HELLO_LEN];
+
+	c->cfg = t_config(KTM_ENDPOINT_CLIENT, e->dir, KTM_KTLS_PREFER);
+	c->s = c->cfg ? ktm_session_connect(c->cfg, "localhost", port, NULL) :
+			NULL;
+	if (!c->s)
+		return false;
+	ktm_frame_encode(&hf, hdr);
+	ktm_hello_encode(h, body);
+	return ktm_session_send(c->s, hdr, sizeof(hdr), NULL) &&
+	       ktm_session_send(c->s, body, sizeof(body), NULL) &&
+	       crafted_answer(c, f, text, len);
+}
+
+static void crafted_end(struct crafted *c)
+{
+	ktm_session_free(c->s);
+	ktm_config_free(c->cfg);
+}
+
 /* A crafted source: a HELLO announcing an image near 2^64 bytes. */
 TEST_TIMEOUT(overflowing_image_size_is_a_malformed_stream, 60)
 {
 	struct env e;
 	struct run dst;
-	struct ktm_config *cfg;
-	struct ktm_session *s;
+	struct crafted c;
 	struct ktm_hello h = { .version = KTM_STREAM_VERSION, .nchannels = 1,
 			       .page_size = KTM_PAGE_SIZE,
 			       .chunk_size = KTM_CHUNK_SIZE,
 			       .image_size = UINT64_MAX - KTM_PAGE_SIZE + 1 };
-	struct ktm_frame f = { .type = KTM_F_HELLO, .len = KTM_HELLO_LEN };
-	uint8_t hdr[KTM_FRAME_LEN], body[KTM_HELLO_LEN];
+	struct ktm_frame f;
 	char port[8], text[512];
 
 	ASSERT_EQ(env_setup(&e, NULL), 0);
 	start_dest(&dst, &e, "5", NULL);
 	ASSERT_TRUE(dest_port(&dst, port));
-	cfg = t_config(KTM_ENDPOINT_CLIENT, e.dir, KTM_KTLS_PREFER);
-	ASSERT_NE(cfg, NULL);
-	s = ktm_session_connect(cfg, "localhost", port, NULL);
-	ASSERT_NE(s, NULL);
-	ktm_frame_encode(&f, hdr);
-	ktm_hello_encode(&h, body);
-	ASSERT_TRUE(ktm_session_send(s, hdr, sizeof(hdr), NULL));
-	ASSERT_TRUE(ktm_session_send(s, body, sizeof(body), NULL));
 	/* the answer is an ABORT with the reason, not a HELLO_ACK */
-	ASSERT_TRUE(ktm_session_recv(s, hdr, sizeof(hdr), NULL) == sizeof(hdr));
-	ASSERT_EQ(ktm_frame_decode(hdr, &f), 0);
+	ASSERT_TRUE(crafted_hello(&c, &e, port, &h, &f, text, sizeof(text)));
 	EXPECT_EQ(f.type, KTM_F_ABORT);
-	ASSERT_LT(f.len, sizeof(text));
-	memset(text, 0, sizeof(text));
-	if (f.len)
-		EXPECT_EQ(ktm_session_recv(s, text, f.len, NULL), (ssize_t)f.len);
 	TH_LOG("ABORT: %s", text);
 	EXPECT_TRUE(strstr(text, "malformed") || strstr(text, "sane sizes"));
-	ktm_session_free(s);
-	ktm_config_free(cfg);
+	crafted_end(&c);
 	/* channel 0 of a migration that cannot be: it fails, with the
 	 * same sentence, and creates nothing */
 	/* a HELLO that cannot be never starts a migration: the destination
@@ -1170,57 +1212,35 @@ TEST_TIMEOUT(destination_reason_reaches_the_source_mid_stream, 60)
 {
 	struct env e;
 	struct run dst;
-	struct ktm_config *cfg;
-	struct ktm_session *s;
+	struct crafted c;
 	struct ktm_hello h = { .version = KTM_STREAM_VERSION, .nchannels = 1,
 			       .page_size = KTM_PAGE_SIZE,
 			       .chunk_size = KTM_CHUNK_SIZE,
 			       .image_size = 4u << 20,
 			       .features = KTM_FEAT_ZERO_PAGES,
 			       .digest = KTM_DIG_XXH3_128 };
-	struct ktm_frame f = { .type = KTM_F_HELLO, .len = KTM_HELLO_LEN };
+	struct ktm_frame f;
 	struct ktm_frame z = { .type = KTM_F_ZERO, .offset = 2u << 20,
 			       .aux = KTM_PAGE_SIZE };
-	uint8_t hdr[KTM_FRAME_LEN], body[KTM_HELLO_LEN];
+	uint8_t hdr[KTM_FRAME_LEN];
 	char port[8], text[512];
-	size_t got = 0;
-	ssize_t n;
 
 	ASSERT_EQ(env_setup(&e, NULL), 0);
 	start_dest(&dst, &e, "5", NULL);
 	ASSERT_TRUE(dest_port(&dst, port));
-	cfg = t_config(KTM_ENDPOINT_CLIENT, e.dir, KTM_KTLS_PREFER);
-	ASSERT_NE(cfg, NULL);
-	s = ktm_session_connect(cfg, "localhost", port, NULL);
-	ASSERT_NE(s, NULL);
 	memset(h.stream_id, 0x5a, sizeof(h.stream_id));
-	ktm_frame_encode(&f, hdr);
-	ktm_hello_encode(&h, body);
-	ASSERT_TRUE(ktm_session_send(s, hdr, sizeof(hdr), NULL));
-	ASSERT_TRUE(ktm_session_send(s, body, sizeof(body), NULL));
-	ASSERT_EQ(ktm_session_recv(s, hdr, sizeof(hdr), NULL), (ssize_t)sizeof(hdr));
-	ASSERT_EQ(ktm_frame_decode(hdr, &f), 0);
+	ASSERT_TRUE(crafted_hello(&c, &e, port, &h, &f, text, sizeof(text)));
 	ASSERT_EQ(f.type, KTM_F_HELLO_ACK);
 	/* chunk 2 first: channel 0 of 1 must start with chunk 0 */
 	ktm_frame_encode(&z, hdr);
-	ASSERT_TRUE(ktm_session_send(s, hdr, sizeof(hdr), NULL));
-	while (got < sizeof(hdr) &&
-	       (n = ktm_session_recv(s, hdr + got, sizeof(hdr) - got, NULL)) > 0)
-		got += (size_t)n;
-	ASSERT_EQ(got, sizeof(hdr));
-	ASSERT_EQ(ktm_frame_decode(hdr, &f), 0);
+	ASSERT_TRUE(ktm_session_send(c.s, hdr, sizeof(hdr), NULL));
+	ASSERT_TRUE(crafted_answer(&c, &f, text, sizeof(text)));
 	EXPECT_EQ(f.type, KTM_F_ABORT);
 	EXPECT_EQ(f.aux, EBADMSG);
-	ASSERT_LT(f.len, sizeof(text));
-	memset(text, 0, sizeof(text));
-	for (got = 0; got < f.len &&
-	     (n = ktm_session_recv(s, text + got, f.len - got, NULL)) > 0; )
-		got += (size_t)n;
 	TH_LOG("ABORT: %s", text);
 	EXPECT_STRSTR(text, "channel 0: ");
 	EXPECT_STRSTR(text, "malformed migration stream");
-	ktm_session_free(s);
-	ktm_config_free(cfg);
+	crafted_end(&c);
 	EXPECT_EQ(run_wait(&dst, 10), 1);
 	EXPECT_STRSTR(dst.err, "malformed migration stream");
 	expect_nothing_left(_metadata, &e);
