@@ -117,6 +117,9 @@ struct sockaddr;
 /* "10.0.0.7:4444", "[::1]:4444" or "?" for @sa into @buf (net.c); the one
  * socket-address text of the library. */
 void ktm_net_addr_text(const struct sockaddr *sa, char *buf, size_t len);
+/* Why the TCP connection on @fd ended (net.c): a socket error, ETIMEDOUT
+ * when the kernel gave up on it, or 0 for a plain end of file. */
+int ktm_net_end_cause(int fd);
 
 /* ---- verify.c ---- */
 

@@ -628,28 +628,16 @@ static bool io_error(struct ktm_session *s, int err, const char *doing,
 
 /*
  * Why a connection ended without close_notify, when the kernel knows
- * better than "end of file": a pending socket error, or a TCP connection
- * the kernel itself gave up on after retransmitting or probing
- * (TCP_USER_TIMEOUT or keepalive; another call may have taken its error
- * already).  A peer's FIN without close_notify leaves no such trace.  0
- * for a plain end of file.
+ * better than "end of file": a timeout one of this session's calls saw
+ * (it took the socket error), else what TCP says (ktm_net_end_cause: a
+ * pending error, or a connection the kernel gave up on).  A peer's FIN
+ * without close_notify leaves no such trace.  0 for a plain end of file.
  */
 static int eof_cause(const struct ktm_session *s)
 {
-	struct tcp_info ti;
-	socklen_t len = sizeof(ti);
-	int soerr = 0, fd = s->fd;
-	socklen_t sl = sizeof(soerr);
-
 	if (__atomic_load_n(&s->timed_out, __ATOMIC_RELAXED))
 		return ETIMEDOUT;
-	if (!getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) && soerr)
-		return soerr;
-	if (!getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) &&
-	    ti.tcpi_state == TCP_CLOSE &&
-	    (ti.tcpi_retransmits || ti.tcpi_probes || ti.tcpi_total_retrans))
-		return ETIMEDOUT;
-	return 0;
+	return ktm_net_end_cause(s->fd);
 }
 
 static bool ssl_failed(struct ktm_session *s, int ret, const char *doing,
@@ -668,8 +656,9 @@ static bool ssl_failed(struct ktm_session *s, int ret, const char *doing,
 	if (reason == SSL_R_UNEXPECTED_EOF_WHILE_READING ||
 	    (err == SSL_ERROR_SYSCALL && !e)) {
 		ERR_clear_error();
-		if (eof_cause(s))
-			return io_error(s, eof_cause(s), doing, errp);
+		/* the kernel gave up on the connection: say that */
+		if (eof_cause(s) == ETIMEDOUT)
+			return io_error(s, ETIMEDOUT, doing, errp);
 		ktm_error_set(errp, KTM_ERR_PEER, ECONNRESET,
 			      "%s closed the connection without TLS "
 			      "close_notify (truncated)", s->peer);
