@@ -1204,7 +1204,9 @@ static void dest_fail_end(struct ktm_migration *m, const struct ktm_error *err)
 
 	if (m->ch[0].s && err && !m->peer_aborted)
 		ktm_mig_send_abort(m->ch[0].s, err);
-	for (i = 0; i < m->nch; i++) {
+	/* channel 0 last: a source blocked sending on another channel
+	 * reads the ABORT only once that channel has ended too */
+	for (i = m->nch; i-- > 0; ) {
 		ktm_mig_close_gently(m->ch[i].s, quiet ? 0 : i ? 200 : 1000);
 		m->ch[i].s = NULL;
 	}
