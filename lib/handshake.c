@@ -672,6 +672,14 @@ struct ktm_session *ktm_session_new_fd(const struct ktm_config *cfg, int fd,
 	return session_blocking(cfg, fd, peer, peer_name, errp);
 }
 
+struct ktm_session *ktm_session_new_fd_named(const struct ktm_config *cfg,
+					     int fd, const char *host,
+					     const char *peer,
+					     struct ktm_error **errp)
+{
+	return session_blocking(cfg, fd, peer, host, errp);
+}
+
 /* connect_to(): the error for a failed connect (@err), with its hint. */
 static void connect_failed(const struct ktm_config *cfg, const char *peer,
 			   const char *port, int err, struct ktm_error **errp)

@@ -126,6 +126,9 @@ struct sockaddr;
 /* "10.0.0.7:4444", "[::1]:4444" or "?" for @sa into @buf (net.c); the one
  * socket-address text of the library. */
 void ktm_net_addr_text(const struct sockaddr *sa, char *buf, size_t len);
+/* Why the TCP connection on @fd ended (net.c): a socket error, ETIMEDOUT
+ * when the kernel gave up on it, or 0 for a plain end of file. */
+int ktm_net_end_cause(int fd);
 
 /* ---- verify.c ---- */
 
@@ -174,6 +177,17 @@ void ktm_authz_describe(const struct ktm_config *cfg, char *buf, size_t len);
 /* Whether a recv on @s would not block (data buffered in userspace TLS or
  * on the socket, or the peer closed); never blocks. */
 bool ktm_session_readable(const struct ktm_session *s);
+/* A call outside the session (sendfile, splice, io_uring on its socket)
+ * failed with @err: an ETIMEDOUT is kept, so a later end of file on the
+ * session is named as the timeout. */
+void ktm_session_note_error(struct ktm_session *s, int err);
+/* ktm_session_new_fd() on a socket the caller connected to @host (the
+ * name the server certificate must carry), named @peer ("host:port") in
+ * messages. */
+struct ktm_session *ktm_session_new_fd_named(const struct ktm_config *cfg,
+					     int fd, const char *host,
+					     const char *peer,
+					     struct ktm_error **errp);
 
 /* ---- hooks.c ---- */
 

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -48,7 +49,18 @@ struct ktm_migration *ktm_migration_new(const struct ktm_config *cfg,
 	m->accept_ms = 30000;
 	m->io_ms = 30000;
 	m->img_fd = -1;
+	m->connecting = -1;
 	m->path_name = "none";
+	m->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	m->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (m->cancel_fd < 0 || m->wake_fd < 0) {
+		ktm_error_set(errp, KTM_ERR_IO, errno, "cannot make an eventfd "
+			      "for a migration: %s", strerror(errno));
+		if (m->cancel_fd >= 0)
+			close(m->cancel_fd);
+		free(m);
+		return NULL;
+	}
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_cond_init(&m->cond, NULL);
 	return m;
@@ -59,6 +71,8 @@ void ktm_migration_free(struct ktm_migration *m)
 	if (!m)
 		return;
 	ktm_error_free(m->err);
+	close(m->cancel_fd);
+	close(m->wake_fd);
 	pthread_mutex_destroy(&m->lock);
 	pthread_cond_destroy(&m->cond);
 	free(m);
@@ -178,6 +192,7 @@ void ktm_mig_fail(struct ktm_migration *m, struct ktm_error *err)
 	if (!m->err) {
 		m->err = err;
 		err = NULL;
+		m->cancel_at = ktm_now_s();
 	}
 	__atomic_store_n(&m->failed, true, __ATOMIC_RELEASE);
 	/* Wake destination channels blocked in a receive.  Only the receive
@@ -203,23 +218,10 @@ struct ktm_error *ktm_mig_chan_error(const struct ktm_migration *m,
 	struct ktm_error *e = NULL;
 	const char *hint;
 	int no = ktm_error_errno(err);
-	double idle = m->ch[idx].last_io > 0 ? ktm_now_s() - m->ch[idx].last_io : 0;
 
-	/* A connection that TCP_USER_TIMEOUT ended reads as a plain EOF or
-	 * reset on some kernels (the session asks the kernel first, but the
-	 * error may be gone): when nothing moved for most of the timeout,
-	 * that is the cause.  "Most": the kernel counts from the first
-	 * unacknowledged byte, we from the last frame queued, and a frozen
-	 * peer's socket buffers take up to a second to fill under
-	 * emulation. */
-	if (ktm_error_class(err) == KTM_ERR_PEER && no != ETIMEDOUT &&
-	    idle * 1000 >= m->io_ms * 0.5 &&
-	    !strstr(ktm_error_message(err), "stopped the migration"))
-		ktm_error_set(&e, KTM_ERR_PEER, ETIMEDOUT, "channel %u: %s "
-			      "(nothing moved for %.1f s: timed out, the I/O "
-			      "timeout of %u ms)", idx, ktm_error_message(err),
-			      idle, m->io_ms);
-	else if (strstr(ktm_error_message(err), "channel "))
+	/* a connection the kernel's timeout ended is named so by the
+	 * session (eof_cause), whichever call saw the timeout first */
+	if (strstr(ktm_error_message(err), "channel "))
 		ktm_error_set(&e, ktm_error_class(err), no, "%s",
 			      ktm_error_message(err));
 	else if (strstr(ktm_error_message(err), "the I/O timeout"))
@@ -328,10 +330,91 @@ void ktm_mig_drain(int fd, unsigned int ms)
 	}
 }
 
-/* Lock-free: asked before every frame. */
+/* ---- cancellation ------------------------------------------------------ */
+
+/* Async-signal-safe: lock-free atomics and write(2) only. */
+void ktm_migration_cancel(struct ktm_migration *m, const char *by)
+{
+	uint64_t one = 1;
+	int saved = errno;
+
+	if (!m)
+		return;
+	__atomic_store_n(&m->cancel_by, by, __ATOMIC_RELAXED);
+	__atomic_store_n(&m->cancelled, true, __ATOMIC_RELEASE);
+	if (write(m->cancel_fd, &one, sizeof(one)) < 0)
+		errno = saved;	/* the counter is full: readable already */
+	errno = saved;
+}
+
+bool ktm_mig_cancelled(const struct ktm_migration *m)
+{
+	return __atomic_load_n(&m->cancelled, __ATOMIC_ACQUIRE);
+}
+
+struct ktm_error *ktm_mig_cancel_error(const struct ktm_migration *m)
+{
+	const char *by = __atomic_load_n(&m->cancel_by, __ATOMIC_RELAXED);
+	struct ktm_error *e = NULL;
+
+	if (!by)
+		by = "the caller";
+	if (m->sending)
+		ktm_error_set(&e, KTM_ERR_CANCELLED, ECANCELED, "the migration "
+			      "to %s:%s was cancelled by %s", m->host, m->port, by);
+	else
+		ktm_error_set(&e, KTM_ERR_CANCELLED, ECANCELED, "the migration "
+			      "was cancelled by %s on the destination", by);
+	ktm_error_hint_set(&e, "nothing was committed at the destination; "
+			   "start the migration again when ready");
+	return e;
+}
+
+/* Lock-free: asked before every frame.  The first thread that sees a
+ * cancel makes it the migration's failure. */
 bool ktm_mig_failed(struct ktm_migration *m)
 {
-	return __atomic_load_n(&m->failed, __ATOMIC_ACQUIRE);
+	if (__atomic_load_n(&m->failed, __ATOMIC_ACQUIRE))
+		return true;
+	if (!ktm_mig_cancelled(m))
+		return false;
+	ktm_mig_fail(m, ktm_mig_cancel_error(m));
+	return true;
+}
+
+void ktm_mig_wake(struct ktm_migration *m)
+{
+	uint64_t one = 1;
+
+	if (write(m->wake_fd, &one, sizeof(one)) < 0)
+		return;		/* the counter is full: readable already */
+}
+
+void ktm_mig_woken(struct ktm_migration *m)
+{
+	uint64_t n;
+
+	if (read(m->wake_fd, &n, sizeof(n)) < 0)
+		return;		/* nothing was pending */
+}
+
+/*
+ * A cancelled migration whose channel threads have not stopped after a
+ * second is stuck in a send or receive to a peer that moves no data: shut
+ * its sockets down so they end now, not at the I/O timeout (the peer
+ * then sees the connection end without the reason).
+ */
+static void cut_if_stuck(struct ktm_migration *m)
+{
+	unsigned int i;
+
+	if (!ktm_mig_cancelled(m) || m->cut || !m->cancel_at ||
+	    ktm_now_s() - m->cancel_at < 1.0)
+		return;
+	m->cut = true;
+	for (i = 0; i < m->nch && i < KTM_MAX_CHANNELS; i++)
+		if (m->ch[i].s)
+			shutdown(ktm_session_fd(m->ch[i].s), SHUT_RDWR);
 }
 
 /*
@@ -577,6 +660,12 @@ void ktm_mig_wait_channels(struct ktm_migration *m)
 			ts.tv_nsec -= 1000000000;
 		}
 		pthread_cond_timedwait(&m->cond, &m->lock, &ts);
+		if (ktm_mig_cancelled(m) && !m->failed) {
+			pthread_mutex_unlock(&m->lock);
+			ktm_mig_failed(m);	/* records the cancel */
+			pthread_mutex_lock(&m->lock);
+		}
+		cut_if_stuck(m);
 		if (m->progress) {
 			uint64_t done = ktm_mig_done(m);
 
@@ -611,6 +700,7 @@ void ktm_mig_channel_exit(struct ktm_migration *m)
 	m->running--;
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
+	ktm_mig_wake(m);
 }
 
 void ktm_mig_chan_release(struct ktm_chan *c)

@@ -64,7 +64,6 @@ struct ktm_chan {
 	pthread_t thr;
 	bool started;
 	uint64_t next_chunk;		/* the next chunk this channel moves */
-	double last_io;			/* when a frame last moved (0: never) */
 	/* source */
 	uint8_t *stage;			/* userspace path batching */
 	size_t staged;
@@ -133,6 +132,17 @@ struct ktm_migration {
 	struct ktm_error *err;		/* the first failure */
 	bool failed;
 	bool peer_aborted;		/* the peer said why (ABORT): no drain */
+	/* cancellation: ktm_migration_cancel() sets cancelled and makes
+	 * cancel_fd readable for good; the first thread that sees it fails
+	 * the migration (ktm_mig_failed) */
+	bool cancelled;
+	const char *cancel_by;
+	int cancel_fd;			/* eventfd, never read */
+	double cancel_at;		/* when the failure was recorded */
+	bool cut;			/* the sockets were shut down */
+	int connecting;			/* source: a dup of the socket in its
+					 * handshake (-1), under the lock */
+	int wake_fd;			/* eventfd: the acceptor's wake-up */
 
 	/* the report */
 	uint64_t done, page_bytes, zero_bytes, wire_bytes;
@@ -152,7 +162,17 @@ struct ktm_migration {
 
 /* Record the first failure (takes @err) and wake every channel. */
 void ktm_mig_fail(struct ktm_migration *m, struct ktm_error *err);
+/* Whether the migration failed or was cancelled; a cancel is recorded
+ * as the failure here.  Not with the lock held. */
 bool ktm_mig_failed(struct ktm_migration *m);
+bool ktm_mig_cancelled(const struct ktm_migration *m);
+/* The sentence of a cancelled migration (a new error). */
+struct ktm_error *ktm_mig_cancel_error(const struct ktm_migration *m);
+/* Wake the destination's accepting thread (a channel ended, a handshake
+ * finished). */
+void ktm_mig_wake(struct ktm_migration *m);
+/* Read what woke the accepting thread. */
+void ktm_mig_woken(struct ktm_migration *m);
 /* pthread_create with SIGPIPE blocked in the new thread. */
 int ktm_mig_thread_start(pthread_t *thr, void *(*fn)(void *), void *arg);
 /* Like ktm_mig_fail, with "channel N: " in front of the message. */
@@ -205,12 +225,11 @@ bool ktm_mig_malformed(struct ktm_error **errp, const char *peer_role,
 /*
  * The destination's handling of one decoded frame on channel @c, without
  * sockets: the payload comes from @rx (a session, or memory when fuzzing)
- * and lands in m->img_fd.  To drive it alone (tests/unit/dest_frame.c):
- * ktm_migration_new(NULL, NULL); ktm_migration_request_pages() for any
- * requests, then m->nreq_sent = m->nreq (as if sent); m->img_fd = a memfd
- * of the HELLO's image size; ktm_dest_prepare(m, &hello) (sets up
- * m->ch[0..nchannels-1]); ktm_dest_frame(&m->ch[i], ...) per frame;
- * ktm_dest_release(m), free(m->chunk_digest), ktm_migration_free(m).
+ * and lands in m->img_fd.  To drive it alone (tests/unit/dest_frame.c,
+ * fuzz/dest_frames.c): ktm_migration_new(NULL, NULL);
+ * ktm_dest_mem_prepare() (lib/migrate_mem.h: requests, a memfd image,
+ * ktm_dest_prepare); ktm_dest_frame(&m->ch[0], ...) per frame with
+ * ktm_mem_read; ktm_dest_mem_release(m), ktm_migration_free(m).
  * Frames must pass ktm_frame_decode() first, as on the wire.
  */
 struct ktm_rx {

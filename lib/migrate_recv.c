@@ -20,6 +20,7 @@
 #include <sys/statvfs.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <linux/tcp.h>
 #include <openssl/evp.h>
 
 #include "ktls.h"
@@ -424,11 +425,13 @@ static bool wait_next_frame(struct ktm_chan *c)
 	double until = ktm_now_s() + m->io_ms / 1000.0;
 
 	while (!ktm_mig_failed(m) && !ktm_session_readable(c->s)) {
-		struct pollfd p = { .fd = ktm_session_fd(c->s), .events = POLLIN };
+		struct pollfd p[2] = {
+			{ .fd = ktm_session_fd(c->s), .events = POLLIN },
+			{ .fd = m->cancel_fd, .events = POLLIN } };
 
 		if (m->io_ms && ktm_now_s() >= until)
 			break;
-		poll(&p, 1, 100);
+		poll(p, 2, 100);
 	}
 	return !ktm_mig_failed(m);
 }
@@ -449,7 +452,6 @@ static void *dest_channel(void *arg)
 			goto out;
 		if (!ktm_mig_recv_frame(c->s, &f, "source", &err))
 			goto err;
-		c->last_io = ktm_now_s();
 		step = ktm_dest_frame(c, &f, &rx, &err);
 		if (step == KTM_DEST_ERROR)
 			goto err;
@@ -493,8 +495,17 @@ static bool channels_running(struct ktm_migration *m)
  * connections costs a slot for a bounded time, is logged with its address
  * and reason, and never touches the migration in progress.  Only the
  * accepting thread looks at a finished slot.
+ *
+ * When every slot is busy, a new connection takes the slot of the one that
+ * got least far (pick_victim): one that sent nothing, then one whose
+ * ClientHello is incomplete, then one in the rest of its handshake; among
+ * equals first one from an address that holds more than
+ * KTM_ADDR_SHARE slots, then the one idle longest.  A connection whose
+ * handshake is done (waiting for its HELLO) is never evicted.  So a flood
+ * of half-open connections cannot crowd out a source that speaks.
  */
 #define KTM_MAX_HANDSHAKES 16
+#define KTM_ADDR_SHARE (KTM_MAX_HANDSHAKES / 4)
 
 struct hs_slot {
 	struct ktm_migration *m;
@@ -502,6 +513,8 @@ struct hs_slot {
 	int fd, keep;		/* keep: a dup for closing without a RST */
 	bool busy;
 	volatile bool done;
+	volatile bool tls_done;	/* the handshake finished */
+	double t0;		/* accepted (monotonic s) */
 	char peer[64];
 	struct ktm_session *s;
 	struct ktm_hello h;
@@ -571,6 +584,7 @@ static void *hs_thread(void *arg)
 
 	sl->s = ktm_session_new_fd(m->cfg, sl->fd, NULL, &sl->err);
 	if (sl->s) {
+		__atomic_store_n(&sl->tls_done, true, __ATOMIC_RELEASE);
 		ktm_mig_tune_socket(m, ktm_session_fd(sl->s));
 		if (!read_hello(sl, &sl->err)) {
 			ktm_mig_send_abort(sl->s, sl->err);
@@ -582,6 +596,7 @@ static void *hs_thread(void *arg)
 	if (!sl->s)
 		drain(sl->keep, 500);
 	__atomic_store_n(&sl->done, true, __ATOMIC_RELEASE);
+	ktm_mig_wake(m);
 	return NULL;
 }
 
@@ -590,25 +605,124 @@ static void peer_of(int fd, char *buf, size_t len)
 	ktm_fd_addr_text(fd, true, buf, len);
 }
 
+/* How far a handshake got: 0 nothing received, 1 an incomplete
+ * ClientHello (we answered nothing yet), 2 the rest of the handshake,
+ * 3 done (or finished); *idle: seconds since it last sent. */
+static int slot_progress(const struct hs_slot *sl, double *idle)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	*idle = ktm_now_s() - sl->t0;
+	if (__atomic_load_n(&sl->done, __ATOMIC_ACQUIRE) ||
+	    __atomic_load_n(&sl->tls_done, __ATOMIC_ACQUIRE))
+		return 3;
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(sl->keep, IPPROTO_TCP, TCP_INFO, &ti, &len) ||
+	    !ti.tcpi_bytes_received)
+		return 0;
+	if (ti.tcpi_last_data_recv / 1000.0 < *idle)
+		*idle = ti.tcpi_last_data_recv / 1000.0;
+	return ti.tcpi_bytes_sent ? 2 : 1;
+}
+
+/* The address part of "ip:port" / "[ip]:port" equals @b's. */
+static bool same_addr(const char *a, const char *b)
+{
+	const char *ca = strrchr(a, ':'), *cb = strrchr(b, ':');
+
+	return ca && cb && ca - a == cb - b && !memcmp(a, b, (size_t)(ca - a));
+}
+
+static bool crowded(const struct acceptor *a, const char *peer)
+{
+	unsigned int i, n = 0;
+
+	for (i = 0; i < KTM_MAX_HANDSHAKES; i++)
+		n += a->slot[i].busy && same_addr(a->slot[i].peer, peer);
+	return n > KTM_ADDR_SHARE;
+}
+
+static const char *const progress_words[] = {
+	"it sent nothing", "its ClientHello stalled unfinished",
+	"its handshake was still going",
+};
+
+/* The slot to give up for a new connection (see above), or NULL. */
+static struct hs_slot *pick_victim(struct acceptor *a, int *level,
+				   double *idle)
+{
+	struct hs_slot *best = NULL;
+	double best_key = 0;
+	unsigned int i;
+
+	for (i = 0; i < KTM_MAX_HANDSHAKES; i++) {
+		struct hs_slot *sl = &a->slot[i];
+		double t;
+		int lv = slot_progress(sl, &t);
+		/* less progress first, then crowded, then idle longest */
+		double key = (3 - lv) * 1e7 + crowded(a, sl->peer) * 1e6 + t;
+
+		if (lv < 3 && (!best || key > best_key)) {
+			best = sl;
+			best_key = key;
+			*level = lv;
+			*idle = t;
+		}
+	}
+	return best;
+}
+
+/* End the handshake in @sl (its socket shut down under it), logged. */
+static void evict(struct acceptor *a, struct hs_slot *sl, int level,
+		  double idle, const char *newcomer)
+{
+	shutdown(sl->keep, SHUT_RDWR);
+	pthread_join(sl->thr, NULL);
+	close(sl->keep);
+	ktm_session_free(sl->s);
+	ktm_error_free(sl->err);
+	sl->busy = false;
+	mig_log(a->m, "dropped a connection from %s to make room for %s: %s "
+		"for %.1f s while all %d handshake slots were taken", sl->peer,
+		newcomer, progress_words[level], idle, KTM_MAX_HANDSHAKES);
+}
+
+/* A free slot for a connection from @peer: a free one, or the one given
+ * up by pick_victim(); NULL when every handshake is done. */
+static struct hs_slot *free_slot(struct acceptor *a, const char *peer)
+{
+	struct hs_slot *sl;
+	unsigned int i;
+	double idle = 0;
+	int level = 0;
+
+	for (i = 0; i < KTM_MAX_HANDSHAKES; i++)
+		if (!a->slot[i].busy)
+			return &a->slot[i];
+	sl = pick_victim(a, &level, &idle);
+	if (sl)
+		evict(a, sl, level, idle, peer);
+	return sl;
+}
+
 /* One pending connection into a free slot, or refused when all are busy. */
 static void acc_take(struct acceptor *a)
 {
-	struct hs_slot *sl = NULL;
+	struct hs_slot *sl;
 	char peer[64];
-	unsigned int i;
 	int fd = accept4(a->lfd, NULL, NULL, SOCK_CLOEXEC);
 
 	if (fd < 0)
 		return;		/* gone already, or EMFILE: poll again */
 	peer_of(fd, peer, sizeof(peer));
-	for (i = 0; i < KTM_MAX_HANDSHAKES && !sl; i++)
-		if (!a->slot[i].busy)
-			sl = &a->slot[i];
+	sl = free_slot(a, peer);
 	if (sl) {
 		memset(sl, 0, sizeof(*sl));
 		sl->m = a->m;
 		sl->fd = fd;
 		sl->keep = dup(fd);
+		sl->t0 = ktm_now_s();
 		snprintf(sl->peer, sizeof(sl->peer), "%s", peer);
 		if (sl->keep >= 0 &&
 		    ktm_mig_thread_start(&sl->thr, hs_thread, sl) == 0) {
@@ -618,8 +732,13 @@ static void acc_take(struct acceptor *a)
 		if (sl->keep >= 0)
 			close(sl->keep);
 	}
-	mig_log(a->m, "refused a connection from %s: %d handshakes are in "
-		"progress already", peer, KTM_MAX_HANDSHAKES);
+	if (sl)
+		mig_log(a->m, "refused a connection from %s: cannot start its "
+			"handshake thread", peer);
+	else
+		mig_log(a->m, "refused a connection from %s: %d connections "
+			"finished their handshakes and wait for their HELLO",
+			peer, KTM_MAX_HANDSHAKES);
 	close(fd);
 }
 
@@ -640,6 +759,20 @@ static struct ktm_session *acc_reap(struct acceptor *a, struct hs_slot *sl)
 	return s;
 }
 
+/* acc_next(): a cancel ends the wait; while the channels run it is
+ * their failure, before them the caller's error. */
+static bool acc_cancelled(struct acceptor *a, bool live,
+			  struct ktm_error **errp)
+{
+	if (!ktm_mig_cancelled(a->m))
+		return false;
+	if (live)
+		ktm_mig_failed(a->m);	/* records it */
+	else
+		ktm_error_propagate(errp, ktm_mig_cancel_error(a->m));
+	return true;
+}
+
 /*
  * The next connection that finished its handshake and HELLO, until
  * @deadline (monotonic seconds; 0: none) or, when @live is set, until the
@@ -651,7 +784,9 @@ static struct ktm_session *acc_next(struct acceptor *a, double deadline,
 				    struct ktm_error **errp)
 {
 	for (;;) {
-		struct pollfd p = { .fd = a->lfd, .events = POLLIN };
+		struct pollfd p[3] = { { .fd = a->lfd, .events = POLLIN },
+				       { .fd = a->m->wake_fd, .events = POLLIN },
+				       { .fd = a->m->cancel_fd, .events = POLLIN } };
 		unsigned int i;
 
 		for (i = 0; i < KTM_MAX_HANDSHAKES; i++) {
@@ -664,6 +799,8 @@ static struct ktm_session *acc_next(struct acceptor *a, double deadline,
 				return sl->s;
 			}
 		}
+		if (acc_cancelled(a, live, errp))
+			return NULL;
 		if (live && !channels_running(a->m))
 			return NULL;
 		if (deadline && ktm_now_s() >= deadline) {
@@ -675,7 +812,13 @@ static struct ktm_session *acc_next(struct acceptor *a, double deadline,
 		if (live && a->m->progress)
 			a->m->progress(ktm_mig_done(a->m), a->m->size,
 				       a->m->progress_opaque);
-		if (poll(&p, 1, 50) == 1)
+		/* woken by a connection, a finished handshake, a channel's
+		 * end or a cancel; the timeout paces the progress reports */
+		if (poll(p, 3, 250) <= 0)
+			continue;
+		if (p[1].revents)
+			ktm_mig_woken(a->m);
+		if (p[0].revents)
 			acc_take(a);
 	}
 }
@@ -1043,7 +1186,9 @@ static void dest_fail_end(struct ktm_migration *m, const struct ktm_error *err)
 
 	if (m->ch[0].s && err && !m->peer_aborted)
 		ktm_mig_send_abort(m->ch[0].s, err);
-	for (i = 0; i < m->nch; i++) {
+	/* channel 0 last: a source blocked sending on another channel
+	 * reads the ABORT only once that channel has ended too */
+	for (i = m->nch; i-- > 0; ) {
 		ktm_mig_close_gently(m->ch[i].s, quiet ? 0 : i ? 200 : 1000);
 		m->ch[i].s = NULL;
 	}
@@ -1088,7 +1233,7 @@ static bool dest_migrate(struct ktm_migration *m, struct acceptor *a,
 	if (!accept_more(m, a, &err))
 		ktm_mig_fail(m, err);
 	ktm_mig_wait_channels(m);
-	if (m->err) {
+	if (ktm_mig_failed(m)) {
 		dest_fail_end(m, m->err);
 		return false;
 	}

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,6 +195,7 @@ static bool stage_pages(struct ktm_chan *c, uint64_t off, size_t len,
 /* The channel index is added by ktm_mig_fail_chan. */
 static bool sock_error(struct ktm_chan *c, int err, struct ktm_error **errp)
 {
+	ktm_session_note_error(c->s, err);
 	if (err == EAGAIN || err == ETIMEDOUT) {
 		ktm_error_set(errp, KTM_ERR_PEER, ETIMEDOUT,
 			      "sending pages to %s:%s timed out: the destination "
@@ -416,7 +418,6 @@ static bool send_run(struct ktm_chan *c, const struct ktm_frame *f,
 
 	ktm_frame_encode(f, hdr);
 	c->wire += KTM_FRAME_LEN + (uint64_t)f->len;
-	c->last_io = ktm_now_s();
 	if (!kernel_path(c))
 		return stage(c, hdr, sizeof(hdr), errp) &&
 		       (!f->len || stage_pages(c, img_off, f->len, errp));
@@ -730,7 +731,7 @@ static void *source_channel(void *arg)
 
 	for (; c->next_chunk < m->nchunks; c->next_chunk += m->nch) {
 		if (ktm_mig_failed(m))
-			goto out;
+			goto stop;
 		if (!respect_key_limit(c, &err) ||
 		    (c->idx == 0 && !serve_return_path(c, &err)) ||
 		    !send_chunk(c, c->next_chunk, &err))
@@ -741,6 +742,12 @@ static void *source_channel(void *arg)
 err:
 	ktm_mig_fail_chan(m, c->idx, err);
 	uring_drain(c, NULL);	/* in flight: ends at the latest at TCP_USER_TIMEOUT */
+	goto out;
+stop:
+	/* another channel failed, or a cancel: leave the stream at a frame
+	 * boundary, so channel 0 can still carry the ABORT */
+	if (uring_drain(c, NULL) && !kernel_path(c))
+		stage_flush(c, NULL);
 out:
 	ktm_mig_channel_exit(m);
 	return NULL;
@@ -782,18 +789,151 @@ static bool chan_prepare(struct ktm_chan *c, struct ktm_error **errp)
 	return !c->m->zc_ro || zerocopy_on(c, errp);
 }
 
+/* connect_tcp(): wait for a non-blocking connect on @fd, or a cancel;
+ * 0 or the errno. */
+static int connect_wait(struct ktm_migration *m, int fd)
+{
+	struct pollfd p[2] = { { .fd = fd, .events = POLLOUT },
+			       { .fd = m->cancel_fd, .events = POLLIN } };
+	int err = 0, ret;
+	socklen_t el = sizeof(err);
+
+	do {
+		ret = poll(p, 2, (int)m->cfg->connect_ms);
+	} while (ret < 0 && errno == EINTR);
+	if (ret == 0)
+		return ETIMEDOUT;
+	if (ret < 0)
+		return errno;
+	if (p[1].revents)
+		return ECANCELED;
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el))
+		return errno;
+	return err;
+}
+
+static void connect_failed(struct ktm_migration *m, int err,
+			   struct ktm_error **errp)
+{
+	if (err == ECANCELED) {
+		ktm_error_propagate(errp, ktm_mig_cancel_error(m));
+		return;
+	}
+	ktm_error_set(errp, KTM_ERR_PEER, err, "cannot connect to %s:%s: %s",
+		      m->host, m->port,
+		      err == ETIMEDOUT ? "timed out" : strerror(err));
+	if (err == ECONNREFUSED)
+		ktm_error_hint_set(errp, "is the destination listening on port "
+				   "%s?", m->port);
+	else if (err == ETIMEDOUT)
+		ktm_error_hint_set(errp, "no answer within %u ms; check the "
+				   "address and firewalls", m->cfg->connect_ms);
+}
+
+/* A TCP connection to the destination, within the connect timeout and
+ * cut short by a cancel: the fd (blocking), or -1 with *errp. */
+static int connect_tcp(struct ktm_migration *m, struct ktm_error **errp)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_ADDRCONFIG };
+	struct addrinfo *res, *ai;
+	int fd = -1, err = ECONNREFUSED, ret;
+
+	ret = getaddrinfo(m->host, m->port, &hints, &res);
+	if (ret) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, ret == EAI_SYSTEM ? errno :
+			      ENOENT, "cannot resolve host '%s': %s", m->host,
+			      gai_strerror(ret));
+		ktm_error_hint_set(errp, "check the destination host name");
+		return -1;
+	}
+	for (ai = res; ai && err != ECANCELED; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC |
+			    SOCK_NONBLOCK, ai->ai_protocol);
+		if (fd < 0) {
+			err = errno;
+			continue;
+		}
+		err = connect(fd, ai->ai_addr, ai->ai_addrlen) ? errno : 0;
+		if (err == EINPROGRESS)
+			err = connect_wait(m, fd);
+		if (!err)
+			break;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0) {
+		connect_failed(m, err, errp);
+		return -1;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	return fd;
+}
+
+/* The socket whose handshake a cancel cuts (a dup, so its number stays
+ * ours), or none (-1). */
+static void set_connecting(struct ktm_migration *m, int fd)
+{
+	pthread_mutex_lock(&m->lock);
+	if (m->connecting >= 0)
+		close(m->connecting);
+	m->connecting = fd >= 0 ? dup(fd) : -1;
+	if (m->connecting >= 0 && ktm_mig_cancelled(m))
+		shutdown(m->connecting, SHUT_RDWR);
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* While the channels connect: a cancel cuts the handshake in progress. */
+static void *cancel_watch(void *arg)
+{
+	struct ktm_migration *m = arg;
+	struct pollfd p[2] = { { .fd = m->cancel_fd, .events = POLLIN },
+			       { .fd = m->wake_fd, .events = POLLIN } };
+
+	while (poll(p, 2, -1) < 0 && errno == EINTR)
+		;
+	if (!p[0].revents)
+		return NULL;		/* connected: the channels take over */
+	pthread_mutex_lock(&m->lock);
+	if (m->connecting >= 0)
+		shutdown(m->connecting, SHUT_RDWR);
+	pthread_mutex_unlock(&m->lock);
+	return NULL;
+}
+
 /* One channel up: connected, tuned, HELLO answered; false with *errp
- * naming the channel. */
+ * naming the channel (or the cancel). */
 static bool source_connect(struct ktm_chan *c, struct ktm_error **errp)
 {
 	struct ktm_migration *m = c->m;
 	struct ktm_error *err = NULL;
+	int fd = m->cfg->endpoint == KTM_ENDPOINT_CLIENT ?
+		 connect_tcp(m, &err) : -1;
 
-	c->s = ktm_session_connect(m->cfg, m->host, m->port, &err);
+	if (m->cfg->endpoint != KTM_ENDPOINT_CLIENT)
+		ktm_error_set(&err, KTM_ERR_CONFIG, EINVAL, "a server "
+			      "configuration cannot connect to %s", m->host);
+	if (fd >= 0) {
+		char peer[300];
+
+		snprintf(peer, sizeof(peer), strchr(m->host, ':') ? "[%s]:%s" :
+			 "%s:%s", m->host, m->port);
+		set_connecting(m, fd);
+		c->s = ktm_session_new_fd_named(m->cfg, fd, m->host, peer, &err);
+	}
 	if (c->s)
 		ktm_mig_tune_socket(m, ktm_session_fd(c->s));
-	if (c->s && chan_prepare(c, &err) && send_hello(c, 0, &err))
+	if (c->s && chan_prepare(c, &err) && send_hello(c, 0, &err)) {
+		set_connecting(m, -1);
 		return true;
+	}
+	set_connecting(m, -1);
+	if (ktm_mig_cancelled(m)) {
+		ktm_error_free(err);
+		ktm_error_propagate(errp, ktm_mig_cancel_error(m));
+		return false;
+	}
 	ktm_error_propagate(errp, ktm_mig_chan_error(m, c->idx, err));
 	return false;
 }
@@ -921,8 +1061,9 @@ static void source_fail_end(struct ktm_migration *m, struct ktm_error **errp)
 	/* the destination that said why waits for our close: no drain */
 	if (errp && *errp && !m->peer_aborted)
 		ktm_mig_send_abort(s, *errp);
-	ktm_mig_close_gently(s, m->peer_aborted || (errp && *errp &&
-			     ktm_error_errno(*errp) == ETIMEDOUT) ? 0 : 1000);
+	ktm_mig_close_gently(s, m->peer_aborted || m->cut || (errp && *errp &&
+			     ktm_error_errno(*errp) == ETIMEDOUT) ? 0 :
+			     ktm_mig_cancelled(m) ? 500 : 1000);
 	m->ch[0].s = NULL;
 }
 
@@ -972,23 +1113,31 @@ static bool image_map(struct ktm_migration *m, const struct stat *st,
 	return true;
 }
 
-/* ktm_migration_send(): connect every channel (HELLO, handshake). */
+/* ktm_migration_send(): connect every channel (HELLO, handshake), with a
+ * thread that cuts a handshake short when the migration is cancelled. */
 static bool channels_connect(struct ktm_migration *m, struct ktm_error **errp)
 {
+	pthread_t watch;
+	bool watching = pthread_create(&watch, NULL, cancel_watch, m) == 0;
+	bool ok = true;
 	unsigned int i;
 
-	for (i = 0; i < m->nch; i++) {
+	for (i = 0; i < m->nch && ok; i++) {
 		struct ktm_chan *c = &m->ch[i];
 
 		c->m = m;
 		c->idx = i;
 		c->next_chunk = i;
 		c->pipe[0] = c->pipe[1] = -1;
-		if (!source_connect(c, errp))
-			return false;
-		ktm_mig_note_session(m, i, c->s);
+		ok = source_connect(c, errp);
+		if (ok)
+			ktm_mig_note_session(m, i, c->s);
 	}
-	return true;
+	ktm_mig_wake(m);
+	if (watching)
+		pthread_join(watch, NULL);
+	ktm_mig_woken(m);
+	return ok;
 }
 
 /* ktm_migration_send(): one thread per channel; a thread that cannot start
@@ -1056,7 +1205,7 @@ bool ktm_migration_send(struct ktm_migration *m, const char *host,
 	m->running = m->nch;
 	channels_start(m);
 	ktm_mig_wait_channels(m);
-	if (m->err) {
+	if (ktm_mig_failed(m)) {
 		err = m->err;
 		m->err = NULL;
 		goto out_fail;

@@ -3,9 +3,11 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <linux/tcp.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -94,4 +96,35 @@ const char *ktm_fd_addr_text(int fd, bool peer, char *buf, size_t len)
 	else
 		ktm_net_addr_text((struct sockaddr *)&ss, buf, len);
 	return buf;
+}
+
+#define KTM_TCP_CLOSE 7		/* include/net/tcp_states.h */
+
+/*
+ * Why the TCP connection on @fd ended, when the kernel knows better than
+ * "end of file": a pending socket error; or the kernel gave up on it
+ * (state CLOSE) after retransmitting or probing, or while the peer's
+ * window was shut (a peer that stopped reading: TCP_USER_TIMEOUT ends the
+ * zero-window probes, and a kernel-TLS send that had queued part of its
+ * data takes the ETIMEDOUT without reporting it).  A peer's FIN leaves
+ * none of these.  0 for a plain end of file.
+ */
+int ktm_net_end_cause(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	int soerr = 0;
+	socklen_t sl = sizeof(soerr);
+
+	if (!getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) && soerr)
+		return soerr;
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) ||
+	    ti.tcpi_state != KTM_TCP_CLOSE)
+		return 0;
+	if (ti.tcpi_retransmits || ti.tcpi_probes || ti.tcpi_total_retrans)
+		return ETIMEDOUT;
+	if (len > offsetof(struct tcp_info, tcpi_snd_wnd) && !ti.tcpi_snd_wnd)
+		return ETIMEDOUT;
+	return 0;
 }

@@ -65,9 +65,16 @@ void ktm_sess_hs_drop(struct ktm_session *s)
 
 /* ---- data ---------------------------------------------------------------- */
 
+void ktm_session_note_error(struct ktm_session *s, int err)
+{
+	if (s && err == ETIMEDOUT)
+		__atomic_store_n(&s->timed_out, err, __ATOMIC_RELAXED);
+}
+
 static bool io_error(struct ktm_session *s, int err, const char *doing,
 		     struct ktm_error **errp)
 {
+	ktm_session_note_error(s, err);
 	if (err == EPIPE || err == ECONNRESET)
 		ktm_error_set(errp, KTM_ERR_PEER, err,
 			      "the connection to %s broke (%s): the peer went "
@@ -90,26 +97,16 @@ static bool io_error(struct ktm_session *s, int err, const char *doing,
 
 /*
  * Why a connection ended without close_notify, when the kernel knows
- * better than "end of file": a pending socket error, or a TCP connection
- * the kernel itself gave up on after retransmitting or probing
- * (TCP_USER_TIMEOUT or keepalive; another call may have taken its error
- * already).  A peer's FIN without close_notify leaves no such trace.  0
- * for a plain end of file.
+ * better than "end of file": a timeout one of this session's calls saw
+ * (it took the socket error), else what TCP says (ktm_net_end_cause: a
+ * pending error, or a connection the kernel gave up on).  A peer's FIN
+ * without close_notify leaves no such trace.  0 for a plain end of file.
  */
-static int eof_cause(int fd)
+static int eof_cause(const struct ktm_session *s)
 {
-	struct tcp_info ti;
-	socklen_t len = sizeof(ti);
-	int soerr = 0;
-	socklen_t sl = sizeof(soerr);
-
-	if (!getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) && soerr)
-		return soerr;
-	if (!getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) &&
-	    ti.tcpi_state == TCP_CLOSE &&
-	    (ti.tcpi_retransmits || ti.tcpi_probes || ti.tcpi_total_retrans))
+	if (__atomic_load_n(&s->timed_out, __ATOMIC_RELAXED))
 		return ETIMEDOUT;
-	return 0;
+	return ktm_net_end_cause(s->fd);
 }
 
 bool ktm_sess_ssl_failed(struct ktm_session *s, int ret, const char *doing,
@@ -128,6 +125,9 @@ bool ktm_sess_ssl_failed(struct ktm_session *s, int ret, const char *doing,
 	if (reason == SSL_R_UNEXPECTED_EOF_WHILE_READING ||
 	    (err == SSL_ERROR_SYSCALL && !e)) {
 		ERR_clear_error();
+		/* the kernel gave up on the connection: say that */
+		if (eof_cause(s) == ETIMEDOUT)
+			return io_error(s, ETIMEDOUT, doing, errp);
 		ktm_error_set(errp, KTM_ERR_PEER, ECONNRESET,
 			      "%s closed the connection without TLS "
 			      "close_notify (truncated)", s->peer);
@@ -408,7 +408,7 @@ ssize_t ktm_session_recv(struct ktm_session *s, void *buf, size_t len,
 			return -1;
 		}
 		if (n == 0) {
-			int cause = eof_cause(s->fd);
+			int cause = eof_cause(s);
 
 			/* TCP_USER_TIMEOUT or a reset ended it: say that,
 			 * not EOF */

@@ -64,6 +64,10 @@ struct ktm_session {
 	 * our next record, sent by whichever thread sends (RFC 8446 §4.6.3).
 	 * Set by the receiving thread, cleared by the sending one. */
 	int tx_update_owed;
+	/* ETIMEDOUT that a call on this session saw (the kernel gave up on
+	 * the connection and that call took the socket error): a later end
+	 * of file is that timeout */
+	int timed_out;
 };
 
 /* The keys of @k into the kernel for @dir: 0 or -errno. */

@@ -103,7 +103,8 @@ static void usage_recv(FILE *out)
 "verified image to standard output at the end (recv).\n"
 "\n"
 "A leftover FILE.ktm-partial (from a killed run) is refused at start with the\n"
-"command that removes it; SIGINT or SIGTERM removes this run's partial file.\n"
+"command that removes it.  SIGINT or SIGTERM cancels the migration: the peer\n"
+"is told why, this run's partial file is removed (a second signal: at once).\n"
 "With --listen ADDR:0 the bound port is printed.  A bare --listen PORT\n"
 "accepts IPv6 and IPv4 where the host has IPv6.\n"
 "\n"
@@ -584,17 +585,35 @@ static bool copy_to_stdout(const char *path)
 }
 
 /*
- * SIGINT and SIGTERM: remove this run's partial file, say so, exit
- * 128+N.  The start check refused a leftover partial file, so one that
- * exists now is this run's.  The handler's state is set once before it
- * is installed and only read after (async-signal-safe: unlink, write).
+ * SIGINT and SIGTERM cancel the migration (ktm_migration_cancel): the
+ * library tells the peer why (ABORT: "... cancelled by SIGINT") and the
+ * destination removes its partial file; then the tool says so and exits
+ * 128+N.  A second signal, or the library not returning within
+ * KTM_STOP_GRACE_S, takes the hard way: remove this run's partial file
+ * here, say so, _exit.  The start check refused a leftover partial file,
+ * so one that exists now is this run's.  The handler's state is set once
+ * before it is installed and only read after (async-signal-safe: the
+ * cancel, alarm, unlink, write).
  */
+#define KTM_STOP_GRACE_S 4
 static char sig_partial[4200], sig_dir[64];
 static char sig_msg[2][4400];
+static struct ktm_migration *sig_m;
+static volatile sig_atomic_t stop_sig;
 
 static void on_stop_signal(int sig)
 {
-	const char *msg = sig_msg[sig == SIGTERM];
+	const char *msg;
+
+	if (sig == SIGALRM)
+		sig = stop_sig;
+	else if (!stop_sig && sig_m) {
+		stop_sig = sig;
+		ktm_migration_cancel(sig_m, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		alarm(KTM_STOP_GRACE_S);
+		return;
+	}
+	msg = sig_msg[sig == SIGTERM];
 
 	if (sig_partial[0])
 		unlink(sig_partial);
@@ -605,8 +624,8 @@ static void on_stop_signal(int sig)
 	_exit(128 + sig);
 }
 
-static void guard_signals(const struct opts *o, const char *target,
-			  const char *tmpdir)
+static void guard_signals(const struct opts *o, struct ktm_migration *m,
+			  const char *target, const char *tmpdir)
 {
 	struct sigaction sa = { .sa_handler = on_stop_signal };
 	static const char *names[2] = { "SIGINT", "SIGTERM" };
@@ -629,9 +648,30 @@ static void guard_signals(const struct opts *o, const char *target,
 				 "the destination commits nothing\n", tool_prog,
 				 names[i], o->to);
 	}
+	sig_m = m;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGALRM, &sa, NULL);
+}
+
+/* The failure's sentence and the exit status: after a cancel by
+ * SIGINT/SIGTERM the tool's sentence, not the library's, and 128+N. */
+static int say_why(int ret, struct ktm_error **errp)
+{
+	const char *msg = sig_msg[stop_sig == SIGTERM];
+
+	if (!stop_sig || !ret) {
+		if (*errp)
+			tool_error(*errp);
+		return ret;
+	}
+	alarm(0);
+	ktm_error_free(*errp);
+	*errp = NULL;
+	if (write(2, msg, strlen(msg)) < 0)
+		return 128 + stop_sig;
+	return 128 + stop_sig;
 }
 
 static void log_refused(const char *msg, void *opaque)
@@ -677,7 +717,7 @@ static int run_send(const struct opts *o, struct ktm_migration *m, int *fd,
 			o->image, strerror(errno));
 		return 1;
 	}
-	guard_signals(o, NULL, NULL);
+	guard_signals(o, m, NULL, NULL);
 	return ktm_migration_send(m, to.host, to.port, *fd, errp) ? 0 : 1;
 }
 
@@ -714,7 +754,7 @@ static int run_recv(const struct opts *o, struct ktm_migration *m, int *fd,
 	/* say what is in the way now, not after a source connected */
 	ok = ktm_migration_check_target(m, target, errp);
 	if (ok) {
-		guard_signals(o, target, target == tmp ? tmpdir : NULL);
+		guard_signals(o, m, target, target == tmp ? tmpdir : NULL);
 		announce(o, *fd);
 		ok = ktm_migration_recv(m, *fd, target, errp);
 	}
@@ -765,10 +805,10 @@ out:
 		json_str(ktm_error_message(err));
 		printf("}\n");
 	}
-	if (err)
-		tool_error(err);
+	ret = say_why(ret, &err);
 	if (fd >= 0)
 		close(fd);
+	sig_m = NULL;	/* a late signal takes the hard way */
 	ktm_migration_free(m);
 	ktm_config_free(cfg);
 	return ret;

@@ -62,6 +62,7 @@ enum ktm_error_class {
 	KTM_ERR_PEER,		/* the peer went away, refused or stayed silent */
 	KTM_ERR_CHECK,		/* a pre-migration check vetoed */
 	KTM_ERR_INTERNAL,	/* a bug in ktls-migrate */
+	KTM_ERR_CANCELLED,	/* ktm_migration_cancel() stopped it */
 };
 
 enum ktm_error_class ktm_error_class(const struct ktm_error *err);
@@ -690,6 +691,19 @@ bool ktm_migration_send(struct ktm_migration *m, const char *host,
  */
 bool ktm_migration_recv(struct ktm_migration *m, int listen_fd,
 			const char *path, struct ktm_error **errp);
+/*
+ * Stop a running (or the next) ktm_migration_send()/_recv() of @m from
+ * another thread or from a signal handler (async-signal-safe: an atomic
+ * flag and a write(2); errno is kept).  @by names who cancelled, e.g.
+ * "SIGINT" (a string that outlives @m; NULL: "the caller").  The call
+ * returns false within about 2 s with KTM_ERR_CANCELLED (ECANCELED),
+ * "... was cancelled by @by"; the peer is told so over ABORT when the
+ * stream allows it (it fails with KTM_ERR_PEER, ECANCELED and that
+ * sentence), and the destination commits nothing and removes its partial
+ * file.  A cancel during the handshake cuts the connection (the peer sees
+ * a stray connection).  Once cancelled, @m stays cancelled.
+ */
+void ktm_migration_cancel(struct ktm_migration *m, const char *by);
 
 /* ---- the report (valid after send/recv returned, also on failure) ---- */
 

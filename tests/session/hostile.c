@@ -637,6 +637,9 @@ TEST_TIMEOUT(interrupted_destination_removes_its_partial_file, 120)
 	TH_LOG("source: %s", src.err);
 	EXPECT_STRSTR(dst.err, "interrupted by SIGINT");
 	EXPECT_STRSTR(src.err, "ktls-migrate: channel 0: ");
+	/* the destination's reason reached the source (ABORT) */
+	EXPECT_STRSTR(src.err, "stopped the migration: ");
+	EXPECT_STRSTR(src.err, "was cancelled by SIGINT on the destination");
 	EXPECT_LT(since_act(&rl, &src), 5 + 2);
 	EXPECT_LT(since_act(&rl, &dst), 5 + 2);
 	expect_nothing_left(_metadata, &e);
@@ -664,8 +667,41 @@ TEST_TIMEOUT(terminated_source_says_so_and_destination_keeps_nothing, 120)
 	TH_LOG("source: %s", src.err);
 	TH_LOG("destination: %s", dst.err);
 	EXPECT_STRSTR(src.err, "interrupted by SIGTERM");
-	EXPECT_STRSTR(dst.err, "ktls-migrate: channel 0: ");
+	/* the stall outlasts the cancel's grace: the source cuts its
+	 * stream, and its ABORT gets through only when it was sent before */
+	EXPECT_STRSTR(dst.err, "channel 0: ");
 	EXPECT_LT(since_act(&rl, &dst), 3 + 5 + 2);
+	expect_nothing_left(_metadata, &e);
+	relay_stop(&rl);
+	env_teardown(&e);
+}
+
+/* SIGINT of the source mid-transfer: exit 130 with its sentence, and the
+ * destination prints the source's reason (ABORT), not a truncated stream,
+ * in time, and keeps nothing. */
+TEST_TIMEOUT(interrupted_source_tells_the_destination_why, 120)
+{
+	struct env e;
+	struct run src, dst;
+	struct relay rl = { .act = R_STALL, .stall_ms = 300, .after = 4u << 20 };
+	double end, t_sig;
+
+	ASSERT_EQ(env_setup(&e, NULL), 0);
+	through_relay(_metadata, &e, &rl, "5", &src, &dst);
+	for (end = ktm_now_s() + 60; !*rl.acted && ktm_now_s() < end; )
+		usleep(2000);
+	ASSERT_GT(*rl.acted, 0);
+	kill(src.pid, SIGINT);
+	t_sig = ktm_now_s();
+	EXPECT_EQ(run_wait(&src, 30), 128 + SIGINT);
+	EXPECT_EQ(run_wait(&dst, 30), 1);
+	TH_LOG("source: %s", src.err);
+	TH_LOG("destination: %s", dst.err);
+	EXPECT_STRSTR(src.err, "interrupted by SIGINT");
+	EXPECT_STRSTR(dst.err, "stopped the migration on channel 0: ");
+	EXPECT_STRSTR(dst.err, "was cancelled by SIGINT");
+	EXPECT_LT(src.t0 + src.secs - t_sig, 2 + 1);
+	EXPECT_LT(dst.t0 + dst.secs - t_sig, 2 + 1);
 	expect_nothing_left(_metadata, &e);
 	relay_stop(&rl);
 	env_teardown(&e);
@@ -847,6 +883,72 @@ TEST_TIMEOUT(strays_and_a_second_source_leave_the_migration_alone, 180)
 	env_teardown(&e);
 }
 
+static bool same_content(const char *a, const char *b)
+{
+	static char ba[65536], bb[65536];
+	int fa = open(a, O_RDONLY), fb = open(b, O_RDONLY);
+	bool same = fa >= 0 && fb >= 0;
+
+	while (same) {
+		ssize_t na = read(fa, ba, sizeof(ba)), nb = read(fb, bb, sizeof(bb));
+
+		same = na == nb && na >= 0 && !memcmp(ba, bb, (size_t)na);
+		if (na <= 0)
+			break;
+	}
+	if (fa >= 0)
+		close(fa);
+	if (fb >= 0)
+		close(fb);
+	return same;
+}
+
+#define FLOOD_IDLE 64
+#define FLOOD_PARTIAL 8
+
+/*
+ * 64 connections that send nothing and 8 that send the start of a
+ * ClientHello and stall, all kept open, then a real migration: it
+ * completes and verifies well inside the handshake timeout (10 s; the
+ * bound would fail if the source had to wait for a slot to time out), and
+ * each dropped connection is logged with its address and reason.
+ */
+TEST_TIMEOUT(half_open_flood_does_not_starve_the_source, 120)
+{
+	/* a handshake record announcing 512 bytes, a ClientHello header
+	 * announcing 508, then silence */
+	static const char part[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+	int fds[FLOOD_IDLE + FLOOD_PARTIAL], i;
+	struct env e;
+	struct run src, dst;
+	char port[8];
+
+	ASSERT_EQ(env_setup(&e, NULL), 0);
+	start_dest(&dst, &e, "20", NULL);
+	ASSERT_TRUE(dest_port(&dst, port));
+	for (i = 0; i < FLOOD_IDLE + FLOOD_PARTIAL; i++) {
+		fds[i] = connect_to(port);
+		if (fds[i] >= 0 && i >= FLOOD_IDLE &&
+		    write(fds[i], part, sizeof(part) - 1) < 0)
+			TH_LOG("partial ClientHello %d: %s", i, strerror(errno));
+	}
+	usleep(200000);		/* all of them in before the source */
+	start_source(&src, &e, port, "20");
+	EXPECT_EQ(run_wait(&src, 60), 0);
+	EXPECT_EQ(run_wait(&dst, 60), 0);
+	TH_LOG("source %.1f s, destination %.1f s", src.secs, dst.secs);
+	EXPECT_LT(src.secs, 8);
+	TH_LOG("source: %s", src.err);
+	EXPECT_TRUE(same_content(e.img, e.out));
+	EXPECT_FALSE(exists(e.partial));
+	EXPECT_STRSTR(dst.err, "dropped a connection from 127.0.0.1:");
+	EXPECT_STRSTR(dst.err, "it sent nothing for ");
+	for (i = 0; i < FLOOD_IDLE + FLOOD_PARTIAL; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	env_teardown(&e);
+}
+
 /* The destination refuses the source's certificate: the source hears
  * that alert, not a reset (the destination reads what the source sent
  * after its Finished before it closes). */
@@ -1002,44 +1104,86 @@ TEST_TIMEOUT(existing_image_is_refused_unless_forced, 120)
 	env_teardown(&e);
 }
 
+/* ---- a crafted source, built from the library's own framing -------------- */
+
+struct crafted {
+	struct ktm_config *cfg;
+	struct ktm_session *s;
+};
+
+/* @len bytes from @s, however the records fall. */
+static bool recv_all(struct ktm_session *s, void *buf, size_t len)
+{
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < len &&
+	       (n = ktm_session_recv(s, (char *)buf + got, len - got, NULL)) > 0)
+		got += (size_t)n;
+	return got == len;
+}
+
+/* The destination's next frame into @f, and its text (an ABORT's
+ * reason, NUL-terminated) into @text. */
+static bool crafted_answer(struct crafted *c, struct ktm_frame *f,
+			   char *text, size_t len)
+{
+	uint8_t hdr[KTM_FRAME_LEN];
+
+	memset(text, 0, len);
+	return recv_all(c->s, hdr, sizeof(hdr)) && !ktm_frame_decode(hdr, f) &&
+	       f->len < len && recv_all(c->s, text, f->len);
+}
+
+/* Connect to @port with @e's credentials and send @h as the HELLO;
+ * the answer in @f and @text. */
+static bool crafted_hello(struct crafted *c, const struct env *e,
+			  const char *port, const struct ktm_hello *h,
+			  struct ktm_frame *f, char *text, size_t len)
+{
+	struct ktm_frame hf = { .type = KTM_F_HELLO, .len = KTM_HELLO_LEN };
+	uint8_t hdr[KTM_FRAME_LEN], body[KTM_HELLO_LEN];
+
+	c->cfg = t_config(KTM_ENDPOINT_CLIENT, e->dir, KTM_KTLS_PREFER);
+	c->s = c->cfg ? ktm_session_connect(c->cfg, "localhost", port, NULL) :
+			NULL;
+	if (!c->s)
+		return false;
+	ktm_frame_encode(&hf, hdr);
+	ktm_hello_encode(h, body);
+	return ktm_session_send(c->s, hdr, sizeof(hdr), NULL) &&
+	       ktm_session_send(c->s, body, sizeof(body), NULL) &&
+	       crafted_answer(c, f, text, len);
+}
+
+static void crafted_end(struct crafted *c)
+{
+	ktm_session_free(c->s);
+	ktm_config_free(c->cfg);
+}
+
 /* A crafted source: a HELLO announcing an image near 2^64 bytes. */
 TEST_TIMEOUT(overflowing_image_size_is_a_malformed_stream, 60)
 {
 	struct env e;
 	struct run dst;
-	struct ktm_config *cfg;
-	struct ktm_session *s;
+	struct crafted c;
 	struct ktm_hello h = { .version = KTM_STREAM_VERSION, .nchannels = 1,
 			       .page_size = KTM_PAGE_SIZE,
 			       .chunk_size = KTM_CHUNK_SIZE,
 			       .image_size = UINT64_MAX - KTM_PAGE_SIZE + 1 };
-	struct ktm_frame f = { .type = KTM_F_HELLO, .len = KTM_HELLO_LEN };
-	uint8_t hdr[KTM_FRAME_LEN], body[KTM_HELLO_LEN];
+	struct ktm_frame f;
 	char port[8], text[512];
 
 	ASSERT_EQ(env_setup(&e, NULL), 0);
 	start_dest(&dst, &e, "5", NULL);
 	ASSERT_TRUE(dest_port(&dst, port));
-	cfg = t_config(KTM_ENDPOINT_CLIENT, e.dir, KTM_KTLS_PREFER);
-	ASSERT_NE(cfg, NULL);
-	s = ktm_session_connect(cfg, "localhost", port, NULL);
-	ASSERT_NE(s, NULL);
-	ktm_frame_encode(&f, hdr);
-	ktm_hello_encode(&h, body);
-	ASSERT_TRUE(ktm_session_send(s, hdr, sizeof(hdr), NULL));
-	ASSERT_TRUE(ktm_session_send(s, body, sizeof(body), NULL));
 	/* the answer is an ABORT with the reason, not a HELLO_ACK */
-	ASSERT_TRUE(ktm_session_recv(s, hdr, sizeof(hdr), NULL) == sizeof(hdr));
-	ASSERT_EQ(ktm_frame_decode(hdr, &f), 0);
+	ASSERT_TRUE(crafted_hello(&c, &e, port, &h, &f, text, sizeof(text)));
 	EXPECT_EQ(f.type, KTM_F_ABORT);
-	ASSERT_LT(f.len, sizeof(text));
-	memset(text, 0, sizeof(text));
-	if (f.len)
-		EXPECT_EQ(ktm_session_recv(s, text, f.len, NULL), (ssize_t)f.len);
 	TH_LOG("ABORT: %s", text);
 	EXPECT_TRUE(strstr(text, "malformed") || strstr(text, "sane sizes"));
-	ktm_session_free(s);
-	ktm_config_free(cfg);
+	crafted_end(&c);
 	/* channel 0 of a migration that cannot be: it fails, with the
 	 * same sentence, and creates nothing */
 	/* a HELLO that cannot be never starts a migration: the destination
@@ -1060,57 +1204,35 @@ TEST_TIMEOUT(destination_reason_reaches_the_source_mid_stream, 60)
 {
 	struct env e;
 	struct run dst;
-	struct ktm_config *cfg;
-	struct ktm_session *s;
+	struct crafted c;
 	struct ktm_hello h = { .version = KTM_STREAM_VERSION, .nchannels = 1,
 			       .page_size = KTM_PAGE_SIZE,
 			       .chunk_size = KTM_CHUNK_SIZE,
 			       .image_size = 4u << 20,
 			       .features = KTM_FEAT_ZERO_PAGES,
 			       .digest = KTM_DIG_XXH3_128 };
-	struct ktm_frame f = { .type = KTM_F_HELLO, .len = KTM_HELLO_LEN };
+	struct ktm_frame f;
 	struct ktm_frame z = { .type = KTM_F_ZERO, .offset = 2u << 20,
 			       .aux = KTM_PAGE_SIZE };
-	uint8_t hdr[KTM_FRAME_LEN], body[KTM_HELLO_LEN];
+	uint8_t hdr[KTM_FRAME_LEN];
 	char port[8], text[512];
-	size_t got = 0;
-	ssize_t n;
 
 	ASSERT_EQ(env_setup(&e, NULL), 0);
 	start_dest(&dst, &e, "5", NULL);
 	ASSERT_TRUE(dest_port(&dst, port));
-	cfg = t_config(KTM_ENDPOINT_CLIENT, e.dir, KTM_KTLS_PREFER);
-	ASSERT_NE(cfg, NULL);
-	s = ktm_session_connect(cfg, "localhost", port, NULL);
-	ASSERT_NE(s, NULL);
 	memset(h.stream_id, 0x5a, sizeof(h.stream_id));
-	ktm_frame_encode(&f, hdr);
-	ktm_hello_encode(&h, body);
-	ASSERT_TRUE(ktm_session_send(s, hdr, sizeof(hdr), NULL));
-	ASSERT_TRUE(ktm_session_send(s, body, sizeof(body), NULL));
-	ASSERT_EQ(ktm_session_recv(s, hdr, sizeof(hdr), NULL), (ssize_t)sizeof(hdr));
-	ASSERT_EQ(ktm_frame_decode(hdr, &f), 0);
+	ASSERT_TRUE(crafted_hello(&c, &e, port, &h, &f, text, sizeof(text)));
 	ASSERT_EQ(f.type, KTM_F_HELLO_ACK);
 	/* chunk 2 first: channel 0 of 1 must start with chunk 0 */
 	ktm_frame_encode(&z, hdr);
-	ASSERT_TRUE(ktm_session_send(s, hdr, sizeof(hdr), NULL));
-	while (got < sizeof(hdr) &&
-	       (n = ktm_session_recv(s, hdr + got, sizeof(hdr) - got, NULL)) > 0)
-		got += (size_t)n;
-	ASSERT_EQ(got, sizeof(hdr));
-	ASSERT_EQ(ktm_frame_decode(hdr, &f), 0);
+	ASSERT_TRUE(ktm_session_send(c.s, hdr, sizeof(hdr), NULL));
+	ASSERT_TRUE(crafted_answer(&c, &f, text, sizeof(text)));
 	EXPECT_EQ(f.type, KTM_F_ABORT);
 	EXPECT_EQ(f.aux, EBADMSG);
-	ASSERT_LT(f.len, sizeof(text));
-	memset(text, 0, sizeof(text));
-	for (got = 0; got < f.len &&
-	     (n = ktm_session_recv(s, text + got, f.len - got, NULL)) > 0; )
-		got += (size_t)n;
 	TH_LOG("ABORT: %s", text);
 	EXPECT_STRSTR(text, "channel 0: ");
 	EXPECT_STRSTR(text, "malformed migration stream");
-	ktm_session_free(s);
-	ktm_config_free(cfg);
+	crafted_end(&c);
 	EXPECT_EQ(run_wait(&dst, 10), 1);
 	EXPECT_STRSTR(dst.err, "malformed migration stream");
 	expect_nothing_left(_metadata, &e);

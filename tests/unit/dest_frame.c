@@ -5,37 +5,15 @@
  * Expected bytes and digests come from the test's own buffers hashed with
  * libxxhash directly, not from the library.
  */
-#include <errno.h>
 #include <sys/mman.h>
-#include <unistd.h>
 #include <xxhash.h>
 
 #include "harness.h"
 #include "ktm.h"
-#include "migrate.h"
+#include "migrate_mem.h"
 #include "stream.h"
 
 #define SIZE (2u * KTM_CHUNK_SIZE)
-
-struct mem_rx {
-	const uint8_t *p;
-	size_t left;
-};
-
-static bool mem_read(void *opaque, void *buf, size_t len,
-		     struct ktm_error **errp)
-{
-	struct mem_rx *r = opaque;
-
-	if (len > r->left) {
-		ktm_error_set(errp, KTM_ERR_PEER, ECONNRESET, "test payload ran out");
-		return false;
-	}
-	memcpy(buf, r->p, len);
-	r->p += len;
-	r->left -= len;
-	return true;
-}
 
 FIXTURE(dest)
 {
@@ -66,12 +44,7 @@ FIXTURE_SETUP(dest)
 
 FIXTURE_TEARDOWN(dest)
 {
-	ktm_dest_release(self->m);
-	if (self->m->img_fd >= 0)
-		close(self->m->img_fd);
-	self->m->img_fd = -1;
-	free(self->m->chunk_digest);
-	self->m->chunk_digest = NULL;
+	ktm_dest_mem_release(self->m);
 	ktm_migration_free(self->m);
 	ktm_error_free(self->err);
 	free(self->img);
@@ -82,21 +55,7 @@ FIXTURE_TEARDOWN(dest)
  * @req_len (at @req_off). */
 static bool prepare(struct ktm_migration *m, uint64_t req_off, uint64_t req_len)
 {
-	struct ktm_hello h = {
-		.version = KTM_STREAM_VERSION, .features = KTM_FEAT_ALL,
-		.nchannels = 1, .page_size = KTM_PAGE_SIZE,
-		.chunk_size = KTM_CHUNK_SIZE, .image_size = SIZE,
-		.digest = KTM_DIG_XXH3_128,
-	};
-
-	if (req_len && !ktm_migration_request_pages(m, req_off, req_len, NULL))
-		return false;
-	m->nreq_sent = m->nreq;
-	m->img_fd = memfd_create("dest-test", MFD_CLOEXEC);
-	if (m->img_fd < 0 || ftruncate(m->img_fd, SIZE))
-		return false;
-	m->ch[0].m = m;
-	return ktm_dest_prepare(m, &h, NULL);
+	return ktm_dest_mem_prepare(m, SIZE, KTM_DIG_XXH3_128, req_off, req_len);
 }
 
 static enum ktm_dest_step feed(FIXTURE_DATA(dest) *self, uint8_t type,
@@ -104,8 +63,8 @@ static enum ktm_dest_step feed(FIXTURE_DATA(dest) *self, uint8_t type,
 			       const uint8_t *payload)
 {
 	struct ktm_frame f = { .type = type, .flags = flags, .offset = off };
-	struct mem_rx mr = { payload, payload ? len : 0 };
-	struct ktm_rx rx = { mem_read, &mr };
+	struct ktm_mem_rx mr = { payload, payload ? len : 0 };
+	struct ktm_rx rx = { ktm_mem_read, &mr };
 
 	if (type == KTM_F_ZERO)
 		f.aux = len;
