@@ -165,6 +165,9 @@ void ktm_authz_describe(const struct ktm_config *cfg, char *buf, size_t len);
 /* Whether a recv on @s would not block (data buffered in userspace TLS or
  * on the socket, or the peer closed); never blocks. */
 bool ktm_session_readable(const struct ktm_session *s);
+/* The userspace path's OpenSSL object (NULL on the kernel path), for the
+ * relay's buffering (relay.c); the session still owns it. */
+struct ssl_st *ktm_session_ssl(const struct ktm_session *s);
 
 /* ---- hooks.c ---- */
 
