@@ -413,7 +413,13 @@ static bool send_uring(struct bench_chan *c, const uint8_t *p, uint64_t len,
 	int fd = chan_fd(c), ret;
 	bool ok = true;
 
-	ret = io_uring_queue_init(BENCH_URING_DEPTH, &q.ring, 0);
+	/* completion work only when this thread waits (Linux 6.1+), else
+	 * the plain ring */
+	ret = io_uring_queue_init(BENCH_URING_DEPTH, &q.ring,
+				  IORING_SETUP_SINGLE_ISSUER |
+				  IORING_SETUP_DEFER_TASKRUN);
+	if (ret == -EINVAL)
+		ret = io_uring_queue_init(BENCH_URING_DEPTH, &q.ring, 0);
 	if (ret < 0)
 		return chan_fail(c, "io_uring_queue_init", -ret);
 	ret = io_uring_register_files(&q.ring, &fd, 1);
