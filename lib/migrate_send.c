@@ -713,11 +713,13 @@ static bool respect_key_limit(struct ktm_chan *c, struct ktm_error **errp)
 		return true;
 	if (!uring_drain(c, errp))
 		return false;
-	/* io_uring goes on in a fresh session instead: in the 7.3 guest a
-	 * nonblocking kernel-TLS send that went short after an in-place TX
-	 * key change was never woken again (tests/session/migrate.c,
-	 * key_limit_tls13_io_uring); a reconnect per key costs one handshake
-	 * per 2^24.5 records (about 380 GiB) */
+	/* io_uring goes on in a fresh session instead: in the 7.3 guest,
+	 * with a KeyUpdate before every chunk, its last send (short, after
+	 * a TX key change) never completed and the channel stopped at the
+	 * I/O timeout, where sendfile with the same key changes did not
+	 * (tests/session/migrate.c, key_limit_tls13_io_uring with a 70-record
+	 * limit); a reconnect per key costs one handshake per 2^24.5 records
+	 * (about 380 GiB) */
 	if (ktm_session_can_rekey(c->s) && !c->ring_ok) {
 		/* flush so the KeyUpdate follows the records it closes */
 		return (kernel_path(c) || stage_flush(c, errp)) &&
