@@ -74,7 +74,7 @@ PY
 for run in $(seq "$runs"); do
 	echo "fill $(fill)" >> "$work/rows"
 	"$tool" bench --creds "$work/creds" --modes "$stream_mode" \
-		--ciphers aes-128-gcm --channels 1 --size "$size" --runs 1 \
+		--ciphers aes-gcm-128 --channels 1 --size "$size" --runs 1 \
 		--no-ceiling -q --csv "$work/stream.csv" > /dev/null
 	python3 - "$work/stream.csv" >> "$work/rows" <<'PY'
 import csv, sys

@@ -188,6 +188,9 @@ struct ktm_session *ktm_session_new_fd_named(const struct ktm_config *cfg,
 					     int fd, const char *host,
 					     const char *peer,
 					     struct ktm_error **errp);
+/* The userspace path's OpenSSL object (NULL on the kernel path), for the
+ * relay's buffering (relay.c); the session still owns it. */
+struct ssl_st *ktm_session_ssl(const struct ktm_session *s);
 
 /* ---- hooks.c ---- */
 

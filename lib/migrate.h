@@ -25,7 +25,8 @@
 #define KTM_PROGRESS_EVERY (64ull << 20)
 #define KTM_RECV_BUF (256u << 10)	/* destination: one read, one write */
 #define KTM_CHUNK_PAGES (KTM_CHUNK_SIZE / KTM_PAGE_SIZE)
-#define KTM_URING_SLOTS 2		/* io_uring: one in flight, one made */
+#define KTM_URING_DEPTH 4		/* io_uring: chunks per linked chain */
+#define KTM_URING_SLOTS (2 * KTM_URING_DEPTH)	/* one chain sent, one made */
 #define KTM_MAX_EXTENTS 65536		/* data extents mapped up front */
 
 /* One streaming hash of the image digest's algorithm. */
@@ -41,12 +42,13 @@ struct ktm_run {
 	bool zero;
 };
 
-/* io_uring path: one chunk's frames as one sendmsg in flight. */
+/* io_uring path: one chunk's frames as one WRITEV of a chain. */
 struct ktm_uring_slot {
 	struct msghdr msg;		/* read by the kernel until completion */
 	struct iovec iov[2 * KTM_CHUNK_PAGES];
 	uint8_t hdr[KTM_CHUNK_PAGES][KTM_FRAME_LEN];
-	size_t bytes;
+	size_t bytes;			/* still to send */
+	int res;			/* its completion */
 };
 
 /* Destination: who may write into a chunk (lib/STREAM.md, "Requested
@@ -74,7 +76,7 @@ struct ktm_chan {
 	struct ktm_run runs[KTM_CHUNK_PAGES + 1];
 	unsigned int nruns;
 	struct ktm_uring_slot *slots;	/* io_uring path */
-	unsigned int inflight, slot_next;
+	unsigned int inflight, slot_next;	/* chain in flight; next slot */
 	/* destination */
 	uint64_t covered;		/* bytes of next_chunk seen so far */
 	bool ended, chunk_dirty;

@@ -26,9 +26,12 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <openssl/bio.h>
+#include <openssl/ssl.h>
 
 #include "relay.h"
 
@@ -232,6 +235,18 @@ static bool drain_pipe(struct ktm_proxy_conn *c, int pipe_rd, int out,
 	return true;
 }
 
+/* Userspace path: the records gathered by user_tune()'s buffer out to
+ * the socket, in one send; false after ktm_proxy_conn_fail(). */
+static bool user_flush(struct ktm_proxy_conn *c)
+{
+	SSL *ssl = ktm_session_ssl(c->s);
+
+	if (!c->wbuf || BIO_flush(SSL_get_wbio(ssl)) == 1)
+		return true;
+	fail_tls(c, errno ? errno : EIO, true);
+	return false;
+}
+
 /* The plain side ended: close_notify, then FIN, towards the TLS peer. */
 static void end_upstream(struct ktm_proxy_conn *c)
 {
@@ -241,6 +256,8 @@ static void end_upstream(struct ktm_proxy_conn *c)
 		fail_err(c, e);
 		return;
 	}
+	if (!user_flush(c))
+		return;
 	shutdown(c->tls, SHUT_WR);
 	pthread_mutex_lock(&c->lock);
 	c->up_done = true;
@@ -416,14 +433,6 @@ static void relay_kernel(struct ktm_proxy_conn *c)
 	pthread_join(up, NULL);
 }
 
-/* Whether @fd has bytes to read right now. */
-static bool readable_now(int fd)
-{
-	struct pollfd pf = { .fd = fd, .events = POLLIN };
-
-	return poll(&pf, 1, 0) == 1;
-}
-
 /*
  * Under KTM_PEER_END_QEMU_TLS: whether the peer's end (qemu_tls_end) is all
  * that is left to read.  OpenSSL reads no further than the record it
@@ -441,12 +450,52 @@ static bool peer_fin_now(struct ktm_proxy_conn *c)
 	return qemu_tls_end(c, n, errno);
 }
 
+/* The most a TLS record takes on the wire (RFC 8446 §5.2: a 5-byte
+ * header, up to 2^14 bytes and 256 of expansion), and what gathering
+ * wants queued beyond that: room for control records (a KeyUpdate is
+ * about 30 bytes) that ktm_session_recv() takes unseen on its way. */
+#define TLS_WIRE_MAX (5 + TLS_RECORD_MAX + 256)
+#define TLS_AHEAD_MIN (TLS_WIRE_MAX + 4096)
+
+/* Bytes queued on @fd to read (0 if unknown). */
+static size_t queued(int fd)
+{
+	int q = 0;
+
+	return ioctl(fd, FIONREAD, &q) == 0 && q > 0 ? (size_t)q : 0;
+}
+
+/* Bytes of the peer's that the buffer BIO read and OpenSSL did not take
+ * yet (user_tune). */
+static size_t tls_held(struct ktm_proxy_conn *c)
+{
+	return c->rbuf ? BIO_ctrl_pending(SSL_get_rbio(ktm_session_ssl(c->s)))
+		       : 0;
+}
+
+/*
+ * Whether the next record of the peer's is surely all there: what the
+ * buffer holds and what is queued on the socket (asked only when the
+ * buffer is short) make more than the largest record and some control
+ * records.
+ */
+static bool next_record_ready(struct ktm_proxy_conn *c)
+{
+	size_t held = tls_held(c);
+
+	if (c->rbuf)	/* the next read takes what is queued anyway */
+		return held >= TLS_AHEAD_MIN;
+	return queued(c->tls) >= TLS_AHEAD_MIN;
+}
+
 /*
  * Userspace path, TLS peer -> plain side: one record per
- * ktm_session_recv(), gathered while more are already waiting, so QEMU is
- * woken once per USER_BUF rather than per 16 KiB record.  Each call gets
- * room for a whole record (see USER_BUF).  Returns 1 at close_notify (after
- * delivering what came before it), 0 to go on, -1 after ktm_proxy_conn_fail().
+ * ktm_session_recv(), gathered while the next is already there
+ * (next_record_ready: no poll per record), so QEMU is woken once per
+ * USER_BUF rather than per 16 KiB record.  Each call gets room for a
+ * whole record (see USER_BUF).  Returns 1 at close_notify (after
+ * delivering what came before it), 0 to go on, -1 after
+ * ktm_proxy_conn_fail().
  */
 static int user_down(struct ktm_proxy_conn *c, uint8_t *buf)
 {
@@ -471,7 +520,7 @@ static int user_down(struct ktm_proxy_conn *c, uint8_t *buf)
 			break;
 		}
 		have += (size_t)n;
-	} while (USER_BUF - have >= TLS_RECORD_MAX && readable_now(c->tls));
+	} while (USER_BUF - have >= TLS_RECORD_MAX && next_record_ready(c));
 	if (have && !write_all(c->local, buf, have, &err)) {
 		fail_local(c, err, "write to");
 		return -1;
@@ -480,8 +529,8 @@ static int user_down(struct ktm_proxy_conn *c, uint8_t *buf)
 	return ret;
 }
 
-/* Userspace path, plain side -> TLS peer, in slices the key limit allows.
- * false after ktm_relay_conn_fail(). */
+/* Userspace path, plain side -> TLS peer, in slices the key limit allows,
+ * sent in one go at the end.  false after ktm_relay_conn_fail(). */
 static bool user_up(struct ktm_proxy_conn *c, const uint8_t *buf, size_t n)
 {
 	struct ktm_error *e = NULL;
@@ -499,7 +548,7 @@ static bool user_up(struct ktm_proxy_conn *c, const uint8_t *buf, size_t n)
 		buf += now;
 		n -= now;
 	}
-	return true;
+	return user_flush(c);
 }
 
 /* relay_userspace(): QEMU's side is readable: read it and send it on, or
@@ -526,6 +575,58 @@ static bool user_local(struct ktm_proxy_conn *c, uint8_t *buf, bool *up_open)
 	return user_up(c, buf, (size_t)n);
 }
 
+/*
+ * Userspace path: a buffer BIO in front of the socket, for fewer system
+ * calls per MiB.  Sending, the records of one user_up() gather in it and
+ * leave in one send (user_flush) instead of one per record; OpenSSL's own
+ * alerts and handshake messages flush it too.  Receiving (c->rbuf), one
+ * read takes whatever is queued, up to USER_BUF, instead of two per
+ * record; what it holds is counted (tls_held), since poll() cannot see
+ * it.  Not for a QEMU-TLS peer, whose FIN must be seen right after the
+ * record before it (peer_fin_now): there only sends are gathered.
+ * Skipped if OpenSSL refuses: the relay works the same, with more calls.
+ */
+static void user_tune(struct ktm_proxy_conn *c)
+{
+	SSL *ssl = ktm_session_ssl(c->s);
+	BIO *sock = ssl ? SSL_get_wbio(ssl) : NULL, *buf;
+
+	if (!sock || SSL_get_rbio(ssl) != sock)
+		return;
+	buf = BIO_new(BIO_f_buffer());
+	if (!buf || BIO_set_write_buffer_size(buf, USER_BUF + 64 * 1024) != 1 ||
+	    BIO_set_read_buffer_size(buf, USER_BUF) != 1 || !BIO_up_ref(sock)) {
+		BIO_free(buf);
+		return;
+	}
+	/* the chain holds the reference just taken; the SSL drops the ones
+	 * it held on @sock and takes @buf instead */
+	BIO_push(buf, sock);
+	if (c->fin_ok) {
+		SSL_set0_wbio(ssl, buf);
+	} else {
+		SSL_set_bio(ssl, buf, buf);
+		c->rbuf = true;
+	}
+	c->wbuf = true;
+}
+
+/* relay_userspace(): the peer's side is readable (or the buffer BIO holds
+ * bytes of it); false when the relay must stop. */
+static bool user_peer(struct ktm_proxy_conn *c, uint8_t *buf, bool *down_open)
+{
+	int ret = user_down(c, buf);
+
+	if (ret < 0)
+		return false;
+	if (ret == 1) {
+		*down_open = false;
+		set_down_done(c);
+		shutdown(c->local, SHUT_WR);
+	}
+	return true;
+}
+
 /* Userspace path: OpenSSL may not be used from two threads, so one thread
  * polls both sockets. */
 static void relay_userspace(struct ktm_proxy_conn *c)
@@ -541,13 +642,16 @@ static void relay_userspace(struct ktm_proxy_conn *c)
 		ktm_proxy_conn_fail(c, e);
 		return;
 	}
+	user_tune(c);
 	while ((up_open || down_open) && !conn_aborted(c)) {
 		struct pollfd pf[2] = {
 			{ .fd = up_open ? c->local : -1, .events = POLLIN },
 			{ .fd = down_open ? c->tls : -1, .events = POLLIN },
 		};
 
-		if (poll(pf, 2, -1) < 0) {
+		bool held = down_open && tls_held(c);
+
+		if (poll(pf, 2, held ? 0 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			ktm_error_set(&e, KTM_ERR_IO, errno, "poll failed: %s",
@@ -555,17 +659,8 @@ static void relay_userspace(struct ktm_proxy_conn *c)
 			ktm_proxy_conn_fail(c, e);
 			break;
 		}
-		if (pf[1].revents) {
-			int ret = user_down(c, buf);
-
-			if (ret < 0)
-				break;
-			if (ret == 1) {
-				down_open = false;
-				set_down_done(c);
-				shutdown(c->local, SHUT_WR);
-			}
-		}
+		if ((pf[1].revents || held) && !user_peer(c, buf, &down_open))
+			break;
 		if (pf[0].revents && !user_local(c, buf, &up_open))
 			break;
 	}

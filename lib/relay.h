@@ -19,10 +19,11 @@
  * it at /proc/sys/fs/pipe-max-size, 1 MiB by default; a refusal keeps the
  * default 64 KiB). */
 #define PIPE_BYTES (1 << 20)
-/* Userspace path: bytes per read from QEMU and per write to it.  Every
+/* Userspace path: bytes per read from QEMU and per write to it, and the
+ * size of the buffer BIO each way (relay.c user_tune).  Every
  * ktm_session_recv() gets room for a full TLS record (TLS_RECORD_MAX), so
  * OpenSSL never holds decrypted bytes that poll() cannot see (it does not
- * read ahead). */
+ * read ahead; the raw bytes the buffer BIO holds are counted instead). */
 #define USER_BUF (256 * 1024)
 #define TLS_RECORD_MAX 16384
 
@@ -42,6 +43,8 @@ struct ktm_proxy_conn {
 	bool peer_fin;			/* RX ended by a FIN, no close_notify */
 	bool up_done;			/* under lock: our close_notify is sent */
 	bool down_done;			/* under lock: the peer's direction ended */
+	bool wbuf;			/* userspace: records sent in batches */
+	bool rbuf;			/* userspace: reads through a buffer */
 };
 
 #endif /* KTM_RELAY_H */

@@ -473,6 +473,11 @@ int ktm_session_fd(const struct ktm_session *s)
 	return s->fd;
 }
 
+struct ssl_st *ktm_session_ssl(const struct ktm_session *s)
+{
+	return s->ssl;
+}
+
 bool ktm_session_readable(const struct ktm_session *s)
 {
 	struct pollfd p = { .fd = s->fd, .events = POLLIN };

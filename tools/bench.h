@@ -49,9 +49,10 @@ struct bench_mode {
 	enum bench_send send;
 	bool rx_no_pad;
 	const char *what;
+	bool uring_write;	/* SEND_URING as linked WRITEs, as on kTLS */
 };
 
-#define BENCH_NMODES 15
+#define BENCH_NMODES 16
 extern const struct bench_mode bench_modes[];
 
 struct bench_cipher {

@@ -317,43 +317,128 @@ static bool send_splice(struct bench_chan *c, uint64_t len, size_t chunk)
 	return ok;
 }
 
-/* One SEND in flight: no MSG_WAITALL (kernel TLS rejects unknown flags), so
- * a short send is resubmitted for the rest; linking would reorder data. */
+/*
+ * io_uring: BENCH_URING_DEPTH sends in flight as one linked chain, the
+ * socket a registered (fixed) file, completions reaped together.  The
+ * link keeps them in order on the one stream; the next chain goes in
+ * only when this one has ended, because two chains may overtake each
+ * other.  No send may come back short once later ones have run:
+ * plaintext TCP sends with MSG_WAITALL (the kernel resends the rest of a
+ * short send itself, Linux 5.18+); kernel TLS refuses MSG_WAITALL, so
+ * there each is a WRITE, whose short completion fails the link: the
+ * later ones come back -ECANCELED unsent and the next chain starts where
+ * the short one stopped.
+ */
+#define BENCH_URING_DEPTH 8
+
+struct uring_q {
+	struct io_uring ring;
+	bool waitall;			/* SEND + MSG_WAITALL, else WRITE */
+	unsigned int n;			/* in the chain */
+	size_t len[BENCH_URING_DEPTH];
+	int res[BENCH_URING_DEPTH];
+};
+
+/* Up to the depth of [p, p + len) in @chunk pieces as one linked chain. */
+static void uring_chain(struct uring_q *q, const uint8_t *p, uint64_t len,
+			size_t chunk)
+{
+	struct io_uring_sqe *sqe = NULL;
+
+	for (q->n = 0; len && q->n < BENCH_URING_DEPTH; q->n++) {
+		size_t n = len < chunk ? (size_t)len : chunk;
+
+		sqe = io_uring_get_sqe(&q->ring);
+		if (q->waitall)
+			io_uring_prep_send(sqe, 0, p, n,
+					   MSG_WAITALL | MSG_NOSIGNAL);
+		else
+			io_uring_prep_write(sqe, 0, p, (unsigned int)n, 0);
+		io_uring_sqe_set_data64(sqe, q->n);
+		io_uring_sqe_set_flags(sqe, IOSQE_FIXED_FILE | IOSQE_IO_LINK);
+		q->len[q->n] = n;
+		p += n, len -= n;
+	}
+	io_uring_sqe_set_flags(sqe, IOSQE_FIXED_FILE);	/* the chain's end */
+}
+
+/* Submit the chain and reap all of it; -errno if the ring failed. */
+static int uring_reap(struct uring_q *q)
+{
+	unsigned int got = 0;
+
+	while (got < q->n) {
+		struct io_uring_cqe *cqes[BENCH_URING_DEPTH];
+		unsigned int i, k;
+		int ret = io_uring_submit_and_wait(&q->ring, q->n - got);
+
+		if (ret < 0 && ret != -EINTR)
+			return ret;
+		k = io_uring_peek_batch_cqe(&q->ring, cqes, q->n - got);
+		for (i = 0; i < k; i++)
+			q->res[io_uring_cqe_get_data64(cqes[i])] = cqes[i]->res;
+		io_uring_cq_advance(&q->ring, k);
+		got += k;
+	}
+	return 0;
+}
+
+/* Bytes the chain moved, in order: up to and with the first short one;
+ * -errno for a failure that ends the channel (0: try again). */
+static int64_t uring_moved(const struct uring_q *q)
+{
+	int64_t moved = 0;
+	unsigned int i;
+
+	for (i = 0; i < q->n; i++) {
+		int r = q->res[i];
+
+		if (r == -EINTR || r == -EAGAIN || (r == -ECANCELED && i))
+			break;
+		if (r <= 0)
+			return r ? r : -EPIPE;
+		moved += r;
+		if ((size_t)r < q->len[i])
+			break;
+	}
+	return moved;
+}
+
 static bool send_uring(struct bench_chan *c, const uint8_t *p, uint64_t len,
 		       size_t chunk)
 {
-	struct io_uring ring;
+	const struct bench_mode *md = c->e->row->mode;
+	struct uring_q q = { .waitall = md->xport == XP_TCP &&
+					!md->uring_write };
 	int fd = chan_fd(c), ret;
 	bool ok = true;
 
-	ret = io_uring_queue_init(4, &ring, 0);
+	/* completion work only when this thread waits (Linux 6.1+), else
+	 * the plain ring */
+	ret = io_uring_queue_init(BENCH_URING_DEPTH, &q.ring,
+				  IORING_SETUP_SINGLE_ISSUER |
+				  IORING_SETUP_DEFER_TASKRUN);
+	if (ret == -EINVAL)
+		ret = io_uring_queue_init(BENCH_URING_DEPTH, &q.ring, 0);
 	if (ret < 0)
 		return chan_fail(c, "io_uring_queue_init", -ret);
-	while (len) {
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
-		struct io_uring_cqe *cqe;
+	ret = io_uring_register_files(&q.ring, &fd, 1);
+	if (ret < 0)
+		ok = chan_fail(c, "io_uring_register_files", -ret);
+	while (ok && len) {
+		int64_t n;
 
-		io_uring_prep_send(sqe, fd, p, len < chunk ? len : chunk, 0);
-		ret = io_uring_submit_and_wait(&ring, 1);
-		if (ret >= 0)
-			ret = io_uring_wait_cqe(&ring, &cqe);
-		if (ret < 0) {
-			if (ret == -EINTR)
-				continue;
-			ok = chan_fail(c, "io_uring_submit", -ret);
-			break;
-		}
-		ret = cqe->res;
-		io_uring_cqe_seen(&ring, cqe);
-		if (ret == -EINTR || ret == -EAGAIN)
-			continue;
-		if (ret <= 0) {
-			ok = chan_fail(c, "io_uring SEND", ret ? -ret : EPIPE);
-			break;
-		}
-		p += ret, len -= (uint64_t)ret, c->bytes += (uint64_t)ret;
+		uring_chain(&q, p, len, chunk);
+		ret = uring_reap(&q);
+		n = ret ? ret : uring_moved(&q);
+		if (n < 0)
+			ok = chan_fail(c, ret ? "io_uring_submit" :
+				       q.waitall ? "io_uring SEND" :
+				       "io_uring WRITE", (int)-n);
+		else
+			p += n, len -= (uint64_t)n, c->bytes += (uint64_t)n;
 	}
-	io_uring_queue_exit(&ring);
+	io_uring_queue_exit(&q.ring);
 	return ok;
 }
 
@@ -487,13 +572,87 @@ static void *send_thread(void *arg)
 
 /* ---- receiving ---------------------------------------------------------------- */
 
+/* One tunnel frame in @buf (its length back), answered with the empty
+ * reply; 0 at the end of the stream or on failure. */
+static ssize_t recv_tunnel(struct bench_chan *c, uint8_t *buf, size_t cap,
+			   bool *eof)
+{
+	struct ktm_error *ke = NULL;
+	uint32_t hdr = 0;
+
+	if (!session_recv_exact(c, &hdr, 4, true, eof) || *eof)
+		return 0;
+	hdr = ntohl(hdr);
+	if (hdr == 0 || hdr > cap) {
+		chan_fail(c, "bad tunnel frame length", EPROTO);
+		return 0;
+	}
+	if (!session_recv_exact(c, buf, hdr, false, eof))
+		return 0;
+	if (!ktm_session_send(c->s, &(uint32_t){ 0 }, 4, &ke)) {
+		chan_ktm_fail(c, "ktm_session_send", ke);
+		return 0;
+	}
+	return (ssize_t)hdr;
+}
+
+/* One receive in the row's way; *eof at the end of the stream, c->ok
+ * false on failure. */
+static ssize_t recv_some(struct bench_chan *c, uint8_t *buf, size_t cap,
+			 bool *eof)
+{
+	struct ktm_error *ke = NULL;
+	size_t done = 0;
+	ssize_t n = 0;
+	int ret;
+
+	switch (c->e->row->mode->xport) {
+	case XP_TCP:
+		n = read(c->fd, buf, cap);
+		if (n < 0 && errno != EINTR)
+			chan_fail(c, "read", errno);
+		break;
+	case XP_TLS_USER:
+	case XP_KTLS:
+		n = ktm_session_recv(c->s, buf, cap, &ke);
+		if (n < 0)
+			chan_ktm_fail(c, "ktm_session_recv", ke);
+		break;
+	case XP_OPENSSL:
+		ret = SSL_read_ex(c->ssl, buf, cap, &done);
+		if (ret != 1 && SSL_get_error(c->ssl, ret) !=
+				SSL_ERROR_ZERO_RETURN)
+			chan_ssl_fail(c, "SSL_read");
+		*eof = ret != 1;
+		return (ssize_t)done;
+	case XP_TUNNEL:
+		return recv_tunnel(c, buf, cap, eof);
+	}
+	*eof = n == 0;
+	return n;
+}
+
+/* After the stream: every byte there, and the checksum of what was sent. */
+static void recv_verify(struct bench_chan *c, const struct bench_sum *sum)
+{
+	const struct bench_end *e = c->e;
+
+	if (c->bytes != c->len)
+		snprintf(c->err, sizeof(c->err), "channel %d: received %" PRIu64
+			 " of %" PRIu64 " bytes", c->idx, c->bytes, c->len),
+		c->ok = false;
+	else if (bench_sum_final(sum) != e->d->sums[e->row->channels][c->idx])
+		snprintf(c->err, sizeof(c->err), "channel %d: checksum of the "
+			 "received data does not match what was sent", c->idx),
+		c->ok = false;
+}
+
 static void *recv_thread(void *arg)
 {
 	struct bench_chan *c = arg;
 	const struct bench_end *e = c->e;
 	size_t cap = e->row->mode->xport == XP_TUNNEL ? BENCH_TUNNEL_CHUNK :
 		     e->o->chunk;
-	struct ktm_error *ke = NULL;
 	struct bench_sum sum;
 	uint8_t *buf = malloc(cap);
 	bool eof = false;
@@ -504,66 +663,16 @@ static void *recv_thread(void *arg)
 	}
 	bench_sum_init(&sum);
 	while (c->ok && !eof) {
-		ssize_t n = 0;
-		size_t done = 0;
-		uint32_t hdr = 0;
-		int ret;
+		ssize_t n = recv_some(c, buf, cap, &eof);
 
-		switch (e->row->mode->xport) {
-		case XP_TCP:
-			n = read(c->fd, buf, cap);
-			if (n < 0 && errno != EINTR)
-				chan_fail(c, "read", errno);
-			eof = n == 0;
-			break;
-		case XP_TLS_USER:
-		case XP_KTLS:
-			n = ktm_session_recv(c->s, buf, cap, &ke);
-			if (n < 0)
-				chan_ktm_fail(c, "ktm_session_recv", ke);
-			eof = n == 0;
-			break;
-		case XP_OPENSSL:
-			ret = SSL_read_ex(c->ssl, buf, cap, &done);
-			if (ret != 1 && SSL_get_error(c->ssl, ret) ==
-					SSL_ERROR_ZERO_RETURN)
-				eof = true;
-			else if (ret != 1)
-				chan_ssl_fail(c, "SSL_read");
-			n = (ssize_t)done;
-			break;
-		case XP_TUNNEL:
-			if (!session_recv_exact(c, &hdr, 4, true, &eof) || eof)
-				break;
-			hdr = ntohl(hdr);
-			if (hdr == 0 || hdr > cap) {
-				chan_fail(c, "bad tunnel frame length", EPROTO);
-				break;
-			}
-			if (!session_recv_exact(c, buf, hdr, false, &eof))
-				break;
-			n = (ssize_t)hdr;
-			hdr = 0;	/* the empty reply */
-			if (!ktm_session_send(c->s, &hdr, 4, &ke))
-				chan_ktm_fail(c, "ktm_session_send", ke);
-			break;
-		}
 		if (n > 0) {
 			bench_sum_update(&sum, buf, (size_t)n);
 			c->bytes += (uint64_t)n;
 		}
 	}
 	free(buf);
-	if (!c->ok)
-		return NULL;
-	if (c->bytes != c->len)
-		snprintf(c->err, sizeof(c->err), "channel %d: received %" PRIu64
-			 " of %" PRIu64 " bytes", c->idx, c->bytes, c->len),
-		c->ok = false;
-	else if (bench_sum_final(&sum) != e->d->sums[e->row->channels][c->idx])
-		snprintf(c->err, sizeof(c->err), "channel %d: checksum of the "
-			 "received data does not match what was sent", c->idx),
-		c->ok = false;
+	if (c->ok)
+		recv_verify(c, &sum);
 	return NULL;
 }
 
@@ -630,42 +739,44 @@ static void end_paths(const struct bench_end *e, struct bench_msg *m)
 	}
 }
 
-int bench_end_main(struct bench_end *e, int ctl, int res)
+/* Before the clock: the mapping read in, the TLS context, every
+ * channel open; false with m->err set. */
+static bool end_setup(struct bench_end *e, struct bench_msg *m)
 {
-	int n = e->row->channels, i;
-	pthread_t th[BENCH_MAX_CH];
-	struct bench_msg m = { .phase = 'E' };
 	bool needs_map = !e->server && e->row->mode->send != SEND_SENDFILE &&
 			 e->row->mode->send != SEND_SPLICE;
-	char c;
+	int i;
 
-	signal(SIGPIPE, SIG_IGN);
 	if (needs_map)
 		madvise(e->d->map, e->d->size, MADV_POPULATE_READ);
 	if (e->row->mode->xport == XP_OPENSSL)
-		e->ssl_ctx = ossl_ctx_new(e, m.err, sizeof(m.err));
+		e->ssl_ctx = ossl_ctx_new(e, m->err, sizeof(m->err));
 	else if (e->row->cipher)
-		e->cfg = ktm_cfg_new(e, m.err, sizeof(m.err));
+		e->cfg = ktm_cfg_new(e, m->err, sizeof(m->err));
 	if (e->row->cipher && !e->ssl_ctx && !e->cfg)
-		goto fail;
-	for (i = 0; i < n; i++) {
+		return false;
+	for (i = 0; i < e->row->channels; i++) {
 		struct bench_chan *ch = &e->ch[i];
 
 		ch->e = e, ch->idx = i;
-		bench_chan_range(e->d->size, n, i, &ch->off, &ch->len);
+		bench_chan_range(e->d->size, e->row->channels, i, &ch->off,
+				 &ch->len);
 		if (!chan_open(e, ch)) {
-			bench_copy_str(m.err, sizeof(m.err), ch->err);
-			goto fail;
+			bench_copy_str(m->err, sizeof(m->err), ch->err);
+			return false;
 		}
 	}
-	end_paths(e, &m);
-	m.phase = 'R';
-	msg_send(res, &m);
-	if (read(ctl, &c, 1) != 1)
-		return 1;
+	return true;
+}
 
-	m.t0 = tool_now_s();
-	m.cpu = self_cpu_s();
+/* The timed part: one thread per channel, then the totals into @m. */
+static void end_run(struct bench_end *e, struct bench_msg *m)
+{
+	int n = e->row->channels, i;
+	pthread_t th[BENCH_MAX_CH];
+
+	m->t0 = tool_now_s();
+	m->cpu = self_cpu_s();
 	for (i = 0; i < n; i++)
 		if (pthread_create(&th[i], NULL, e->server ? recv_thread :
 				   send_thread, &e->ch[i])) {
@@ -677,17 +788,36 @@ int bench_end_main(struct bench_end *e, int ctl, int res)
 		}
 	for (i = 0; i < n; i++)
 		pthread_join(th[i], NULL);
-	m.cpu = self_cpu_s() - m.cpu;
-	m.t1 = tool_now_s();
-	m.phase = 'D';
-	m.ok = true;
+	m->cpu = self_cpu_s() - m->cpu;
+	m->t1 = tool_now_s();
+	m->phase = 'D';
+	m->ok = true;
 	for (i = 0; i < e->row->channels; i++) {
-		m.bytes += e->ch[i].bytes;
-		if (!e->ch[i].ok && m.ok) {
-			m.ok = false;
-			bench_copy_str(m.err, sizeof(m.err), e->ch[i].err);
+		m->bytes += e->ch[i].bytes;
+		if (!e->ch[i].ok && m->ok) {
+			m->ok = false;
+			bench_copy_str(m->err, sizeof(m->err), e->ch[i].err);
 		}
 	}
+}
+
+int bench_end_main(struct bench_end *e, int ctl, int res)
+{
+	struct bench_msg m = { .phase = 'E' };
+	char c;
+	int i;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (!end_setup(e, &m)) {
+		msg_send(res, &m);
+		return 1;
+	}
+	end_paths(e, &m);
+	m.phase = 'R';
+	msg_send(res, &m);
+	if (read(ctl, &c, 1) != 1)
+		return 1;
+	end_run(e, &m);
 	msg_send(res, &m);
 	/* Keep every connection open until the parent has both reports:
 	 * closing early could reset data the peer has not read yet. */
@@ -698,8 +828,4 @@ int bench_end_main(struct bench_end *e, int ctl, int res)
 	SSL_CTX_free(e->ssl_ctx);
 	ktm_config_free(e->cfg);
 	return 0;
-fail:
-	m.phase = 'E';
-	msg_send(res, &m);
-	return 1;
 }

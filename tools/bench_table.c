@@ -13,43 +13,50 @@
 
 const struct bench_mode bench_modes[] = {
 	{ "tcp-write", XP_TCP, SEND_WRITE, false,
-	  "plaintext TCP, write(2) from the mapped memfd" },
+	  "plaintext TCP, write(2) from the mapped memfd", false },
 	{ "tcp-sendfile", XP_TCP, SEND_SENDFILE, false,
-	  "plaintext TCP, sendfile(2) from the memfd" },
+	  "plaintext TCP, sendfile(2) from the memfd", false },
 	{ "tcp-splice", XP_TCP, SEND_SPLICE, false,
-	  "plaintext TCP, splice(2) memfd -> pipe -> socket" },
+	  "plaintext TCP, splice(2) memfd -> pipe -> socket", false },
 	{ "tcp-uring", XP_TCP, SEND_URING, false,
-	  "plaintext TCP, io_uring SEND (liburing), one in flight" },
+	  "plaintext TCP, io_uring: 8 linked SENDs (MSG_WAITALL) in "
+	  "flight", false },
+	{ "tcp-uring-write", XP_TCP, SEND_URING, false,
+	  "plaintext TCP, io_uring: 8 linked WRITEs in flight, the "
+	  "kernel-TLS way (a short one cancels the rest, resent in order)",
+	  true },
 	{ "tls-user", XP_TLS_USER, SEND_SESSION, false,
 	  "userspace-TLS fallback: ktm session with --ktls=off "
-	  "(ktm_session_send/recv, OpenSSL)" },
+	  "(ktm_session_send/recv, OpenSSL)", false },
 	{ "ktls-write", XP_KTLS, SEND_WRITE, false,
-	  "kernel TLS: write(2) on the ktm session fd" },
+	  "kernel TLS: write(2) on the ktm session fd", false },
 	{ "ktls-sendfile", XP_KTLS, SEND_SENDFILE, false,
-	  "kernel TLS: sendfile(2) on the ktm session fd" },
+	  "kernel TLS: sendfile(2) on the ktm session fd", false },
 	{ "ktls-splice", XP_KTLS, SEND_SPLICE, false,
-	  "kernel TLS: splice(2) onto the ktm session fd" },
+	  "kernel TLS: splice(2) onto the ktm session fd", false },
 	{ "ktls-uring", XP_KTLS, SEND_URING, false,
-	  "kernel TLS: io_uring SEND on the ktm session fd" },
+	  "kernel TLS: io_uring: 8 linked WRITEs in flight on the "
+	  "session fd", false },
 	{ "ktls-write-nopad", XP_KTLS, SEND_WRITE, true,
 	  "ktls-write, receiver with TLS_RX_EXPECT_NO_PAD "
-	  "(ktm_config_set_rx_no_pad, Linux 6.0+)" },
+	  "(ktm_config_set_rx_no_pad, Linux 6.0+)", false },
 	{ "ktls-sendfile-nopad", XP_KTLS, SEND_SENDFILE, true,
 	  "ktls-sendfile, receiver with TLS_RX_EXPECT_NO_PAD "
-	  "(ktm_config_set_rx_no_pad, Linux 6.0+)" },
+	  "(ktm_config_set_rx_no_pad, Linux 6.0+)", false },
 	{ "ktls-splice-nopad", XP_KTLS, SEND_SPLICE, true,
 	  "ktls-splice, receiver with TLS_RX_EXPECT_NO_PAD "
-	  "(ktm_config_set_rx_no_pad, Linux 6.0+)" },
+	  "(ktm_config_set_rx_no_pad, Linux 6.0+)", false },
 	{ "ktls-uring-nopad", XP_KTLS, SEND_URING, true,
 	  "ktls-uring, receiver with TLS_RX_EXPECT_NO_PAD "
-	  "(ktm_config_set_rx_no_pad, Linux 6.0+)" },
+	  "(ktm_config_set_rx_no_pad, Linux 6.0+)", false },
 	{ "openssl-ktls", XP_OPENSSL, SEND_SSL, false,
 	  "peer: OpenSSL's own kTLS (SSL_OP_ENABLE_KTLS + SSL_sendfile; "
-	  "SSL_write when OpenSSL did not enable kTLS), receiver SSL_read" },
+	  "SSL_write when OpenSSL did not enable kTLS), receiver SSL_read",
+	  false },
 	{ "tunnel", XP_TUNNEL, SEND_TUNNEL, false,
 	  "2009 baseline: libvirt-style tunnel, 64 KiB chunks each waiting "
 	  "for an empty reply, over the userspace-TLS session (one stream, "
-	  "TCP_NODELAY)" },
+	  "TCP_NODELAY)", false },
 };
 _Static_assert(sizeof(bench_modes) / sizeof(bench_modes[0]) == BENCH_NMODES,
 	       "BENCH_NMODES must count bench_modes[]");

@@ -260,6 +260,7 @@ cpu_line() {
 }
 
 declare -A results
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((r = 1; r <= runs; r++)); do
 	for ver in "${versions[@]}"; do
 		for v in "${variants[@]}"; do
@@ -278,6 +279,11 @@ median() {	# numbers on stdin -> median
 
 col() {	# VERSION/VARIANT FIELD -> median of that field over the good runs
 	tr ';' '\n' <<< "${results[$1]}" | awk -v f="$2" 'NF >= 5 && $f != "-" { print $f }' | median
+}
+
+helpers() {	# VERSION/VARIANT -> median over the good runs of src + dst helper CPU
+	tr ';' '\n' <<< "${results[$1]}" |
+		awk 'NF >= 5 && $4 != "-" && $5 != "-" { printf "%.2f\n", $4 + $5 }' | median
 }
 
 ratio() {	# A B -> A/B with 2 decimals, "-" when either is missing
@@ -303,20 +309,26 @@ done
 	echo "$runs interleaved runs per row (versions and variants in turn); medians; ratios are of medians from this run, within each QEMU version."
 	echo "Proxy data path here: ${ktls_state:-unknown}."
 	echo
-	echo "| QEMU | variant | MB/s (median) | x plain-unix | x qemu-tls | x stunnel | CPU s/GiB src QEMU | dst QEMU | src helper | dst helper | runs MB/s |"
-	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+	echo "Load average at the start: $load0; at the end: $(cut -d' ' -f1-3 /proc/loadavg) (2 shared CPUs: MB/s spread, CPU s/GiB much less)."
+	echo
+	echo "| QEMU | variant | MB/s (median) | x plain-unix | x qemu-tls | x stunnel | CPU s/GiB src QEMU | dst QEMU | src helper | dst helper | both helpers | x stunnel's helpers | runs MB/s |"
+	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 	for ver in "${versions[@]}"; do
 		plain=$(col "$ver/plain-unix" 1)
 		qtls=$(col "$ver/qemu-tls" 1)
 		stun=$(col "$ver/stunnel" 1)
+		stun_h=$(helpers "$ver/stunnel")
 		for v in "${variants[@]}"; do
 			[ -n "$v" ] || continue
 			k=$ver/$v
 			m=$(col "$k" 1)
+			h=$(helpers "$k")
 			all=$(tr ';' '\n' <<< "${results[$k]}" | awk 'NF { printf "%s%s", sep, $1; sep = ", " }')
-			echo "| $ver | $v | $m | $(ratio "$m" "$plain") | $(ratio "$m" "$qtls") | $(ratio "$m" "$stun") | $(col "$k" 2) | $(col "$k" 3) | $(col "$k" 4) | $(col "$k" 5) | $all |"
+			echo "| $ver | $v | $m | $(ratio "$m" "$plain") | $(ratio "$m" "$qtls") | $(ratio "$m" "$stun") | $(col "$k" 2) | $(col "$k" 3) | $(col "$k" 4) | $(col "$k" 5) | $h | $(ratio "$h" "$stun_h") | $all |"
 		done
 	done
+	echo
+	echo "both helpers: median over the runs of source + destination helper CPU s/GiB (the proxy's two ends, stunnel's two ends); x stunnel's helpers: that against stunnel's, same version, same run."
 	echo
 	echo "Helpers: proxy = ktls-migrate proxy source / dest; fd = qemu-send / qemu-recv (whole command);"
 	echo "mixed-to = proxy source only (the destination QEMU does TLS); mixed-from = proxy dest only;"

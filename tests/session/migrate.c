@@ -467,19 +467,22 @@ TEST_TIMEOUT(killed_sender_leaves_no_image, 120)
  * (userspace TLS always, the kernel from 6.14), otherwise the channel
  * moves to a fresh connection; TLS 1.2 always reconnects.
  */
-static void key_limit(struct t_meta *_metadata, enum ktm_tls_version v)
+static void key_limit(struct t_meta *_metadata, enum ktm_tls_version v,
+		      enum ktm_send_path sp)
 {
 	struct send_result sr;
 	bool kernel = t_kernel_has_ktls();
-	/* the oracle: userspace TLS always rekeys, the kernel from 6.14 */
-	bool can_rekey = t_session_can_rekey(v);
+	/* the oracle: userspace TLS always rekeys, the kernel from 6.14;
+	 * io_uring on the kernel path reconnects (lib/migrate_send.c) */
+	bool can_rekey = t_session_can_rekey(v) &&
+			 !(kernel && sp == KTM_SEND_IO_URING);
 	struct mig g;
 
 	ASSERT_EQ(mig_setup(&g, KTM_KTLS_PREFER), 0);
 	ASSERT_TRUE(ktm_config_set_versions(g.ccfg, v, v, NULL));
 	start_dest(&g, 0, 0);
 	/* 400 records of 16 KiB = 6.25 MiB per key: about 10 key changes */
-	run_source(&g, g.port, 2, KTM_SEND_AUTO, 400, &sr);
+	run_source(&g, g.port, 2, sp, 400, &sr);
 	ASSERT_TRUE(sr.ok);
 	ASSERT_TRUE(wait_dest(&g, 120));
 	ASSERT_TRUE(g.res->ok);
@@ -502,15 +505,21 @@ static void key_limit(struct t_meta *_metadata, enum ktm_tls_version v)
 
 TEST_TIMEOUT(key_limit_tls13_rekeys_or_reconnects, 300)
 {
-	key_limit(_metadata, KTM_TLS_1_3);
+	key_limit(_metadata, KTM_TLS_1_3, KTM_SEND_AUTO);
+}
+
+/* io_uring: the chains in flight end before each reconnect */
+TEST_TIMEOUT(key_limit_tls13_io_uring, 300)
+{
+	key_limit(_metadata, KTM_TLS_1_3, KTM_SEND_IO_URING);
 }
 
 TEST_TIMEOUT(key_limit_tls12_reconnects, 300)
 {
-	key_limit(_metadata, KTM_TLS_1_2);
+	key_limit(_metadata, KTM_TLS_1_2, KTM_SEND_AUTO);
 }
 
-TEST_TIMEOUT(requested_pages_arrive_first, 120)
+static void requested_pages(struct t_meta *_metadata, enum ktm_send_path sp)
 {
 	struct send_result sr;
 	struct mig g;
@@ -518,13 +527,24 @@ TEST_TIMEOUT(requested_pages_arrive_first, 120)
 	ASSERT_EQ(mig_setup(&g, KTM_KTLS_PREFER), 0);
 	/* near the end of the image: would come last otherwise */
 	start_dest(&g, IMG_SIZE - (2u << 20), 64u << 10);
-	run_source(&g, g.port, 1, KTM_SEND_AUTO, 0, &sr);
+	run_source(&g, g.port, 1, sp, 0, &sr);
 	ASSERT_TRUE(sr.ok);
 	ASSERT_TRUE(wait_dest(&g, 60));
 	ASSERT_TRUE(g.res->ok);
 	EXPECT_EQ(g.res->served, 1);
 	EXPECT_TRUE(same_files(g.img, g.out));
 	mig_teardown(&g);
+}
+
+TEST_TIMEOUT(requested_pages_arrive_first, 120)
+{
+	requested_pages(_metadata, KTM_SEND_AUTO);
+}
+
+/* io_uring: the request is served between chains, none in flight */
+TEST_TIMEOUT(requested_pages_arrive_first_io_uring, 120)
+{
+	requested_pages(_metadata, KTM_SEND_IO_URING);
 }
 
 TEST_TIMEOUT(existing_partial_file_is_refused_not_overwritten, 60)
