@@ -294,22 +294,42 @@ struct key_watch {
 	int fd;			/* a duplicate of QEMU's socket, or -1 */
 	enum ktm_cipher cipher;
 	uint64_t limit;		/* 0: none */
+	uint64_t seen;		/* the record count at the last look */
+	uint64_t peak;		/* the most records sealed between two looks */
+	bool cancelled;		/* it cancelled the migration (and said why) */
 };
+
+/* Records QEMU may still seal before it stops: at most one more gap
+ * between two looks, one for migrate_cancel's round trip (the look gaps
+ * span query-migrate round trips, so @peak covers one), one to spare;
+ * never less than an eighth of the limit. */
+static uint64_t key_watch_margin(const struct key_watch *w)
+{
+	uint64_t m = w->limit / 8;
+
+	if (m < 3 * w->peak)
+		m = 3 * w->peak;
+	return m ? m : 1;
+}
 
 /*
  * QEMU owns the kernel-TLS socket and cannot update its key, so watch the
  * live record count (the kernel's rec_seq, through our duplicate fd) and
- * cancel the migration before the key-usage limit.  Cancels a little
- * early: QEMU keeps writing between two looks.  true when it cancelled
+ * cancel the migration before the key-usage limit, early enough for what
+ * QEMU writes until it stops (key_watch_margin).  true when it cancelled
  * (the sentence printed).
  */
-static bool key_watch_stop(struct ktm_qmp *q, const struct key_watch *w)
+static bool key_watch_stop(struct ktm_qmp *q, struct key_watch *w)
 {
-	uint64_t n = 0, margin = w->limit / 8 ? w->limit / 8 : 1;
+	uint64_t n = 0;
 
 	if (w->fd < 0 || !w->limit ||
-	    !ktm_fd_key_records(w->fd, w->cipher, KTM_DIR_TX, &n, NULL) ||
-	    n + margin < w->limit)
+	    !ktm_fd_key_records(w->fd, w->cipher, KTM_DIR_TX, &n, NULL))
+		return false;
+	if (n > w->seen && n - w->seen > w->peak)
+		w->peak = n - w->seen;
+	w->seen = n;
+	if (n + key_watch_margin(w) < w->limit)
 		return false;
 	free(ktm_qmp_execute(q, "{\"execute\": \"migrate_cancel\"}", -1, NULL));
 	fprintf(stderr, "%s: cancelled the migration (migrate_cancel): the "
@@ -324,38 +344,69 @@ static bool key_watch_stop(struct ktm_qmp *q, const struct key_watch *w)
 	return true;
 }
 
-/* ktm_qmp_migrate_wait() in short steps, looking at the key in between;
- * @timeout_s 0: no limit.  At that limit it prints the sentence itself and
- * returns false with *errp left NULL. */
+/* After a cancel: wait for QEMU to stop and say how many records the
+ * socket sealed in all.  QEMU's "cancelled" is ours, already explained:
+ * false with *errp left NULL and @w->cancelled set. */
+static bool key_watch_end(struct ktm_qmp *q, struct key_watch *w,
+			  struct ktm_error **errp)
+{
+	char status[64] = "";
+	struct ktm_error *e = NULL;
+	uint64_t n = 0;
+	int ret, i;
+
+	for (i = 0; i < 200; i++) {	/* QEMU stops within 10 s */
+		ret = ktm_qmp_migrate_poll(q, status, sizeof(status), NULL,
+					   NULL, &e);
+		if (ret)
+			break;
+		usleep(50 * 1000);
+	}
+	if (ktm_fd_key_records(w->fd, w->cipher, KTM_DIR_TX, &n, NULL))
+		fprintf(stderr, "%s: QEMU stopped (%s) after %llu records under "
+			"the key (limit %llu)\n", tool_prog,
+			status[0] ? status : "status unknown",
+			(unsigned long long)n, (unsigned long long)w->limit);
+	w->cancelled = strcmp(status, "cancelled") == 0;
+	if (w->cancelled || ret > 0)
+		ktm_error_free(e);
+	else
+		*errp = e;
+	return ret > 0;
+}
+
+/* ktm_qmp_migrate_wait() looking at the key every 10 ms and asking QEMU
+ * every 100 ms; @timeout_s 0: no limit.  At that limit it prints the
+ * sentence itself and returns false with *errp left NULL. */
 static bool wait_watching(struct ktm_qmp *q, unsigned int timeout_s,
-			  const struct key_watch *w, uint64_t *transferred,
+			  struct key_watch *w, uint64_t *transferred,
 			  uint64_t *total_ms, struct ktm_error **errp)
 {
+	const struct timespec tick = { 0, 10 * 1000 * 1000 };
 	struct timespec t0, t1;
+	char status[64];
+	int ret, i;
 
 	if (w->fd < 0 || !w->limit)
 		return ktm_qmp_migrate_wait(q, timeout_s * 1000u, transferred,
 					    total_ms, errp);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;;) {
-		struct ktm_error *e = NULL;
-
-		if (ktm_qmp_migrate_wait(q, 50, transferred, total_ms, &e))
-			return true;
-		if (ktm_error_errno(e) != ETIMEDOUT) {
-			*errp = e;
-			return false;
-		}
-		ktm_error_free(e);
+		ret = ktm_qmp_migrate_poll(q, status, sizeof(status),
+					   transferred, total_ms, errp);
+		if (ret)
+			return ret > 0;
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		if (timeout_s && t1.tv_sec - t0.tv_sec >= (time_t)timeout_s) {
 			fprintf(stderr, "%s: migration did not complete within "
 				"%u s\n", tool_prog, timeout_s);
 			return false;
 		}
-		if (key_watch_stop(q, w))
-			return ktm_qmp_migrate_wait(q, 10000, transferred,
-						    total_ms, errp);
+		for (i = 0; i < 10; i++) {
+			if (key_watch_stop(q, w))
+				return key_watch_end(q, w, errp);
+			nanosleep(&tick, NULL);
+		}
 	}
 }
 
@@ -578,10 +629,9 @@ int cmd_qemu(int argc, char **argv)
 	ok = wait_watching(q, o.timeout_s, &watch, &transferred, &total_ms, &err);
 	if (watch.fd >= 0)
 		close(watch.fd);
-	if (!ok) {
+	if (!ok && !watch.cancelled)
 		wait_failed(q, &o, err);
-		err = NULL;
-	}
+	err = NULL;
 	relay_end(&relay, ok);
 	ktm_qmp_close(q);
 	ktm_config_free(cfg);
