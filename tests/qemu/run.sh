@@ -21,7 +21,9 @@
 #           wrong hostname in fd mode, and fd mode's key limit (qemu-send
 #           cancels the migration before the socket QEMU writes to seals
 #           more records than --key-limit, counted on the wire by
-#           tests/qemu/tlsrec.pl).  Run it where the kernel has kTLS,
+#           tests/qemu/tlsrec.pl); all with QEMU 7.2 and again (q10.*, 64
+#           MiB guests: QEMU 10 runs TCG-in-TCG in the guests at about
+#           half 7.2's speed) with QEMU 10.  Run it where the kernel has kTLS,
 #           e.g. inside tests/vm/run.sh (that is what "vm" does)
 #   vm      "guest" inside a QEMU guest on every cached kernel
 #           (tests/vm/fetch-kernels.sh --list), one TAP stream per kernel
@@ -50,7 +52,7 @@ while [ $# -gt 0 ]; do
 	--build) BUILD=$(cd "$2" && pwd); shift 2 ;;
 	--list) list=1; shift ;;
 	--one) one=$2; shift 2 ;;		# internal: run one case
-	-h|--help) sed -n '3,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '3,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) break ;;
 	esac
 done
@@ -82,7 +84,10 @@ native_cases=(proxy.prefer.plain_1g proxy.prefer.multifd2_1g
 	upgrade.q72_to_q10_multifd2 upgrade.q10_to_q72_multifd2)
 guest_cases=(guest.proxy.ktls_plain_128m guest.proxy.ktls_multifd2_128m
 	guest.proxy.stopped_midstream guest.fd.ktls_128m guest.fd.bad_hostname
-	guest.fd.key_limit)
+	guest.fd.key_limit
+	q10.guest.proxy.ktls_plain_64m q10.guest.proxy.ktls_multifd2_64m
+	q10.guest.proxy.stopped_midstream_64m q10.guest.fd.ktls_64m
+	q10.guest.fd.bad_hostname q10.guest.fd.key_limit)
 
 # ---- helpers for one case (run in a child: bash run.sh --one CASE) ----------
 
@@ -117,7 +122,11 @@ pick_tmp() {
 # destination with -incoming defer), migration speed unlimited.
 setup() {
 	local mib=$1 image=${2:-}
-	bash "$TOP/scripts/make-creds.sh" "$WORK/creds" >/dev/null || return 1
+	if [ -n "${KTM_QEMU_CREDS:-}" ] && [ -f "$KTM_QEMU_CREDS/ca-cert.pem" ]; then
+		cp -a "$KTM_QEMU_CREDS" "$WORK/creds" || return 1
+	else
+		bash "$TOP/scripts/make-creds.sh" "$WORK/creds" >/dev/null || return 1
+	fi
 	if [ -n "$image" ] && [ "$(stat -c %s "$image" 2>/dev/null)" = $((mib << 20)) ]; then
 		cp "$image" "$WORK/src.ram" || return 1
 	else
@@ -308,7 +317,7 @@ proxy_postcopy() {
 # itself); the destination must see a truncation, never a complete migration
 proxy_cut() {
 	local policy=$1 sig=$2 st rc
-	setup 128 || return 1
+	setup "${3:-128}" || return 1
 	qt_proxy pd dest --listen 127.0.0.1:0 --unix "$WORK/dst.mig" \
 		--creds "$WORK/creds" --ktls "$policy" --max-conns 1 || return 1
 	qt_proxy ps source --unix "$WORK/src.mig" --connect "$pd_addr" \
@@ -686,7 +695,11 @@ run_case() {	# in the child; returns 0 pass, 1 fail, 77 skip
 	guest.proxy.ktls_plain_128m) proxy_migrate 128 require 0 kernel 600 ;;
 	guest.proxy.ktls_multifd2_128m) proxy_migrate 128 require 2 kernel 600 ;;
 	guest.proxy.stopped_midstream) proxy_cut require TERM ;;
+	guest.proxy.stopped_midstream_64m) proxy_cut require TERM 64 ;;
 	guest.fd.ktls_128m) fd_migrate 128 require kernel 600 ;;
+	guest.proxy.ktls_plain_64m) proxy_migrate 64 require 0 kernel 600 ;;
+	guest.proxy.ktls_multifd2_64m) proxy_migrate 64 require 2 kernel 600 ;;
+	guest.fd.ktls_64m) fd_migrate 64 require kernel 600 ;;
 	guest.fd.bad_hostname) fd_reject require ;;
 	guest.fd.key_limit) fd_key_limit require 2000 ;;
 	fd.off.key_limit_userspace) fd_key_limit off 2000 ;;
@@ -712,9 +725,14 @@ fi
 # ---- the runner ---------------------------------------------------------------
 
 run_tier() {	# cases...
-	local n=0 c rc t0 limit total=$#
+	local n=0 c rc t0 limit total=$# creds
 	echo "TAP version 13"
 	echo "1..$total"
+	# one set of credentials for the whole run, copied into each case
+	# (making them costs seconds in a TCG guest)
+	creds=$(mktemp -d "$(pick_tmp)/ktm-qemu-creds.XXXXXX") &&
+		bash "$TOP/scripts/make-creds.sh" "$creds/creds" >/dev/null &&
+		export KTM_QEMU_CREDS=$creds/creds
 	for c in "$@"; do
 		n=$((n + 1))
 		t0=$SECONDS
@@ -733,6 +751,7 @@ run_tier() {	# cases...
 			echo "not ok $n $c"
 		fi
 	done
+	[ -n "$creds" ] && rm -rf "$creds"
 }
 
 select_cases() {	# cases... filtered by the pattern, into the array "cases"
@@ -795,6 +814,8 @@ vm)
 	fi
 	rc=0
 	cd "$TOP" || exit 1
+	# QEMU 10's cached root, for the guest (HOME=/root there)
+	export KTM_CACHE_DIR=${KTM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ktls-migrate}
 	for k in $kernels; do
 		note "== vm: kernel $(cat "$k/release" 2>/dev/null || basename "$k") =="
 		bash tests/vm/run.sh --timeout "${KTM_VM_TIMEOUT:-3600}" --mem 2048 "$k" -- \
