@@ -278,14 +278,25 @@ struct relay {
 	struct ktm_session *s;
 	int fd;
 	struct ktm_error *err;
+	unsigned int rekeys;	/* TLS 1.3 KeyUpdates it sent */
 	pthread_t thread;
 };
+
+/* At the relay's end, before its session is freed. */
+static void relay_report(const struct ktm_proxy_conn *conn,
+			 const struct ktm_error *err, void *opaque)
+{
+	struct relay *r = opaque;
+
+	(void)err;
+	r->rekeys = ktm_session_rekeys(ktm_proxy_conn_session(conn), KTM_DIR_TX);
+}
 
 static void *relay_main(void *arg)
 {
 	struct relay *r = arg;
 
-	ktm_proxy_relay(r->s, r->fd, NULL, NULL, &r->err);
+	ktm_proxy_relay(r->s, r->fd, relay_report, r, &r->err);
 	return NULL;
 }
 
@@ -419,7 +430,7 @@ static bool both_kernel(const struct ktm_session *s)
 
 /* What the success line says about the session. */
 struct summary {
-	char path[32], why[300], peer_note[4096];
+	char path[32], why[300], keys[48], peer_note[4096];
 	const char *cipher, *version;
 };
 
@@ -544,14 +555,18 @@ static void wait_failed(struct ktm_qmp *q, const struct opts *o,
 	}
 }
 
-/* Wait for the relay thread, if any; @ok: QEMU completed. */
-static void relay_end(struct relay *relay, bool ok)
+/* Wait for the relay thread, if any; @ok: QEMU completed.  The key
+ * updates it made go into @sum. */
+static void relay_end(struct relay *relay, bool ok, struct summary *sum)
 {
 	if (!relay->s)
 		return;
 	/* QEMU closes its end when the migration ends either way, so
 	 * the relay ends too (close_notify after a clean end). */
 	pthread_join(relay->thread, NULL);
+	if (relay->rekeys)
+		snprintf(sum->keys, sizeof(sum->keys), ", %u key update(s)",
+			 relay->rekeys);
 	/* QEMU's verdict rules, as it does without us: a cut or
 	 * tampered stream makes the destination fail, and with the
 	 * return-path capability the source completes only after the
@@ -578,14 +593,14 @@ static void print_completed(const struct summary *sum,
 	      (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
 	if (transferred)
 		printf("migration completed: %llu bytes in %.2f s (%.0f MB/s), "
-		       "path %s%s, %s %s%s\n", (unsigned long long)transferred,
+		       "path %s%s, %s %s%s%s\n", (unsigned long long)transferred,
 		       sec, sec > 0 ? (double)transferred / sec / 1e6 : 0.0,
 		       sum->path, sum->why, sum->version, sum->cipher,
-		       sum->peer_note);
+		       sum->keys, sum->peer_note);
 	else
-		printf("migration completed after %.2f s, path %s%s, %s %s%s\n",
+		printf("migration completed after %.2f s, path %s%s, %s %s%s%s\n",
 		       sec, sum->path, sum->why, sum->version, sum->cipher,
-		       sum->peer_note);
+		       sum->keys, sum->peer_note);
 }
 
 int cmd_qemu(int argc, char **argv)
@@ -598,7 +613,7 @@ int cmd_qemu(int argc, char **argv)
 	struct key_watch watch = { .fd = -1 };
 	struct timespec t0;
 	struct opts o = { 0 };
-	struct summary sum = { .why = "", .peer_note = "" };
+	struct summary sum = { .why = "", .keys = "", .peer_note = "" };
 	uint64_t transferred = 0, total_ms = 0;
 	int ret;
 	bool kernel, ok;
@@ -632,7 +647,7 @@ int cmd_qemu(int argc, char **argv)
 	if (!ok && !watch.cancelled)
 		wait_failed(q, &o, err);
 	err = NULL;
-	relay_end(&relay, ok);
+	relay_end(&relay, ok, &sum);
 	ktm_qmp_close(q);
 	ktm_config_free(cfg);
 	if (!ok)
