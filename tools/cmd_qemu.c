@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -307,16 +308,22 @@ struct key_watch {
 	uint64_t limit;		/* 0: none */
 	uint64_t seen;		/* the record count at the last look */
 	uint64_t peak;		/* the most records sealed between two looks */
+	uint64_t at;		/* the count when it stopped the socket */
+	pthread_t thread;
+	atomic_bool quit;	/* the watcher thread is to end */
+	atomic_bool tripped;	/* it shut the socket down at the limit */
 	bool cancelled;		/* it cancelled the migration (and said why) */
 };
 
 /* Records QEMU may still seal before it stops: at most one more gap
- * between two looks, one for migrate_cancel's round trip (the look gaps
- * span query-migrate round trips, so @peak covers one), one to spare;
- * never less than an eighth of the limit. */
+ * between two looks, the sending call QEMU may be in when the socket is
+ * shut down, one to spare; never less than a quarter of the limit (after
+ * the shutdown the kernel still seals records for QEMU's next writes, which
+ * fail and never reach the wire: QEMU 10 made up to 164 more with a limit
+ * of 2000 in the guest tests, QEMU 7.2 up to 10). */
 static uint64_t key_watch_margin(const struct key_watch *w)
 {
-	uint64_t m = w->limit / 8;
+	uint64_t m = w->limit / 4;
 
 	if (m < 3 * w->peak)
 		m = 3 * w->peak;
@@ -324,40 +331,62 @@ static uint64_t key_watch_margin(const struct key_watch *w)
 }
 
 /*
- * QEMU owns the kernel-TLS socket and cannot update its key, so watch the
- * live record count (the kernel's rec_seq, through our duplicate fd) and
- * cancel the migration before the key-usage limit, early enough for what
- * QEMU writes until it stops (key_watch_margin).  true when it cancelled
- * (the sentence printed).
+ * The watcher thread.  QEMU owns the kernel-TLS socket and cannot update
+ * its key, so look at the live record count (the kernel's rec_seq,
+ * through our duplicate fd) every 5 ms and, before the key-usage limit,
+ * shut the socket down: QEMU's next write fails, whatever its main loop
+ * and QMP are doing, and no further record is sealed.
  */
-static bool key_watch_stop(struct ktm_qmp *q, struct key_watch *w)
+static void *key_watch_main(void *arg)
 {
-	uint64_t n = 0;
+	const struct timespec tick = { 0, 5 * 1000 * 1000 };
+	struct key_watch *w = arg;
+	uint64_t n;
 
-	if (w->fd < 0 || !w->limit ||
-	    !ktm_fd_key_records(w->fd, w->cipher, KTM_DIR_TX, &n, NULL))
-		return false;
-	if (n > w->seen && n - w->seen > w->peak)
-		w->peak = n - w->seen;
-	w->seen = n;
-	if (n + key_watch_margin(w) < w->limit)
-		return false;
+	while (!atomic_load(&w->quit)) {
+		if (ktm_fd_key_records(w->fd, w->cipher, KTM_DIR_TX, &n, NULL)) {
+			if (n > w->seen && n - w->seen > w->peak)
+				w->peak = n - w->seen;
+			w->seen = n;
+			if (n + key_watch_margin(w) >= w->limit) {
+				shutdown(w->fd, SHUT_RDWR);
+				w->at = n;
+				atomic_store(&w->tripped, true);
+				break;
+			}
+		}
+		nanosleep(&tick, NULL);
+	}
+	return NULL;
+}
+
+/* End the watcher thread (it may have ended itself). */
+static void key_watch_join(struct key_watch *w)
+{
+	atomic_store(&w->quit, true);
+	pthread_join(w->thread, NULL);
+}
+
+/* The watcher stopped the socket: cancel the migration over QMP (QEMU's
+ * writes fail already; this makes its status say so) with the sentence. */
+static void key_watch_cancel(struct ktm_qmp *q, const struct key_watch *w)
+{
 	free(ktm_qmp_execute(q, "{\"execute\": \"migrate_cancel\"}", -1, NULL));
 	fprintf(stderr, "%s: cancelled the migration (migrate_cancel): the "
 		"kernel-TLS socket QEMU writes to has sealed %llu records under one "
 		"key, close to the %s usage limit of %llu, and QEMU cannot update "
 		"the key of a socket it was handed\n", tool_prog,
-		(unsigned long long)n, ktm_cipher_name(w->cipher),
+		(unsigned long long)w->at, ktm_cipher_name(w->cipher),
 		(unsigned long long)w->limit);
 	fprintf(stderr, "  hint: migrate this guest through '%s proxy' (it "
 		"updates keys in place or stops cleanly), or use --cipher "
 		"chacha20-poly1305\n", tool_prog);
-	return true;
 }
 
-/* After a cancel: wait for QEMU to stop and say how many records the
- * socket sealed in all.  QEMU's "cancelled" is ours, already explained:
- * false with *errp left NULL and @w->cancelled set. */
+/* After the stop: wait for QEMU to end the migration and say how many
+ * records the socket sealed in all.  QEMU's "cancelled" or "failed" is
+ * ours, already explained: false with *errp left NULL and @w->cancelled
+ * set. */
 static bool key_watch_end(struct ktm_qmp *q, struct key_watch *w,
 			  struct ktm_error **errp)
 {
@@ -366,7 +395,10 @@ static bool key_watch_end(struct ktm_qmp *q, struct key_watch *w,
 	uint64_t n = 0;
 	int ret, i;
 
+	key_watch_cancel(q, w);
 	for (i = 0; i < 200; i++) {	/* QEMU stops within 10 s */
+		ktm_error_free(e);
+		e = NULL;
 		ret = ktm_qmp_migrate_poll(q, status, sizeof(status), NULL,
 					   NULL, &e);
 		if (ret)
@@ -378,7 +410,7 @@ static bool key_watch_end(struct ktm_qmp *q, struct key_watch *w,
 			"the key (limit %llu)\n", tool_prog,
 			status[0] ? status : "status unknown",
 			(unsigned long long)n, (unsigned long long)w->limit);
-	w->cancelled = strcmp(status, "cancelled") == 0;
+	w->cancelled = !strcmp(status, "cancelled") || !strcmp(status, "failed");
 	if (w->cancelled || ret > 0)
 		ktm_error_free(e);
 	else
@@ -386,38 +418,52 @@ static bool key_watch_end(struct ktm_qmp *q, struct key_watch *w,
 	return ret > 0;
 }
 
-/* ktm_qmp_migrate_wait() looking at the key every 10 ms and asking QEMU
- * every 100 ms; @timeout_s 0: no limit.  At that limit it prints the
+/* ktm_qmp_migrate_wait() while the watcher thread looks at the key; asks
+ * QEMU every 100 ms; @timeout_s 0: no limit.  At that limit it prints the
  * sentence itself and returns false with *errp left NULL. */
 static bool wait_watching(struct ktm_qmp *q, unsigned int timeout_s,
 			  struct key_watch *w, uint64_t *transferred,
 			  uint64_t *total_ms, struct ktm_error **errp)
 {
-	const struct timespec tick = { 0, 10 * 1000 * 1000 };
 	struct timespec t0, t1;
 	char status[64];
-	int ret, i;
+	int ret;
 
 	if (w->fd < 0 || !w->limit)
 		return ktm_qmp_migrate_wait(q, timeout_s * 1000u, transferred,
 					    total_ms, errp);
+	ret = pthread_create(&w->thread, NULL, key_watch_main, w);
+	if (ret) {
+		/* never migrate past the limit unwatched */
+		free(ktm_qmp_execute(q, "{\"execute\": \"migrate_cancel\"}",
+				     -1, NULL));
+		ktm_error_set(errp, KTM_ERR_IO, ret, "cancelled the migration "
+			      "(migrate_cancel): cannot start the thread that "
+			      "watches the key-usage limit (%s)", strerror(ret));
+		return false;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;;) {
 		ret = ktm_qmp_migrate_poll(q, status, sizeof(status),
 					   transferred, total_ms, errp);
-		if (ret)
+		if (atomic_load(&w->tripped) && ret <= 0) {
+			key_watch_join(w);
+			ktm_error_free(*errp);
+			*errp = NULL;
+			return key_watch_end(q, w, errp);
+		}
+		if (ret) {
+			key_watch_join(w);
 			return ret > 0;
+		}
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		if (timeout_s && t1.tv_sec - t0.tv_sec >= (time_t)timeout_s) {
+			key_watch_join(w);
 			fprintf(stderr, "%s: migration did not complete within "
 				"%u s\n", tool_prog, timeout_s);
 			return false;
 		}
-		for (i = 0; i < 10; i++) {
-			if (key_watch_stop(q, w))
-				return key_watch_end(q, w, errp);
-			nanosleep(&tick, NULL);
-		}
+		usleep(100 * 1000);
 	}
 }
 

@@ -270,6 +270,22 @@ static void consume(struct ktm_qmp *q, size_t n)
 	q->len -= n;
 }
 
+/* A command could not be written: QEMU went away (as recv_some() says
+ * it), or another error. */
+static void send_failed(const struct ktm_qmp *q, int err,
+			struct ktm_error **errp)
+{
+	if (err != EPIPE && err != ECONNRESET) {
+		ktm_error_set(errp, KTM_ERR_PEER, err, "cannot write to QMP "
+			      "%s: %s", q->path, strerror(err));
+		return;
+	}
+	ktm_error_set(errp, KTM_ERR_PEER, err, "QEMU closed its QMP socket "
+		      "%s: %s", q->path, strerror(err));
+	ktm_error_hint_set(errp, "QEMU exits when an incoming migration "
+			   "fails; its log (stderr) says why");
+}
+
 static bool send_all(struct ktm_qmp *q, const char *text, int fd,
 		     struct ktm_error **errp)
 {
@@ -288,9 +304,7 @@ static bool send_all(struct ktm_qmp *q, const char *text, int fd,
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			ktm_error_set(errp, KTM_ERR_PEER, errno,
-				      "cannot write to QMP %s: %s", q->path,
-				      strerror(errno));
+			send_failed(q, errno, errp);
 			return false;
 		}
 		text += n;

@@ -637,7 +637,7 @@ fd_key_limit() {
 		test "$app" -le "$limit"
 	# what the kernel counted on qemu-send's duplicate of the socket, once
 	# QEMU stopped: sealed records, sent or not
-	sealed=$(sed -n 's/.*QEMU stopped (cancelled) after \([0-9]*\) records.*/\1/p' "$WORK/send.err")
+	sealed=$(sed -n 's/.*QEMU stopped ([a-z]*) after \([0-9]*\) records.*/\1/p' "$WORK/send.err")
 	check "records sealed in all (${sealed:-none}, the kernel's count) never exceeded the limit" \
 		test "${sealed:-999999999}" -le "$limit"
 	check "more than half the limit went ($app > $((limit / 2))): the stop came at the limit" \
