@@ -175,6 +175,9 @@ tier_vm() {
 		fi
 		return
 	fi
+	# the guest (HOME=/root) finds QEMU 10's cached root where the host
+	# keeps it: tests/vm/run.sh passes KTM_* variables in
+	export KTM_CACHE_DIR=${KTM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ktls-migrate}
 	for k in $kernels; do
 		rel=$(cat "$k/release" 2>/dev/null || basename "$k")
 		log=$logs/vm-$rel.tap

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -277,14 +278,25 @@ struct relay {
 	struct ktm_session *s;
 	int fd;
 	struct ktm_error *err;
+	unsigned int rekeys;	/* TLS 1.3 KeyUpdates it sent */
 	pthread_t thread;
 };
+
+/* At the relay's end, before its session is freed. */
+static void relay_report(const struct ktm_proxy_conn *conn,
+			 const struct ktm_error *err, void *opaque)
+{
+	struct relay *r = opaque;
+
+	(void)err;
+	r->rekeys = ktm_session_rekeys(ktm_proxy_conn_session(conn), KTM_DIR_TX);
+}
 
 static void *relay_main(void *arg)
 {
 	struct relay *r = arg;
 
-	ktm_proxy_relay(r->s, r->fd, NULL, NULL, &r->err);
+	ktm_proxy_relay(r->s, r->fd, relay_report, r, &r->err);
 	return NULL;
 }
 
@@ -293,67 +305,163 @@ struct key_watch {
 	int fd;			/* a duplicate of QEMU's socket, or -1 */
 	enum ktm_cipher cipher;
 	uint64_t limit;		/* 0: none */
+	uint64_t seen;		/* the record count at the last look */
+	uint64_t peak;		/* the most records sealed between two looks */
+	uint64_t at;		/* the count when it stopped the socket */
+	pthread_t thread;
+	atomic_bool quit;	/* the watcher thread is to end */
+	atomic_bool tripped;	/* it shut the socket down at the limit */
+	bool cancelled;		/* it cancelled the migration (and said why) */
 };
 
-/*
- * QEMU owns the kernel-TLS socket and cannot update its key, so watch the
- * live record count (the kernel's rec_seq, through our duplicate fd) and
- * cancel the migration before the key-usage limit.  Cancels a little
- * early: QEMU keeps writing between two looks.  true when it cancelled
- * (the sentence printed).
- */
-static bool key_watch_stop(struct ktm_qmp *q, const struct key_watch *w)
+/* Records QEMU may still seal before it stops: at most one more gap
+ * between two looks, the sending call QEMU may be in when the socket is
+ * shut down, one to spare; never less than a quarter of the limit (after
+ * the shutdown the kernel still seals records for QEMU's next writes, which
+ * fail and never reach the wire: QEMU 10 made up to 164 more with a limit
+ * of 2000 in the guest tests, QEMU 7.2 up to 10). */
+static uint64_t key_watch_margin(const struct key_watch *w)
 {
-	uint64_t n = 0, margin = w->limit / 8 ? w->limit / 8 : 1;
+	uint64_t m = w->limit / 4;
 
-	if (w->fd < 0 || !w->limit ||
-	    !ktm_fd_key_records(w->fd, w->cipher, KTM_DIR_TX, &n, NULL) ||
-	    n + margin < w->limit)
-		return false;
+	if (m < 3 * w->peak)
+		m = 3 * w->peak;
+	return m ? m : 1;
+}
+
+/*
+ * The watcher thread.  QEMU owns the kernel-TLS socket and cannot update
+ * its key, so look at the live record count (the kernel's rec_seq,
+ * through our duplicate fd) every 5 ms and, before the key-usage limit,
+ * shut the socket down: QEMU's next write fails, whatever its main loop
+ * and QMP are doing, and no further record is sealed.
+ */
+static void *key_watch_main(void *arg)
+{
+	const struct timespec tick = { 0, 5 * 1000 * 1000 };
+	struct key_watch *w = arg;
+	uint64_t n;
+
+	while (!atomic_load(&w->quit)) {
+		if (ktm_fd_key_records(w->fd, w->cipher, KTM_DIR_TX, &n, NULL)) {
+			if (n > w->seen && n - w->seen > w->peak)
+				w->peak = n - w->seen;
+			w->seen = n;
+			if (n + key_watch_margin(w) >= w->limit) {
+				shutdown(w->fd, SHUT_RDWR);
+				w->at = n;
+				atomic_store(&w->tripped, true);
+				break;
+			}
+		}
+		nanosleep(&tick, NULL);
+	}
+	return NULL;
+}
+
+/* End the watcher thread (it may have ended itself). */
+static void key_watch_join(struct key_watch *w)
+{
+	atomic_store(&w->quit, true);
+	pthread_join(w->thread, NULL);
+}
+
+/* The watcher stopped the socket: cancel the migration over QMP (QEMU's
+ * writes fail already; this makes its status say so) with the sentence. */
+static void key_watch_cancel(struct ktm_qmp *q, const struct key_watch *w)
+{
 	free(ktm_qmp_execute(q, "{\"execute\": \"migrate_cancel\"}", -1, NULL));
 	fprintf(stderr, "%s: cancelled the migration (migrate_cancel): the "
 		"kernel-TLS socket QEMU writes to has sealed %llu records under one "
 		"key, close to the %s usage limit of %llu, and QEMU cannot update "
 		"the key of a socket it was handed\n", tool_prog,
-		(unsigned long long)n, ktm_cipher_name(w->cipher),
+		(unsigned long long)w->at, ktm_cipher_name(w->cipher),
 		(unsigned long long)w->limit);
 	fprintf(stderr, "  hint: migrate this guest through '%s proxy' (it "
 		"updates keys in place or stops cleanly), or use --cipher "
 		"chacha20-poly1305\n", tool_prog);
-	return true;
 }
 
-/* ktm_qmp_migrate_wait() in short steps, looking at the key in between;
- * @timeout_s 0: no limit.  At that limit it prints the sentence itself and
- * returns false with *errp left NULL. */
+/* After the stop: wait for QEMU to end the migration and say how many
+ * records the socket sealed in all.  QEMU's "cancelled" or "failed" is
+ * ours, already explained: false with *errp left NULL and @w->cancelled
+ * set. */
+static bool key_watch_end(struct ktm_qmp *q, struct key_watch *w,
+			  struct ktm_error **errp)
+{
+	char status[64] = "";
+	struct ktm_error *e = NULL;
+	uint64_t n = 0;
+	int ret, i;
+
+	key_watch_cancel(q, w);
+	for (i = 0; i < 200; i++) {	/* QEMU stops within 10 s */
+		ktm_error_free(e);
+		e = NULL;
+		ret = ktm_qmp_migrate_poll(q, status, sizeof(status), NULL,
+					   NULL, &e);
+		if (ret)
+			break;
+		usleep(50 * 1000);
+	}
+	if (ktm_fd_key_records(w->fd, w->cipher, KTM_DIR_TX, &n, NULL))
+		fprintf(stderr, "%s: QEMU stopped (%s) after %llu records under "
+			"the key (limit %llu)\n", tool_prog,
+			status[0] ? status : "status unknown",
+			(unsigned long long)n, (unsigned long long)w->limit);
+	w->cancelled = !strcmp(status, "cancelled") || !strcmp(status, "failed");
+	if (w->cancelled || ret > 0)
+		ktm_error_free(e);
+	else
+		*errp = e;
+	return ret > 0;
+}
+
+/* ktm_qmp_migrate_wait() while the watcher thread looks at the key; asks
+ * QEMU every 100 ms; @timeout_s 0: no limit.  At that limit it prints the
+ * sentence itself and returns false with *errp left NULL. */
 static bool wait_watching(struct ktm_qmp *q, unsigned int timeout_s,
-			  const struct key_watch *w, uint64_t *transferred,
+			  struct key_watch *w, uint64_t *transferred,
 			  uint64_t *total_ms, struct ktm_error **errp)
 {
+	char status[64];
 	double t0;
+	int ret;
 
 	if (w->fd < 0 || !w->limit)
 		return ktm_qmp_migrate_wait(q, timeout_s * 1000u, transferred,
 					    total_ms, errp);
+	ret = pthread_create(&w->thread, NULL, key_watch_main, w);
+	if (ret) {
+		/* never migrate past the limit unwatched */
+		free(ktm_qmp_execute(q, "{\"execute\": \"migrate_cancel\"}",
+				     -1, NULL));
+		ktm_error_set(errp, KTM_ERR_IO, ret, "cancelled the migration "
+			      "(migrate_cancel): cannot start the thread that "
+			      "watches the key-usage limit (%s)", strerror(ret));
+		return false;
+	}
 	t0 = tool_now_s();
 	for (;;) {
-		struct ktm_error *e = NULL;
-
-		if (ktm_qmp_migrate_wait(q, 50, transferred, total_ms, &e))
-			return true;
-		if (ktm_error_errno(e) != ETIMEDOUT) {
-			*errp = e;
-			return false;
+		ret = ktm_qmp_migrate_poll(q, status, sizeof(status),
+					   transferred, total_ms, errp);
+		if (atomic_load(&w->tripped) && ret <= 0) {
+			key_watch_join(w);
+			ktm_error_free(*errp);
+			*errp = NULL;
+			return key_watch_end(q, w, errp);
 		}
-		ktm_error_free(e);
+		if (ret) {
+			key_watch_join(w);
+			return ret > 0;
+		}
 		if (timeout_s && tool_now_s() - t0 >= timeout_s) {
+			key_watch_join(w);
 			fprintf(stderr, "%s: migration did not complete within "
 				"%u s\n", tool_prog, timeout_s);
 			return false;
 		}
-		if (key_watch_stop(q, w))
-			return ktm_qmp_migrate_wait(q, 10000, transferred,
-						    total_ms, errp);
+		usleep(100 * 1000);
 	}
 }
 
@@ -366,7 +474,7 @@ static bool both_kernel(const struct ktm_session *s)
 
 /* What the success line says about the session. */
 struct summary {
-	char path[32], why[300], peer_note[4096];
+	char path[32], why[300], keys[48], peer_note[4096];
 	const char *cipher, *version;
 };
 
@@ -491,14 +599,18 @@ static void wait_failed(struct ktm_qmp *q, const struct opts *o,
 	}
 }
 
-/* Wait for the relay thread, if any; @ok: QEMU completed. */
-static void relay_end(struct relay *relay, bool ok)
+/* Wait for the relay thread, if any; @ok: QEMU completed.  The key
+ * updates it made go into @sum. */
+static void relay_end(struct relay *relay, bool ok, struct summary *sum)
 {
 	if (!relay->s)
 		return;
 	/* QEMU closes its end when the migration ends either way, so
 	 * the relay ends too (close_notify after a clean end). */
 	pthread_join(relay->thread, NULL);
+	if (relay->rekeys)
+		snprintf(sum->keys, sizeof(sum->keys), ", %u key update(s)",
+			 relay->rekeys);
 	/* QEMU's verdict rules, as it does without us: a cut or
 	 * tampered stream makes the destination fail, and with the
 	 * return-path capability the source completes only after the
@@ -522,14 +634,14 @@ static void print_completed(const struct summary *sum,
 	sec = total_ms ? (double)total_ms / 1000 : tool_now_s() - t0;
 	if (transferred)
 		printf("migration completed: %llu bytes in %.2f s (%.0f MB/s), "
-		       "path %s%s, %s %s%s\n", (unsigned long long)transferred,
+		       "path %s%s, %s %s%s%s\n", (unsigned long long)transferred,
 		       sec, sec > 0 ? (double)transferred / sec / 1e6 : 0.0,
 		       sum->path, sum->why, sum->version, sum->cipher,
-		       sum->peer_note);
+		       sum->keys, sum->peer_note);
 	else
-		printf("migration completed after %.2f s, path %s%s, %s %s%s\n",
+		printf("migration completed after %.2f s, path %s%s, %s %s%s%s\n",
 		       sec, sum->path, sum->why, sum->version, sum->cipher,
-		       sum->peer_note);
+		       sum->keys, sum->peer_note);
 }
 
 int cmd_qemu(int argc, char **argv)
@@ -542,7 +654,7 @@ int cmd_qemu(int argc, char **argv)
 	struct key_watch watch = { .fd = -1 };
 	double t0;
 	struct opts o = { 0 };
-	struct summary sum = { .why = "", .peer_note = "" };
+	struct summary sum = { .why = "", .keys = "", .peer_note = "" };
 	uint64_t transferred = 0, total_ms = 0;
 	int ret;
 	bool kernel, ok;
@@ -573,11 +685,10 @@ int cmd_qemu(int argc, char **argv)
 	ok = wait_watching(q, o.timeout_s, &watch, &transferred, &total_ms, &err);
 	if (watch.fd >= 0)
 		close(watch.fd);
-	if (!ok) {
+	if (!ok && !watch.cancelled)
 		wait_failed(q, &o, err);
-		err = NULL;
-	}
-	relay_end(&relay, ok);
+	err = NULL;
+	relay_end(&relay, ok, &sum);
 	ktm_qmp_close(q);
 	ktm_config_free(cfg);
 	if (!ok)

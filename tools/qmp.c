@@ -268,6 +268,22 @@ static void consume(struct ktm_qmp *q, size_t n)
 	q->len -= n;
 }
 
+/* A command could not be written: QEMU went away (as recv_some() says
+ * it), or another error. */
+static void send_failed(const struct ktm_qmp *q, int err,
+			struct ktm_error **errp)
+{
+	if (err != EPIPE && err != ECONNRESET) {
+		ktm_error_set(errp, KTM_ERR_PEER, err, "cannot write to QMP "
+			      "%s: %s", q->path, strerror(err));
+		return;
+	}
+	ktm_error_set(errp, KTM_ERR_PEER, err, "QEMU closed its QMP socket "
+		      "%s: %s", q->path, strerror(err));
+	ktm_error_hint_set(errp, "QEMU exits when an incoming migration "
+			   "fails; its log (stderr) says why");
+}
+
 static bool send_all(struct ktm_qmp *q, const char *text, int fd,
 		     struct ktm_error **errp)
 {
@@ -286,9 +302,7 @@ static bool send_all(struct ktm_qmp *q, const char *text, int fd,
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			ktm_error_set(errp, KTM_ERR_PEER, errno,
-				      "cannot write to QMP %s: %s", q->path,
-				      strerror(errno));
+			send_failed(q, errno, errp);
 			return false;
 		}
 		text += n;
@@ -453,44 +467,54 @@ bool ktm_qmp_migrate_fd(struct ktm_qmp *q, enum ktm_endpoint endpoint,
 	return true;
 }
 
+int ktm_qmp_migrate_poll(struct ktm_qmp *q, char *status, size_t len,
+			 uint64_t *transferred, uint64_t *total_ms,
+			 struct ktm_error **errp)
+{
+	char *info = ktm_qmp_execute(q, "{\"execute\": \"query-migrate\"}",
+				     -1, errp);
+	char desc[512];
+
+	if (!info)
+		return -1;
+	string_value(member(info, "status", NULL), status, len);
+	if (!strcmp(status, "completed")) {
+		const char *ram = member(info, "ram", NULL);
+
+		if (transferred)
+			*transferred = uint_value(ram ? member(ram, "transferred", NULL) : NULL);
+		if (total_ms)
+			*total_ms = uint_value(member(info, "total-time", NULL));
+		free(info);
+		return 1;
+	}
+	if (strcmp(status, "failed") && strcmp(status, "cancelled")) {
+		free(info);
+		return 0;
+	}
+	string_value(member(info, "error-desc", NULL), desc, sizeof(desc));
+	free(info);
+	ktm_error_set(errp, KTM_ERR_PEER, EPROTO, "QEMU reports the migration "
+		      "%s%s%s", status, desc[0] ? ": " : "", desc);
+	if (!desc[0])
+		ktm_error_hint_set(errp, "QEMU's log (stderr) says why");
+	return -1;
+}
+
 bool ktm_qmp_migrate_wait(struct ktm_qmp *q, unsigned int timeout_ms,
 			  uint64_t *transferred, uint64_t *total_ms,
 			  struct ktm_error **errp)
 {
 	int64_t deadline = timeout_ms ? now_ms() + timeout_ms : 0;
-	char status[64] = "", desc[512];
+	char status[64] = "";
 	struct timespec tick = { 0, 50 * 1000 * 1000 };
+	int ret;
 
 	for (;;) {
-		char *info = ktm_qmp_execute(q, "{\"execute\": \"query-migrate\"}",
-					     -1, errp);
-
-		if (!info)
-			return false;
-		string_value(member(info, "status", NULL), status, sizeof(status));
-		if (!strcmp(status, "completed")) {
-			const char *ram = member(info, "ram", NULL);
-
-			if (transferred)
-				*transferred = uint_value(ram ? member(ram, "transferred", NULL) : NULL);
-			if (total_ms)
-				*total_ms = uint_value(member(info, "total-time", NULL));
-			free(info);
-			return true;
-		}
-		if (!strcmp(status, "failed") || !strcmp(status, "cancelled")) {
-			string_value(member(info, "error-desc", NULL), desc,
-				     sizeof(desc));
-			free(info);
-			ktm_error_set(errp, KTM_ERR_PEER, EPROTO,
-				      "QEMU reports the migration %s%s%s", status,
-				      desc[0] ? ": " : "", desc);
-			if (!desc[0])
-				ktm_error_hint_set(errp, "QEMU's log (stderr) "
-						   "says why");
-			return false;
-		}
-		free(info);
+		ret = ktm_qmp_migrate_poll(q, status, sizeof(status),
+					   transferred, total_ms, errp);
+		if (ret)
+			return ret > 0;
 		if (deadline && now_ms() >= deadline) {
 			ktm_error_set(errp, KTM_ERR_PEER, ETIMEDOUT,
 				      "migration did not complete within %u s "

@@ -38,6 +38,14 @@ char *ktm_qmp_execute(struct ktm_qmp *q, const char *command, int fd,
 bool ktm_qmp_migrate_fd(struct ktm_qmp *q, enum ktm_endpoint endpoint,
 			int fd, const char *name, struct ktm_error **errp);
 /*
+ * One `query-migrate`: QEMU's status into @status (@len bytes); 1 when it
+ * is "completed" (@transferred, @total_ms as below), 0 while it is still
+ * going, -1 with *errp when it is "failed" or "cancelled" or QMP failed.
+ */
+int ktm_qmp_migrate_poll(struct ktm_qmp *q, char *status, size_t len,
+			 uint64_t *transferred, uint64_t *total_ms,
+			 struct ktm_error **errp);
+/*
  * Poll `query-migrate` every 50 ms until QEMU reports "completed" (true)
  * or "failed"/"cancelled" (false, *errp carrying QEMU's error-desc when it
  * gives one), for at most @timeout_ms (0: no limit).  On success

@@ -25,7 +25,10 @@
 # console (a file per namespace).  Cases, with virsh migrate --live --p2p:
 #   live          a guest booted on A, to B
 #   parallel      the same guest back to A, --parallel --parallel-connections 2
-#   postcopy      and to B again, --postcopy --postcopy-after-precopy
+#   postcopy      and to B again, --postcopy with a 4 MiB/s precopy and
+#                 `virsh migrate-postcopy` once 2 MiB moved; libvirt's
+#                 lifecycle events must show the switch (A: "Suspended
+#                 Post-copy", B: "Resumed Post-copy")
 #   copy_storage  a guest with a disk booted on A, to B, --copy-storage-all
 #                 --disks-uri unix:///run/ktm/nbd.sock
 # Each must leave the guest running on the destination, gone from the
@@ -44,7 +47,7 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--build) BUILD=$(cd "$2" && pwd); shift 2 ;;
 	--keep) keep=1; shift ;;
-	-h|--help) sed -n '3,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '3,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "tests/libvirt/run.sh: unknown argument '$1'" >&2; exit 2 ;;
 	esac
 done
@@ -254,8 +257,11 @@ link_hosts() {
 proxy() {
 	local name=$1 n=$2
 	shift 2
-	in_ns "$n" "$TOOL" proxy "$@" --creds "$WORK/creds" \
-		> "$WORK/$name.out" 2> "$WORK/$name.err" &
+	# nsenter itself, not the in_ns function: a function in the
+	# background is a subshell, and killing that at cleanup would leave
+	# the proxy running (nsenter -m -n execs the tool: $! is the proxy)
+	nsenter -t "$(cat "$WORK/$n/pid")" -m -n -- "$TOOL" proxy "$@" \
+		--creds "$WORK/creds" > "$WORK/$name.out" 2> "$WORK/$name.err" &
 	pids+=($!)
 	wait_for 30 grep -q '^listening on ' "$WORK/$name.out" || {
 		note "proxy $name did not start: $(head -n 3 "$WORK/$name.err")"
@@ -329,14 +335,18 @@ boot() {
 
 # migrate_case CASE FROM TO: the running guest migrated FROM -> TO
 migrate_case() {
-	local c=$1 from=$2 to=$3 flags=(--live --p2p) last before_m before_n t0
+	local c=$1 from=$2 to=$3 flags=(--live --p2p) last before_m before_n t0 mig_pid
 	local out=$WORK/ps-to-$3.out
 	bad=0
 	case $c in
 	live) boot 0 || return 1 ;;
 	parallel) flags+=(--parallel --parallel-connections 2) ;;
 	postcopy)
-		flags+=(--postcopy --postcopy-after-precopy)
+		# a low precopy bandwidth keeps it in precopy until
+		# postcopy_switch; after the switch QEMU sends at full speed
+		# (max-postcopy-bandwidth 0)
+		flags+=(--postcopy --bandwidth 4)
+		events_start "$from" && events_start "$to" || return 1
 		# QEMU 7.2 running as libvirt-qemu needs unprivileged
 		# userfaultfd for postcopy (libvirt 9.0 does not hand it
 		# /dev/userfaultfd); set for this case only, restored after
@@ -356,11 +366,23 @@ migrate_case() {
 	before_m=$(($(ok_lines "$out") + 0))
 	before_n=$(($(ok_lines "$WORK/ps-nbd.out") + 0))
 	t0=$SECONDS
-	check "virsh migrate ${flags[*]} succeeds" \
-		vsh "$from" migrate "${flags[@]}" "$dom" "$(uri "$to")" \
-			--migrateuri "unix:///run/ktm/to-$to.sock" > "$WORK/migrate.out" 2>&1 ||
+	vsh "$from" migrate "${flags[@]}" "$dom" "$(uri "$to")" \
+		--migrateuri "unix:///run/ktm/to-$to.sock" > "$WORK/migrate.out" 2>&1 &
+	mig_pid=$!
+	[ "$c" = postcopy ] && postcopy_switch "$from"
+	wait "$mig_pid"
+	check "virsh migrate ${flags[*]} succeeds" test $? = 0 ||
 		sed 's/^/#   /' "$WORK/migrate.out"
 	note "virsh migrate: $((SECONDS - t0)) s"
+	if [ "$c" = postcopy ]; then
+		events_stop
+		sed 's/^/#   events: /' "$WORK/events-$from" "$WORK/events-$to"
+		# libvirt's own record of the switch (its lifecycle events)
+		check "libvirt on $from: the guest was suspended for post-copy" \
+			grep -q "lifecycle' for domain '$dom': Suspended Post-copy" "$WORK/events-$from"
+		check "libvirt on $to: the guest resumed in post-copy" \
+			grep -q "lifecycle' for domain '$dom': Resumed Post-copy" "$WORK/events-$to"
+	fi
 	vsh "$to" domjobinfo --completed "$dom" 2>&1 | grep -iE 'postcopy|time elapsed|data processed' |
 		tr -s ' ' | paste -sd ';' | sed 's/^/# job on destination: /'
 	restore_uffd
@@ -388,6 +410,42 @@ migrate_case() {
 		eval '! grep -q ": failed: " "$WORK"/p[sd]-*.out'
 	tail -n "$(($(ok_lines "$out") - before_m))" "$out" | sed 's/^/#   /'
 	return $bad
+}
+
+# events_start NAME: libvirt's lifecycle events on host NAME, into
+# $WORK/events-NAME, until events_stop
+ev_pids=()
+events_start() {
+	stdbuf -oL virsh -c "$(uri "$1")" event --event lifecycle --loop \
+		--timestamp > "$WORK/events-$1" 2>&1 &
+	ev_pids+=($!)
+	pids+=($!)
+	sleep 0.5	# registered before the migration starts
+	kill -0 "$!" 2>/dev/null
+}
+events_stop() {
+	local p
+	sleep 1	# the last events reach the watchers
+	for p in "${ev_pids[@]}"; do kill -INT "$p" 2>/dev/null; done
+	for p in "${ev_pids[@]}"; do wait "$p" 2>/dev/null; done
+	ev_pids=()
+}
+
+# postcopy_switch FROM: once the precopy job on FROM has moved 2 MiB,
+# `virsh migrate-postcopy` (the switch to postcopy of a migration started
+# with --postcopy)
+postcopy_switch() {
+	local from=$1 n=600 mib=0
+	while ((n-- > 0)); do
+		mib=$(vsh "$from" domjobinfo "$dom" 2>/dev/null | awk '
+			/^Data processed:/ { v = $3; if ($4 == "KiB") v /= 1024
+			if ($4 == "GiB") v *= 1024; print int(v) }')
+		[ "${mib:-0}" -ge 2 ] && break
+		kill -0 "$mig_pid" 2>/dev/null || return 0	# virsh migrate ended
+		sleep 0.1
+	done
+	note "switching to postcopy after ${mib:-0} MiB of precopy"
+	vsh "$from" migrate-postcopy "$dom" 2>&1 | sed 's/^/#   migrate-postcopy: /'
 }
 
 uffd_old=

@@ -41,7 +41,8 @@ die() { printf '%s: error: %s\n' "$prog" "$*" >&2; exit 1; }
 
 if [[ -f $dir/ready && -x $wrapper ]]; then
 	((print)) && printf '%s\n' "$wrapper"
-	log "ready: $("$wrapper" --version | head -n 1)"
+	# (no --version run under --quiet: it costs seconds in a TCG guest)
+	((quiet)) || log "ready: $("$wrapper" --version | head -n 1)"
 	exit 0
 fi
 ((print)) && exit 1

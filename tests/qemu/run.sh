@@ -10,14 +10,20 @@
 #           kernel without kTLS: the userspace fallback), 1 GiB plain and
 #           multifd (2 channels) migrations, multifd 4, postcopy and
 #           postcopy-preempt, cut streams, the wrong-hostname and wrong-CA
-#           failures, and require refusing to run without kTLS; mixed
+#           failures, require refusing to run without kTLS, and fd mode's
+#           relay updating its key past a tiny --key-limit; mixed
 #           deployments (mixed.*: one end is a QEMU doing its own TLS);
 #           all with Debian 12's QEMU 7.2 (the system's) and again (q10.*)
 #           with Debian 13's QEMU 10 (tests/qemu/fetch-qemu10.sh), and
 #           between the two versions (upgrade.*)
 #   guest   kernel-TLS cases with --ktls=require and 128 MiB guests: the
-#           proxy (plain, multifd) and fd mode (qemu-send/qemu-recv), and a
-#           wrong hostname in fd mode.  Run it where the kernel has kTLS,
+#           proxy (plain, multifd) and fd mode (qemu-send/qemu-recv), a
+#           wrong hostname in fd mode, and fd mode's key limit (qemu-send
+#           cancels the migration before the socket QEMU writes to seals
+#           more records than --key-limit, counted on the wire by
+#           tests/qemu/tlsrec.pl); all with QEMU 7.2 and again (q10.*, 64
+#           MiB guests: QEMU 10 runs TCG-in-TCG in the guests at about
+#           half 7.2's speed) with QEMU 10.  Run it where the kernel has kTLS,
 #           e.g. inside tests/vm/run.sh (that is what "vm" does)
 #   vm      "guest" inside a QEMU guest on every cached kernel
 #           (tests/vm/fetch-kernels.sh --list), one TAP stream per kernel
@@ -32,7 +38,7 @@
 # Work files go to $KTM_QEMU_TMP, else /dev/shm, else $TMPDIR or /tmp.
 set -uo pipefail
 # set by qt_qemu and qt_proxy (printf -v NAME_pid / NAME_addr)
-src_pid='' dst_pid='' ps_pid='' pd_pid='' pd_addr=''
+src_pid='' dst_pid='' ps_pid='' pd_pid='' pd_addr='' wire_pid='' wire_addr=''
 # per case (run_case): the QEMU binaries, machine type, extra QEMU options
 src_bin='' dst_bin='' machine=q35 src_extra=() dst_extra=()
 
@@ -46,7 +52,7 @@ while [ $# -gt 0 ]; do
 	--build) BUILD=$(cd "$2" && pwd); shift 2 ;;
 	--list) list=1; shift ;;
 	--one) one=$2; shift 2 ;;		# internal: run one case
-	-h|--help) sed -n '3,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '3,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) break ;;
 	esac
 done
@@ -64,6 +70,7 @@ native_cases=(proxy.prefer.plain_1g proxy.prefer.multifd2_1g
 	proxy.prefer.postcopy_preempt_256m proxy.killed_midstream
 	proxy.stopped_midstream proxy.bad_hostname proxy.wrong_ca
 	fd.prefer.userspace_256m fd.bad_hostname fd.require_without_ktls
+	fd.off.key_limit_userspace
 	mixed.to_qemu_tls_256m mixed.to_qemu_tls_multifd2_256m
 	mixed.from_qemu_tls_256m mixed.from_qemu_tls_multifd2_256m
 	mixed.from_qemu_tls_strict mixed.from_qemu_tls_cut
@@ -76,7 +83,11 @@ native_cases=(proxy.prefer.plain_1g proxy.prefer.multifd2_1g
 	q10.mixed.from_qemu_tls_strict q10.mixed.from_qemu_tls_cut
 	upgrade.q72_to_q10_multifd2 upgrade.q10_to_q72_multifd2)
 guest_cases=(guest.proxy.ktls_plain_128m guest.proxy.ktls_multifd2_128m
-	guest.proxy.stopped_midstream guest.fd.ktls_128m guest.fd.bad_hostname)
+	guest.proxy.stopped_midstream guest.fd.ktls_128m guest.fd.bad_hostname
+	guest.fd.key_limit
+	q10.guest.proxy.ktls_plain_64m q10.guest.proxy.ktls_multifd2_64m
+	q10.guest.proxy.stopped_midstream_64m q10.guest.fd.ktls_64m
+	q10.guest.fd.bad_hostname q10.guest.fd.key_limit)
 
 # ---- helpers for one case (run in a child: bash run.sh --one CASE) ----------
 
@@ -111,7 +122,11 @@ pick_tmp() {
 # destination with -incoming defer), migration speed unlimited.
 setup() {
 	local mib=$1 image=${2:-}
-	bash "$TOP/scripts/make-creds.sh" "$WORK/creds" >/dev/null || return 1
+	if [ -n "${KTM_QEMU_CREDS:-}" ] && [ -f "$KTM_QEMU_CREDS/ca-cert.pem" ]; then
+		cp -a "$KTM_QEMU_CREDS" "$WORK/creds" || return 1
+	else
+		bash "$TOP/scripts/make-creds.sh" "$WORK/creds" >/dev/null || return 1
+	fi
 	if [ -n "$image" ] && [ "$(stat -c %s "$image" 2>/dev/null)" = $((mib << 20)) ]; then
 		cp "$image" "$WORK/src.ram" || return 1
 	else
@@ -302,7 +317,7 @@ proxy_postcopy() {
 # itself); the destination must see a truncation, never a complete migration
 proxy_cut() {
 	local policy=$1 sig=$2 st rc
-	setup 128 || return 1
+	setup "${3:-128}" || return 1
 	qt_proxy pd dest --listen 127.0.0.1:0 --unix "$WORK/dst.mig" \
 		--creds "$WORK/creds" --ktls "$policy" --max-conns 1 || return 1
 	qt_proxy ps source --unix "$WORK/src.mig" --connect "$pd_addr" \
@@ -537,6 +552,98 @@ fd_require_without_ktls() {
 	check "destination QEMU stays inmigrate" test "$(qt_status dst)" = inmigrate
 }
 
+# wire_counter ADDR: start tests/qemu/tlsrec.pl relaying to ADDR (the
+# test's own count of the TLS records the connecting end sends, in
+# $WORK/wire.count when the connection ends); sets wire_addr and wire_pid
+wire_counter() {
+	perl "$here/tlsrec.pl" "$1" "$WORK/wire.count" > "$WORK/wire.out" \
+		2> "$WORK/wire.err" &
+	wire_pid=$!
+	qt_track "$wire_pid"
+	qt_wait_line "$WORK/wire.out" '^listening on ' 30 || return 1
+	wire_addr=$(sed -n 's/^listening on //p' "$WORK/wire.out")
+}
+
+# wire_app: the application-data records (type 23) the wire counter saw
+# from qemu-send: the records sealed under the traffic key, plus the one to
+# three encrypted handshake records of TLS 1.3 (so an upper bound)
+wire_app() {
+	[ -s "$WORK/wire.count" ] && ! grep -q bad "$WORK/wire.count" &&
+		awk '{ print $4 }' "$WORK/wire.count"
+}
+
+# fd_key_limit POLICY LIMIT: a 64 MiB fd-mode migration (some 3600 records
+# of 16 KiB) through the wire counter with qemu-send --key-limit LIMIT.
+# require (kernel path): QEMU writes into the kernel-TLS socket itself and
+# cannot update its key, so qemu-send must cancel the migration over QMP
+# with the sentence before the socket seals LIMIT records.  off (the
+# userspace path): qemu-send's relay owns the TLS session and updates the
+# key in place (TLS 1.3 KeyUpdate), so the migration completes.
+fd_key_limit() {
+	local policy=$1 limit=$2 addr rc_s rc_r st app rpid sealed updates
+	setup 64 || return 1
+	both_caps return-path || return 1
+	"$TOOL" qemu-recv --qmp "$WORK/dst.qmp" --listen 127.0.0.1:0 \
+		--creds "$WORK/creds" --ktls "$policy" --accept-timeout 60 \
+		--timeout 300 > "$WORK/recv.out" 2> "$WORK/recv.err" &
+	rpid=$!
+	qt_track $rpid
+	check "qemu-recv listens" qt_wait_line "$WORK/recv.out" '^listening on ' 30 || return 1
+	addr=$(sed -n 's/^listening on //p' "$WORK/recv.out")
+	check "the wire counter listens" wire_counter "$addr" || return 1
+	"$TOOL" qemu-send --qmp "$WORK/src.qmp" --connect "$wire_addr" \
+		--creds "$WORK/creds" --ktls "$policy" --key-limit "$limit" \
+		--timeout 300 > "$WORK/send.out" 2> "$WORK/send.err"
+	rc_s=$?
+	wait_exit $rpid 60
+	rc_r=$?
+	wait_exit "$wire_pid" 30
+	show "$WORK/send.out"; show "$WORK/send.err"; show "$WORK/recv.out"; show "$WORK/recv.err"
+	note "wire: $(cat "$WORK/wire.count" 2>/dev/null) $(cat "$WORK/wire.err")"
+	app=$(wire_app)
+	check "the wire counter read TLS records from qemu-send" test -n "$app" || return 1
+	if [ "$policy" = off ]; then
+		check "qemu-send exits 0 (QEMU reports completed)" test "$rc_s" = 0
+		check "qemu-send ran on the userspace path" \
+			grep -q "^migration completed.*path userspace" "$WORK/send.out"
+		check "more records went ($app) than one key may seal ($limit)" \
+			test "$app" -gt $((limit + 3))
+		# each key sealed at most LIMIT records: at least
+		# ceil(app / LIMIT) - 1 updates (the handshake's few included)
+		updates=$(sed -n 's/^migration completed.*, \([0-9]*\) key update(s).*/\1/p' "$WORK/send.out")
+		check "qemu-send updated the key at least $(((app + limit - 1) / limit - 1)) time(s) (said ${updates:-none})" \
+			test "${updates:-0}" -ge $(((app + limit - 1) / limit - 1))
+		check "destination QEMU's query-migrate says completed" dst_completed
+		check "destination RAM file equals the source's (cmp)" ram_equal
+		return 0
+	fi
+	check "qemu-send exits 1" test "$rc_s" = 1
+	check "qemu-send says it cancelled the migration before the limit of $limit" \
+		grep -qE "cancelled the migration \(migrate_cancel\): .* usage limit of $limit, and QEMU cannot update" "$WORK/send.err"
+	check "qemu-recv exits 1" test "$rc_r" = 1
+	st=$(qt_migration_status src)
+	note "source QEMU query-migrate: $st"
+	check "source QEMU's query-migrate says cancelled or failed" \
+		test "$st" = cancelled -o "$st" = failed
+	if kill -0 "$dst_pid" 2>/dev/null; then
+		st=$(qt_status dst)/$(qt_migration_status dst)
+	else
+		st="exited ($(tail -n 1 "$WORK/dst.log"))"
+	fi
+	note "destination QEMU: $st"
+	check "destination QEMU is not running the guest" test "${st%%/*}" != running
+	check "destination RAM is not complete" eval '! ram_equal'
+	check "records on the wire ($app, the handshake's included) never exceeded the limit ($limit)" \
+		test "$app" -le "$limit"
+	# what the kernel counted on qemu-send's duplicate of the socket, once
+	# QEMU stopped: sealed records, sent or not
+	sealed=$(sed -n 's/.*QEMU stopped ([a-z]*) after \([0-9]*\) records.*/\1/p' "$WORK/send.err")
+	check "records sealed in all (${sealed:-none}, the kernel's count) never exceeded the limit" \
+		test "${sealed:-999999999}" -le "$limit"
+	check "more than half the limit went ($app > $((limit / 2))): the stop came at the limit" \
+		test "$app" -gt $((limit / 2))
+}
+
 run_case() {	# in the child; returns 0 pass, 1 fail, 77 skip
 	local c=$1 nt=300 q10
 	src_bin=$QEMU_BIN dst_bin=$QEMU_BIN
@@ -593,8 +700,14 @@ run_case() {	# in the child; returns 0 pass, 1 fail, 77 skip
 	guest.proxy.ktls_plain_128m) proxy_migrate 128 require 0 kernel 600 ;;
 	guest.proxy.ktls_multifd2_128m) proxy_migrate 128 require 2 kernel 600 ;;
 	guest.proxy.stopped_midstream) proxy_cut require TERM ;;
+	guest.proxy.stopped_midstream_64m) proxy_cut require TERM 64 ;;
 	guest.fd.ktls_128m) fd_migrate 128 require kernel 600 ;;
+	guest.proxy.ktls_plain_64m) proxy_migrate 64 require 0 kernel 600 ;;
+	guest.proxy.ktls_multifd2_64m) proxy_migrate 64 require 2 kernel 600 ;;
+	guest.fd.ktls_64m) fd_migrate 64 require kernel 600 ;;
 	guest.fd.bad_hostname) fd_reject require ;;
+	guest.fd.key_limit) fd_key_limit require 2000 ;;
+	fd.off.key_limit_userspace) fd_key_limit off 2000 ;;
 	*) note "unknown case $c"; return 1 ;;
 	esac
 	case $? in
@@ -617,9 +730,14 @@ fi
 # ---- the runner ---------------------------------------------------------------
 
 run_tier() {	# cases...
-	local n=0 c rc t0 limit total=$#
+	local n=0 c rc t0 limit total=$# creds
 	echo "TAP version 13"
 	echo "1..$total"
+	# one set of credentials for the whole run, copied into each case
+	# (making them costs seconds in a TCG guest)
+	creds=$(mktemp -d "$(pick_tmp)/ktm-qemu-creds.XXXXXX") &&
+		bash "$TOP/scripts/make-creds.sh" "$creds/creds" >/dev/null &&
+		export KTM_QEMU_CREDS=$creds/creds
 	for c in "$@"; do
 		n=$((n + 1))
 		t0=$SECONDS
@@ -638,6 +756,7 @@ run_tier() {	# cases...
 			echo "not ok $n $c"
 		fi
 	done
+	[ -n "$creds" ] && rm -rf "$creds"
 }
 
 select_cases() {	# cases... filtered by the pattern, into the array "cases"
@@ -700,6 +819,8 @@ vm)
 	fi
 	rc=0
 	cd "$TOP" || exit 1
+	# QEMU 10's cached root, for the guest (HOME=/root there)
+	export KTM_CACHE_DIR=${KTM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ktls-migrate}
 	for k in $kernels; do
 		note "== vm: kernel $(cat "$k/release" 2>/dev/null || basename "$k") =="
 		bash tests/vm/run.sh --timeout "${KTM_VM_TIMEOUT:-3600}" --mem 2048 "$k" -- \
