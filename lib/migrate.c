@@ -183,16 +183,32 @@ bool ktm_migration_request_pages(struct ktm_migration *m, uint64_t offset,
 
 /* ---- shared helpers ----------------------------------------------------------- */
 
-/* Record the first failure; wake everybody.  Takes @err. */
+/* The peer's own stop (its ABORT, with its sentence), as opposed to what
+ * a connection showed of it (a reset, an end of stream). */
+static bool peer_stop(const struct ktm_error *err)
+{
+	return err && strstr(ktm_error_message(err), "stopped the migration");
+}
+
+/* Record the first failure; wake everybody.  Takes @err.  The peer's
+ * stated reason replaces a broken connection recorded before it: when
+ * the peer stops, another channel may see the reset of its close before
+ * channel 0 reads the ABORT that says why. */
 void ktm_mig_fail(struct ktm_migration *m, struct ktm_error *err)
 {
 	unsigned int i;
 
 	pthread_mutex_lock(&m->lock);
+	if (m->err && peer_stop(err) && !peer_stop(m->err) &&
+	    ktm_error_class(m->err) == KTM_ERR_PEER) {
+		ktm_error_free(m->err);
+		m->err = NULL;
+	}
 	if (!m->err) {
+		if (!m->failed)
+			m->cancel_at = ktm_now_s();
 		m->err = err;
 		err = NULL;
-		m->cancel_at = ktm_now_s();
 	}
 	__atomic_store_n(&m->failed, true, __ATOMIC_RELEASE);
 	/* Wake destination channels blocked in a receive.  Only the receive
