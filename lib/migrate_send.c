@@ -851,9 +851,12 @@ err:
 	goto out;
 stop:
 	/* another channel failed, or a cancel: leave the stream at a frame
-	 * boundary, so channel 0 can still carry the ABORT */
-	if (uring_drain(c, NULL) && !kernel_path(c))
+	 * boundary, so channel 0 can still carry the ABORT (on io_uring that
+	 * means sending again what a short send left of a chunk, as on any
+	 * other day: a drain that only waited left half a frame) */
+	if (uring_drain(c, &err) && !kernel_path(c))
 		stage_flush(c, NULL);
+	ktm_error_free(err);
 out:
 	ktm_mig_channel_exit(m);
 	return NULL;
