@@ -141,6 +141,7 @@ $(HARNESS_OBJ): override CFLAGS += -Itests
 # The hostile tests run the tool next to them (O/ktls-migrate), also in the
 # sanitizer build.
 $(O)/tests/session/hostile: $(TOOL)
+$(O)/tests/session/proxy_hostile: $(TOOL)
 
 # ---- tests ---------------------------------------------------------------
 # `make check`: unit tests natively, the same unit tests under ASan+UBSan,

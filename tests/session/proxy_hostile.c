@@ -1,0 +1,456 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The proxy (`ktls-migrate proxy source|dest`) under hostile peers and
+ * operator mistakes, driven from the outside as a user would: the tool
+ * (build/ktls-migrate, found next to this binary as hostile.c finds it) in
+ * child processes, on loopback.  A sink thread stands for the destination
+ * QEMU (a plain TCP listener), a feeder thread for the source QEMU (it
+ * writes into the source end's unix socket).  What each test expects comes
+ * from the scenario: the bytes fed, the options given, the timeouts set.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include "harness.h"
+#include "internal.h"
+#include "pki.h"
+
+#define FEED_BYTES (4u << 20)
+
+struct env {
+	char dir[64], tool[4200], sock[128];
+};
+
+static int env_setup(struct env *e)
+{
+	char self[4000];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	memset(e, 0, sizeof(*e));
+	if (n <= 0)
+		return -1;
+	self[n] = '\0';
+	*strrchr(self, '/') = '\0';	/* BUILD/tests/session */
+	snprintf(e->tool, sizeof(e->tool), "%s/../../ktls-migrate", self);
+	if (t_pki_make_temp(e->dir, sizeof(e->dir), NULL))
+		return -1;
+	snprintf(e->sock, sizeof(e->sock), "%s/src.sock", e->dir);
+	return 0;
+}
+
+static void env_teardown(struct env *e)
+{
+	static const char *const names[] = { "src.out", "src.err", "dst.out",
+					     "dst.err", "bad.out", "bad.err" };
+	char p[256];
+	size_t i;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(p, sizeof(p), "%s/%s", e->dir, names[i]);
+		unlink(p);
+	}
+	unlink(e->sock);
+	t_pki_remove(e->dir);
+}
+
+/* ---- the tool in a child ----------------------------------------------------- */
+
+struct run {
+	pid_t pid;
+	double t0, secs;
+	int status;		/* exit status, 128+N for signal N, -1 hung */
+	char out_path[256], err_path[256], err[8192];
+};
+
+static void run_start(struct run *r, const struct env *e, const char *name,
+		      const char *const args[])
+{
+	const char *argv[40];
+	int i, n = 0;
+
+	memset(r, 0, sizeof(*r));
+	snprintf(r->out_path, sizeof(r->out_path), "%s/%s.out", e->dir, name);
+	snprintf(r->err_path, sizeof(r->err_path), "%s/%s.err", e->dir, name);
+	argv[n++] = e->tool;
+	for (i = 0; args[i] && n < 38; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	close(open(r->out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600));
+	close(open(r->err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600));
+	fflush(stdout);
+	r->t0 = ktm_now_s();
+	r->pid = fork();
+	if (r->pid == 0) {
+		int o = open(r->out_path, O_WRONLY | O_TRUNC);
+		int er = open(r->err_path, O_WRONLY | O_TRUNC);
+
+		dup2(o, 1);
+		dup2(er, 2);
+		signal(SIGPIPE, SIG_DFL);
+		execv(e->tool, (char *const *)argv);
+		_exit(127);
+	}
+}
+
+static void read_file(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY);
+	ssize_t n = fd >= 0 ? read(fd, buf, size - 1) : 0;
+
+	buf[n > 0 ? n : 0] = '\0';
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Wait up to @secs; a child still running then is killed (status -1). */
+static int run_wait(struct run *r, double secs)
+{
+	int st;
+
+	while (r->pid > 0) {
+		if (waitpid(r->pid, &st, WNOHANG) == r->pid) {
+			r->status = WIFEXITED(st) ? WEXITSTATUS(st) :
+				    128 + WTERMSIG(st);
+			r->pid = 0;
+		} else if (ktm_now_s() - r->t0 > secs) {
+			kill(r->pid, SIGKILL);
+			waitpid(r->pid, NULL, 0);
+			r->pid = 0;
+			r->status = -1;
+		} else {
+			usleep(10000);
+		}
+	}
+	r->secs = ktm_now_s() - r->t0;
+	read_file(r->err_path, r->err, sizeof(r->err));
+	printf("# %s: status %d after %.2f s:\n%s", r->err_path, r->status,
+	       r->secs, r->err);
+	return r->status;
+}
+
+/* The port of "listening on 127.0.0.1:PORT" on the child's stdout. */
+static bool listen_port(struct run *r, char port[8])
+{
+	double end = ktm_now_s() + 20;
+	char out[1024];
+	const char *p;
+
+	while (ktm_now_s() < end && waitpid(r->pid, NULL, WNOHANG) == 0) {
+		read_file(r->out_path, out, sizeof(out));
+		p = strstr(out, "listening on 127.0.0.1:");
+		if (p) {
+			snprintf(port, 8, "%d", atoi(p + 23));
+			return true;
+		}
+		usleep(10000);
+	}
+	return false;
+}
+
+/* Count the lines of @text that contain @what. */
+static unsigned int count_lines(const char *text, const char *what)
+{
+	unsigned int n = 0;
+	const char *p = text;
+
+	while ((p = strstr(p, what))) {
+		n++;
+		p += strlen(what);
+	}
+	return n;
+}
+
+/* ---- the two QEMUs ----------------------------------------------------------- */
+
+static uint8_t pattern(uint64_t i)
+{
+	return (uint8_t)(i * 13 + (i >> 11));
+}
+
+/* The destination QEMU: one connection, counted and checked to its end. */
+struct sink {
+	int lfd;
+	pthread_t thread;
+	uint64_t bytes;
+	bool pattern_ok, eof;	/* eof: a FIN, not an error */
+	char addr[32];
+};
+
+static void *sink_main(void *arg)
+{
+	struct sink *k = arg;
+	uint8_t buf[65536];
+	int fd = accept(k->lfd, NULL, NULL);
+	ssize_t n, i;
+
+	k->pattern_ok = true;
+	while (fd >= 0 && (n = read(fd, buf, sizeof(buf))) > 0) {
+		for (i = 0; i < n; i++)
+			if (buf[i] != pattern(k->bytes + (uint64_t)i))
+				k->pattern_ok = false;
+		k->bytes += (uint64_t)n;
+	}
+	k->eof = fd >= 0 && n == 0;
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+static int sink_start(struct sink *k)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sin);
+
+	memset(k, 0, sizeof(*k));
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	k->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (k->lfd < 0 || bind(k->lfd, (struct sockaddr *)&sin, sizeof(sin)) ||
+	    listen(k->lfd, 4) || getsockname(k->lfd, (struct sockaddr *)&sin, &sl))
+		return -1;
+	snprintf(k->addr, sizeof(k->addr), "127.0.0.1:%u", ntohs(sin.sin_port));
+	return pthread_create(&k->thread, NULL, sink_main, k) ? -1 : 0;
+}
+
+static void sink_end(struct sink *k)
+{
+	shutdown(k->lfd, SHUT_RDWR);	/* an accept that never came */
+	pthread_join(k->thread, NULL);
+	close(k->lfd);
+}
+
+/* The source QEMU: @len pattern bytes into the source end's socket, a
+ * half-close, then read to the end.  ok: every byte was taken. */
+struct feed {
+	const char *path;
+	uint64_t len, sent;
+	bool ok;
+	pthread_t thread;
+};
+
+static void *feed_main(void *arg)
+{
+	struct feed *f = arg;
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	uint8_t buf[65536];
+	int fd;
+
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", f->path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun))) {
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	while (f->sent < f->len) {
+		size_t n = f->len - f->sent < sizeof(buf) ?
+			   (size_t)(f->len - f->sent) : sizeof(buf), i;
+		ssize_t w;
+
+		for (i = 0; i < n; i++)
+			buf[i] = pattern(f->sent + i);
+		w = send(fd, buf, n, MSG_NOSIGNAL);
+		if (w <= 0)
+			break;
+		f->sent += (uint64_t)w;
+	}
+	f->ok = f->sent == f->len;
+	shutdown(fd, SHUT_WR);
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	close(fd);
+	return NULL;
+}
+
+static int feed_start(struct feed *f, const char *path, uint64_t len)
+{
+	memset(f, 0, sizeof(*f));
+	f->path = path;
+	f->len = len;
+	return pthread_create(&f->thread, NULL, feed_main, f) ? -1 : 0;
+}
+
+/* ---- the two proxy ends ------------------------------------------------------ */
+
+static bool start_dest(struct run *r, const struct env *e, const struct sink *k,
+		       const char *io_s, char port[8])
+{
+	const char *args[] = { "proxy", "dest", "--listen", "127.0.0.1:0",
+			       "--connect", k->addr, "--creds", e->dir,
+			       "--io-timeout", io_s, NULL };
+
+	run_start(r, e, "dst", args);
+	return listen_port(r, port);
+}
+
+static void start_source(struct run *r, const struct env *e, const char *port,
+			 const char *io_s)
+{
+	char to[32];
+	const char *args[] = { "proxy", "source", "--unix", e->sock,
+			       "--connect", to, "--creds", e->dir,
+			       "--max-conns", "1", "--io-timeout", io_s, NULL };
+	struct stat st;
+	double end = ktm_now_s() + 20;
+
+	snprintf(to, sizeof(to), "localhost:%s", port);
+	run_start(r, e, "src", args);
+	while (stat(e->sock, &st) && ktm_now_s() < end)
+		usleep(10000);
+}
+
+/* @n TCP connections to @port that say nothing; the fds in @fds. */
+static void idle_connections(int *fds, unsigned int n, const char *port)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	unsigned int i;
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_port = htons((uint16_t)atoi(port));
+	for (i = 0; i < n; i++) {
+		fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fds[i] >= 0 &&
+		    connect(fds[i], (struct sockaddr *)&sin, sizeof(sin))) {
+			close(fds[i]);
+			fds[i] = -1;
+		}
+	}
+}
+
+/*
+ * A migration through both ends while @nidle connections to the dest port
+ * stay open saying nothing: it must get through whole, well inside the
+ * handshake timeout (10 s) a stray could hold the listener for.
+ */
+static void relay_beside_idle(struct t_meta *_metadata, unsigned int nidle,
+			      struct run *dst)
+{
+	struct env e;
+	struct sink k;
+	struct feed f;
+	struct run src;
+	char port[8];
+	int fds[64];
+	unsigned int i;
+
+	ASSERT_EQ(env_setup(&e), 0);
+	ASSERT_EQ(sink_start(&k), 0);
+	ASSERT_TRUE(start_dest(dst, &e, &k, "30", port));
+	idle_connections(fds, nidle, port);
+	usleep(200000);		/* the strays are accepted first */
+	start_source(&src, &e, port, "30");
+	ASSERT_EQ(feed_start(&f, e.sock, FEED_BYTES), 0);
+	EXPECT_EQ(run_wait(&src, 30), 0);
+	EXPECT_LT(src.secs, 8.0);
+	pthread_join(f.thread, NULL);
+	EXPECT_TRUE(f.ok);
+	kill(dst->pid, SIGTERM);
+	run_wait(dst, 20);
+	sink_end(&k);
+	EXPECT_EQ(k.bytes, (uint64_t)FEED_BYTES);
+	EXPECT_TRUE(k.pattern_ok);
+	EXPECT_TRUE(k.eof);
+	for (i = 0; i < nidle; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	env_teardown(&e);
+}
+
+/* ---- the tests --------------------------------------------------------------- */
+
+TEST_TIMEOUT(idle_strays_do_not_hold_the_dest_listener, 90)
+{
+	struct run dst;
+
+	relay_beside_idle(_metadata, 3, &dst);
+	/* each stray is named with its address when the proxy stops */
+	EXPECT_GE(count_lines(dst.err, "proxy stopped while the connection "
+				       "to 127.0.0.1:"), 3);
+	EXPECT_EQ(dst.status, 1);	/* the strays failed */
+}
+
+TEST_TIMEOUT(flood_of_idle_connections_makes_room_for_the_source, 90)
+{
+	struct run dst;
+
+	relay_beside_idle(_metadata, 40, &dst);
+	/* 40 strays and the source in their handshakes, 32 at most at once:
+	 * the 40 + 1 - 32 oldest were cut, each named */
+	EXPECT_EQ(count_lines(dst.err, "was the oldest of 32 connections still "
+				       "in their TLS handshake"), 40 + 1 - 32);
+}
+
+TEST_TIMEOUT(frozen_destination_fails_the_source_within_io_timeout, 90)
+{
+	struct env e;
+	struct sink k;
+	struct feed f;
+	struct run src, dst;
+	char port[8];
+	double t_stop;
+
+	ASSERT_EQ(env_setup(&e), 0);
+	ASSERT_EQ(sink_start(&k), 0);
+	ASSERT_TRUE(start_dest(&dst, &e, &k, "2", port));
+	start_source(&src, &e, port, "2");
+	/* more than every socket buffer on the way can hold */
+	ASSERT_EQ(feed_start(&f, e.sock, 1ull << 40), 0);
+	while (k.bytes < (1u << 20) && ktm_now_s() - src.t0 < 20)
+		usleep(10000);
+	ASSERT_GE(k.bytes, (uint64_t)(1u << 20));
+	kill(dst.pid, SIGSTOP);
+	t_stop = ktm_now_s();
+	EXPECT_EQ(run_wait(&src, 30), 1);
+	printf("# the source failed %.2f s after the destination stopped\n",
+	       ktm_now_s() - t_stop);
+	EXPECT_LT(ktm_now_s() - t_stop, 2.0 + 2.0 + 1.0);
+	EXPECT_STRSTR(src.err, "timed out");
+	EXPECT_STRSTR(src.err, "localhost:");
+	pthread_join(f.thread, NULL);
+	EXPECT_FALSE(f.ok);		/* the source QEMU saw its stream fail */
+	kill(dst.pid, SIGCONT);
+	kill(dst.pid, SIGTERM);
+	run_wait(&dst, 20);
+	sink_end(&k);
+	EXPECT_LT(k.bytes, f.sent);
+	env_teardown(&e);
+}
+
+/* Option values out of range are usage errors (status 2) naming the
+ * option, never taken (a "-1" read as 2^64-1 by strtoul, an overflow). */
+TEST_TIMEOUT(bad_option_values_are_usage_errors, 60)
+{
+	static const char *const cases[][2] = {
+		{ "--max-conns", "-1" }, { "--max-conns", "99999999999" },
+		{ "--io-timeout", "-3" }, { "--io-timeout", "5s" },
+		{ "--key-limit", "-5" }, { "--key-limit", "99999999999999999999" },
+		{ "--hook-timeout", "-1" }, { "--cipher", "," },
+	};
+	struct env e;
+	size_t i;
+
+	ASSERT_EQ(env_setup(&e), 0);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *args[] = { "proxy", "dest", "--listen", "127.0.0.1:0",
+				       "--connect", "127.0.0.1:1", "--creds",
+				       e.dir, cases[i][0], cases[i][1], NULL };
+		struct run r;
+
+		run_start(&r, &e, "bad", args);
+		EXPECT_EQ(run_wait(&r, 10), 2);
+		EXPECT_STRSTR(r.err, cases[i][0]);
+		EXPECT_STRSTR(r.err, cases[i][1]);
+	}
+	env_teardown(&e);
+}
+
+TEST_HARNESS_MAIN
