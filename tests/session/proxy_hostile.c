@@ -453,4 +453,97 @@ TEST_TIMEOUT(bad_option_values_are_usage_errors, 60)
 	env_teardown(&e);
 }
 
+/* ---- the creds dir and the identity options ---------------------------------- */
+
+static int write_text(const char *path, const char *text, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	bool ok = fd >= 0 && write(fd, text, len) == (ssize_t)len;
+
+	if (fd >= 0)
+		close(fd);
+	return ok ? 0 : -1;
+}
+
+/* An allow file as the manual describes it: one rule per line, '#' at the
+ * start of a line or after a blank starts a comment, blanks around a rule
+ * and CRLF line ends do not count; a line longer than any buffer is one
+ * rule; a NUL byte or a directory is an error naming the file. */
+TEST(allow_file_lines_are_read_as_documented)
+{
+	static const char text[] = "# sources\r\n\r\n  dn:CN=a,O=Example  # one\r\n"
+				   "dns:a#b.example\n\tip:192.0.2.1\t#two\n";
+	char path[128], big[6000];
+	struct ktm_error *err = NULL;
+	struct ktm_config *cfg;
+	struct env e;
+
+	ASSERT_EQ(env_setup(&e), 0);
+	cfg = ktm_config_new(KTM_ENDPOINT_SERVER, NULL);
+	ASSERT_NE(cfg, NULL);
+	snprintf(path, sizeof(path), "%s/allow", e.dir);
+	ASSERT_EQ(write_text(path, text, sizeof(text) - 1), 0);
+	ASSERT_TRUE(ktm_config_load_allow_file(cfg, path, NULL));
+	ASSERT_EQ(cfg->n_allow_f, 3u);
+	EXPECT_STREQ(cfg->allow_f[0].text, "dn:CN=a,O=Example");
+	EXPECT_STREQ(cfg->allow_f[1].text, "dns:a#b.example");
+	EXPECT_STREQ(cfg->allow_f[2].text, "ip:192.0.2.1");
+	/* one long rule (a DN of 5000 bytes), not two */
+	memset(big, 'a', sizeof(big));
+	memcpy(big, "dn:CN=", 6);
+	big[5000] = '\n';
+	ASSERT_EQ(write_text(path, big, 5001), 0);
+	ASSERT_TRUE(ktm_config_load_allow_file(cfg, path, NULL));
+	EXPECT_EQ(cfg->n_allow_f, 1u);
+	EXPECT_EQ(strlen(cfg->allow_f[0].text), 5000u);
+	ASSERT_EQ(write_text(path, "dn:CN=a\0dns:b.example\n", 22), 0);
+	EXPECT_FALSE(ktm_config_load_allow_file(cfg, path, &err));
+	EXPECT_STRSTR(ktm_error_message(err), "allow:1 holds a NUL byte");
+	ktm_error_free(err);
+	err = NULL;
+	EXPECT_FALSE(ktm_config_load_allow_file(cfg, e.dir, &err));
+	EXPECT_STRSTR(ktm_error_message(err), "Is a directory");
+	EXPECT_STRSTR(ktm_error_message(err), e.dir);
+	ktm_error_free(err);
+	unlink(path);
+	ktm_config_free(cfg);
+	env_teardown(&e);
+}
+
+/* A certificate file whose second PEM block was cut (a partial copy of a
+ * leaf + intermediate file) is refused at start, naming the file, rather
+ * than loaded without its intermediate. */
+TEST(cut_chain_block_in_a_certificate_file_is_named)
+{
+	static const char cut[] = "-----BEGIN CERTIFICATE-----\n"
+				  "MIIBszCCAVmgAwIBAgIUd2Vy\n";
+	static const struct { enum ktm_endpoint ep; const char *file, *role; } c[] = {
+		{ KTM_ENDPOINT_SERVER, T_PKI_SERVER_CERT, "server certificate" },
+		{ KTM_ENDPOINT_CLIENT, T_PKI_CLIENT_CERT, "client certificate" },
+	};
+	struct env e;
+	size_t i;
+
+	ASSERT_EQ(env_setup(&e), 0);
+	for (i = 0; i < 2; i++) {
+		struct ktm_error *err = NULL;
+		struct ktm_config *cfg = ktm_config_new(c[i].ep, NULL);
+		char path[128], want[200];
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/%s", e.dir, c[i].file);
+		ASSERT_TRUE(ktm_config_set_creds_dir(cfg, e.dir, NULL));
+		fd = open(path, O_WRONLY | O_APPEND);
+		ASSERT_EQ(write(fd, cut, sizeof(cut) - 1), (ssize_t)sizeof(cut) - 1);
+		close(fd);
+		EXPECT_FALSE(ktm_config_set_creds_dir(cfg, e.dir, &err));
+		snprintf(want, sizeof(want), "%s %s: the PEM block after "
+			 "certificate 1 is damaged", c[i].role, path);
+		EXPECT_STRSTR(ktm_error_message(err), want);
+		ktm_error_free(err);
+		ktm_config_free(cfg);
+	}
+	env_teardown(&e);
+}
+
 TEST_HARNESS_MAIN
