@@ -113,6 +113,20 @@ static char *path_join(const char *dir, const char *name)
 	return p;
 }
 
+/* The hint for a credentials file that could not be opened (errno @e):
+ * a missing one is the layout, one we may not read is who we run as. */
+static void open_hint(struct ktm_error **errp, int e)
+{
+	if (e == EACCES || e == EPERM)
+		ktm_error_hint_set(errp, "this process runs as uid %u gid %u: "
+				   "it needs search (x) permission on the "
+				   "directories and read permission on the file "
+				   "(e.g. a group it is in, mode 0640)",
+				   (unsigned int)geteuid(), (unsigned int)getegid());
+	else if (e == ENOENT || e == ENOTDIR)
+		ktm_error_hint_set(errp, "%s", ktm_layout_hint);
+}
+
 /* The file must exist and be a regular file. */
 static bool check_present(const char *path, const char *role,
 			  struct ktm_error **errp)
@@ -120,10 +134,11 @@ static bool check_present(const char *path, const char *role,
 	struct stat st;
 
 	if (stat(path, &st)) {
-		ktm_error_set(errp, KTM_ERR_CONFIG, errno,
-			      "cannot use %s %s: %s", role, path,
-			      strerror(errno));
-		ktm_error_hint_set(errp, "%s", ktm_layout_hint);
+		int e = errno;
+
+		ktm_error_set(errp, KTM_ERR_CONFIG, e, "cannot use %s %s: %s",
+			      role, path, strerror(e));
+		open_hint(errp, e);
 		return false;
 	}
 	if (!S_ISREG(st.st_mode)) {
@@ -215,9 +230,11 @@ static EVP_PKEY *load_key(const struct ktm_config *cfg, const char *path,
 
 	f = fopen(path, "r");
 	if (!f) {
-		ktm_error_set(errp, KTM_ERR_CONFIG, errno,
-			      "cannot open private key %s: %s", path,
-			      strerror(errno));
+		int e = errno;
+
+		ktm_error_set(errp, KTM_ERR_CONFIG, e,
+			      "cannot open private key %s: %s", path, strerror(e));
+		open_hint(errp, e);
 		return NULL;
 	}
 	if (fstat(fileno(f), &st) == 0 && (st.st_mode & 007)) {
@@ -462,11 +479,17 @@ bool ktm_config_set_creds_dir(struct ktm_config *cfg, const char *dir,
 	struct creds c = { 0 };
 	struct stat st;
 	bool ok;
+	int e;
 
-	if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
-		ktm_error_set(errp, KTM_ERR_CONFIG, errno ? errno : ENOTDIR,
-			      "credentials directory %s does not exist", dir);
-		ktm_error_hint_set(errp, "%s", ktm_layout_hint);
+	e = stat(dir, &st) ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+	if (e) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, e, "credentials directory "
+			      "%s %s", dir, e == ENOENT ? "does not exist" :
+			      e == ENOTDIR ? "is not a directory" : strerror(e));
+		if (e == ENOENT || e == ENOTDIR)
+			ktm_error_hint_set(errp, "%s", ktm_layout_hint);
+		else
+			open_hint(errp, e);
 		return false;
 	}
 	ok = creds_paths(&c, dir, server, errp) && creds_load(cfg, &c, role, errp);

@@ -546,4 +546,75 @@ TEST(cut_chain_block_in_a_certificate_file_is_named)
 	env_teardown(&e);
 }
 
+/* The creds dir's message in a child running as @uid (0: as we are);
+ * "ok" when the directory loads. */
+static void creds_message_as(const char *dir, uid_t uid, char *msg, size_t len)
+{
+	int pfd[2];
+	pid_t pid;
+	ssize_t n;
+
+	msg[0] = '\0';
+	if (pipe(pfd))
+		return;
+	pid = fork();
+	if (pid == 0) {
+		struct ktm_error *err = NULL;
+		struct ktm_config *cfg = ktm_config_new(KTM_ENDPOINT_SERVER, NULL);
+		char buf[1500];
+
+		if (uid && (setgid(uid) || setuid(uid)))
+			_exit(3);
+		if (ktm_config_set_creds_dir(cfg, dir, &err))
+			snprintf(buf, sizeof(buf), "ok");
+		else
+			snprintf(buf, sizeof(buf), "%s — hint: %s",
+				 ktm_error_message(err),
+				 ktm_error_hint(err) ? ktm_error_hint(err) : "");
+		n = write(pfd[1], buf, strlen(buf));
+		_exit(n > 0 ? 0 : 1);
+	}
+	close(pfd[1]);
+	n = read(pfd[0], msg, len - 1);
+	msg[n > 0 ? n : 0] = '\0';
+	close(pfd[0]);
+	waitpid(pid, NULL, 0);
+	printf("# creds %s as uid %u: %s\n", dir, (unsigned int)uid, msg);
+}
+
+/* A creds path that is a file is "not a directory" (was: "does not
+ * exist"); a key this process may not read names who it runs as and what
+ * it needs, not the directory layout. */
+TEST(creds_dir_access_problems_say_what_is_wrong)
+{
+	char path[128], msg[1500], want[200];
+	struct env e;
+
+	ASSERT_EQ(env_setup(&e), 0);
+	snprintf(path, sizeof(path), "%s/" T_PKI_CA_CERT, e.dir);
+	creds_message_as(path, 0, msg, sizeof(msg));
+	snprintf(want, sizeof(want), "credentials directory %s is not a "
+		 "directory", path);
+	EXPECT_STRSTR(msg, want);
+	if (geteuid() != 0) {
+		env_teardown(&e);
+		SKIP(return, "needs root to run as another uid");
+	}
+	/* everything readable by all but the key (0600, root's) */
+	ASSERT_EQ(chmod(e.dir, 0755), 0);
+	snprintf(path, sizeof(path), "%s/" T_PKI_SERVER_CERT, e.dir);
+	ASSERT_EQ(chmod(path, 0644), 0);
+	snprintf(path, sizeof(path), "%s/" T_PKI_CA_CERT, e.dir);
+	ASSERT_EQ(chmod(path, 0644), 0);
+	snprintf(path, sizeof(path), "%s/" T_PKI_SERVER_KEY, e.dir);
+	ASSERT_EQ(chmod(path, 0600), 0);
+	creds_message_as(e.dir, 65534, msg, sizeof(msg));
+	snprintf(want, sizeof(want), "cannot open private key %s: Permission "
+		 "denied", path);
+	EXPECT_STRSTR(msg, want);
+	EXPECT_STRSTR(msg, "runs as uid 65534");
+	EXPECT_STRSTR(msg, "read permission");
+	env_teardown(&e);
+}
+
 TEST_HARNESS_MAIN
