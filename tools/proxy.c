@@ -6,14 +6,24 @@
  * connection is relayed by the library (ktm_proxy_conn_*, "Relay" in
  * ktm.h) in its own thread.  See proxy.h for the two ends.
  *
- * Threads: the thread in ktm_proxy_run() only accepts; each connection
- * has one thread that makes its session (the destination's handshake,
- * the source's connect) and then relays (the library adds a second one on
- * the kernel path, one per direction).  So a peer that connects and says
- * nothing holds only its own thread, never the listener: at most
+ * Threads: the thread in ktm_proxy_run() accepts; each connection then
+ * has one thread that relays (the library adds a second one on the kernel
+ * path, one per direction).  The source connects its session to the
+ * destination in the accepting thread, one after another, so connections
+ * reach the destination in the order QEMU opened them.  The destination
+ * runs each handshake in the connection's thread, so a peer that connects
+ * and says nothing holds only its own thread, never the listener: at most
  * PROXY_HANDSHAKES handshakes run at once, and a new connection beyond
  * that cuts the oldest one still in its handshake (a real peer's takes
  * milliseconds; a stray's lasts until the handshake timeout).
+ *
+ * Order: QEMU tells its channels apart by the order they arrive (the main
+ * channel first; postcopy's preempt channel and QEMU 7's multifd carry no
+ * tag), so the destination connects to QEMU in accept order: a connection
+ * whose handshake is done waits for every earlier one that is still in a
+ * handshake it has started (sent bytes) or is connecting to QEMU.  An
+ * earlier connection that has sent nothing is not waited for: the source
+ * starts each handshake at once, so it cannot be one of its channels.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,6 +47,9 @@
 
 /* Handshakes in progress at once (see above). */
 #define PROXY_HANDSHAKES 32
+/* How long the destination waits for a new connection's first bytes (the
+ * library's default handshake timeout). */
+#define PROXY_FIRST_BYTE_MS 10000
 
 /* One connection of the accept loop around the library's relay. */
 struct proxy_conn {
@@ -47,6 +60,8 @@ struct proxy_conn {
 	 * destination's accepted socket (-1 on the source), to cut it */
 	bool handshaking;
 	int hs_fd;
+	bool spoke;			/* under p->lock: its first bytes came */
+	bool queued;			/* under p->lock: handshake done, QEMU next */
 	unsigned int seq;		/* accept order, to find the oldest */
 	bool done;			/* under p->lock: the thread may be joined */
 	pthread_t thread;
@@ -65,6 +80,7 @@ struct ktm_proxy {
 	ktm_proxy_report_fn report;
 	void *opaque;
 	pthread_mutex_t lock;		/* conns, reports */
+	pthread_cond_t turn;		/* a connection left a handshake or queue */
 	struct proxy_conn *conns;
 	unsigned int next_id;
 	/* source on a unix socket: who may connect besides root and this
@@ -283,7 +299,7 @@ static void *conn_main(void *arg)
 	struct proxy_conn *pc = arg;
 	struct ktm_proxy *p = pc->p;
 
-	if (conn_connect(p, pc))
+	if (p->source || conn_connect(p, pc))
 		ktm_proxy_conn_run(pc->c);
 	ktm_proxy_conn_finish(pc->c, report_locked, p);
 	pthread_mutex_lock(&p->lock);
@@ -310,6 +326,7 @@ struct ktm_proxy *ktm_proxy_new(const struct ktm_config *cfg,
 	p->peer_uid = p->peer_gid = -1;
 	p->wake[0] = p->wake[1] = -1;
 	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->turn, NULL);
 	p->source = ktm_config_endpoint(cfg) == KTM_ENDPOINT_CLIENT;
 	if (!parse_addr(local, true, p->source, &p->local, errp) ||
 	    !parse_addr(remote, false, !p->source, &p->remote, errp) ||
@@ -480,8 +497,80 @@ static bool handshake_over(struct ktm_proxy *p, struct proxy_conn *pc)
 		close(pc->hs_fd);
 	pc->hs_fd = -1;
 	cut = ktm_proxy_conn_error(pc->c) != NULL;
+	pthread_cond_broadcast(&p->turn);
 	pthread_mutex_unlock(&p->lock);
 	return cut;
+}
+
+/* Wait up to PROXY_FIRST_BYTE_MS for the peer's first bytes (a ClientHello
+ * or anything else: the handshake judges them) and note that they came.
+ * false with *errp when none did. */
+static bool first_bytes(struct ktm_proxy *p, struct proxy_conn *pc, int fd,
+			struct ktm_error **errp)
+{
+	struct pollfd pf = { .fd = fd, .events = POLLIN };
+	int n;
+
+	do {
+		n = poll(&pf, 1, PROXY_FIRST_BYTE_MS);
+	} while (n < 0 && errno == EINTR);
+	if (n <= 0) {
+		ktm_error_set(errp, KTM_ERR_PEER, ETIMEDOUT, "%s connected and "
+			      "sent nothing for %d s; refused",
+			      ktm_proxy_conn_peer(pc->c), PROXY_FIRST_BYTE_MS / 1000);
+		ktm_error_hint_set(errp, "a migration source starts its TLS "
+				   "handshake at once; this is a port scan, a "
+				   "health check or a stalled peer");
+		return false;
+	}
+	pthread_mutex_lock(&p->lock);
+	pc->spoke = true;
+	pthread_mutex_unlock(&p->lock);
+	return true;
+}
+
+/* Under p->lock: a connection accepted before @pc still has to reach QEMU
+ * (see Order above). */
+static bool earlier_pending_locked(const struct ktm_proxy *p,
+				   const struct proxy_conn *pc)
+{
+	const struct proxy_conn *c;
+
+	for (c = p->conns; c; c = c->next)
+		if (c->seq < pc->seq &&
+		    ((c->handshaking && c->spoke) || c->queued))
+			return true;
+	return false;
+}
+
+/* The destination's turn to connect @pc to QEMU; then connect_local();
+ * the fd or -1 with *errp. */
+static int connect_in_order(struct ktm_proxy *p, struct proxy_conn *pc,
+			    struct ktm_error **errp)
+{
+	int fd;
+
+	pthread_mutex_lock(&p->lock);
+	pc->queued = true;
+	while (!p->stopping && earlier_pending_locked(p, pc)) {
+		struct timespec ts;
+
+		/* timed: stopping comes from a signal handler */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&p->turn, &p->lock, &ts);
+	}
+	pthread_mutex_unlock(&p->lock);
+	fd = p->stopping ? -1 : connect_local(&p->local, errp);
+	pthread_mutex_lock(&p->lock);
+	pc->queued = false;
+	pthread_cond_broadcast(&p->turn);
+	pthread_mutex_unlock(&p->lock);
+	return fd;
 }
 
 /*
@@ -508,9 +597,9 @@ static void tune_tls_socket(const struct ktm_proxy *p, int fd)
 /*
  * The session and the plain socket of @pc, around its accepted socket
  * (taken): source: it is the plain side, connect a session to the
- * destination; destination: handshake on it, then connect to QEMU.  In
- * the connection's thread.  false (with the reason recorded on the
- * connection) when either failed.
+ * destination (in the accepting thread); destination: handshake on it,
+ * then connect to QEMU (in the connection's thread).  false (with the
+ * reason recorded on the connection) when either failed.
  */
 static bool conn_connect(struct ktm_proxy *p, struct proxy_conn *pc)
 {
@@ -526,14 +615,16 @@ static bool conn_connect(struct ktm_proxy *p, struct proxy_conn *pc)
 			s = ktm_session_connect(p->cfg, p->remote.host,
 						p->remote.port, &e);
 		tune_tls_socket(p, s ? ktm_session_fd(s) : -1);
-	} else {
+	} else if (first_bytes(p, pc, fd, &e)) {
 		tune_tls_socket(p, fd);
 		/* takes fd, also on failure */
 		s = ktm_session_new_fd(p->cfg, fd, NULL, &e);
+	} else {
+		close(fd);
 	}
 	/* Only an authenticated peer gets to reach QEMU. */
 	if (!handshake_over(p, pc) && s && !p->source)
-		local_fd = connect_local(&p->local, &e);
+		local_fd = connect_in_order(p, pc, &e);
 	ktm_proxy_conn_attach(c, s, local_fd);
 	if (s && local_fd >= 0 && !e)
 		return true;
@@ -609,6 +700,11 @@ static struct proxy_conn *conn_establish(struct ktm_proxy *p,
 	pc->seq = p->next_id;
 	pc->handshaking = true;
 	pc->hs_fd = p->source ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (p->source && !conn_connect(p, pc)) {
+		conn_failed(p, c, NULL, failed);
+		free(pc);
+		return NULL;
+	}
 	return pc;
 }
 
@@ -665,7 +761,8 @@ static void conn_start(struct ktm_proxy *p, struct proxy_conn *c,
 	if (ret) {
 		struct ktm_error *e = NULL;
 
-		close(c->fd);
+		if (c->fd >= 0)
+			close(c->fd);
 		if (c->hs_fd >= 0)
 			close(c->hs_fd);
 
@@ -759,5 +856,6 @@ void ktm_proxy_free(struct ktm_proxy *p)
 	if (p->wake[1] >= 0)
 		close(p->wake[1]);
 	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->turn);
 	free(p);
 }

@@ -170,6 +170,16 @@ static unsigned int count_lines(const char *text, const char *what)
 	return n;
 }
 
+static int write_text(const char *path, const char *text, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	bool ok = fd >= 0 && write(fd, text, len) == (ssize_t)len;
+
+	if (fd >= 0)
+		close(fd);
+	return ok ? 0 : -1;
+}
+
 /* ---- the two QEMUs ----------------------------------------------------------- */
 
 static uint8_t pattern(uint64_t i)
@@ -453,17 +463,133 @@ TEST_TIMEOUT(bad_option_values_are_usage_errors, 60)
 	env_teardown(&e);
 }
 
-/* ---- the creds dir and the identity options ---------------------------------- */
+/* The destination QEMU of the order test: @n connections accepted one
+ * after another, the first byte of each (its tag) in accept order. */
+struct order_sink {
+	int lfd;
+	unsigned int n;
+	char tags[8];
+	pthread_t thread;
+	char addr[32];
+};
 
-static int write_text(const char *path, const char *text, size_t len)
+static void *order_sink_main(void *arg)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	bool ok = fd >= 0 && write(fd, text, len) == (ssize_t)len;
+	struct order_sink *k = arg;
+	char buf[65536];
+	unsigned int i;
 
+	for (i = 0; i < k->n; i++) {
+		int fd = accept(k->lfd, NULL, NULL);
+
+		if (fd < 0 || read(fd, &k->tags[i], 1) != 1)
+			k->tags[i] = '?';
+		while (fd >= 0 && read(fd, buf, sizeof(buf)) > 0)
+			;
+		if (fd >= 0)
+			close(fd);
+	}
+	return NULL;
+}
+
+/* A source QEMU channel: 64 KiB of its tag byte. */
+struct tagged {
+	const char *path;
+	char tag;
+	pthread_t thread;
+};
+
+static void *tagged_main(void *arg)
+{
+	struct tagged *t = arg;
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	char buf[65536];
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", t->path);
+	memset(buf, t->tag, sizeof(buf));
+	if (fd >= 0 && !connect(fd, (struct sockaddr *)&sun, sizeof(sun)) &&
+	    send(fd, buf, sizeof(buf), MSG_NOSIGNAL) == (ssize_t)sizeof(buf)) {
+		shutdown(fd, SHUT_WR);
+		while (read(fd, buf, sizeof(buf)) > 0)
+			;
+	}
 	if (fd >= 0)
 		close(fd);
-	return ok ? 0 : -1;
+	return NULL;
 }
+
+/*
+ * QEMU tells its channels apart by the order they arrive (the main channel
+ * first), so the destination must hand them to QEMU in the order the
+ * source QEMU opened them, even when the first one's check takes longer
+ * than the second's whole handshake (a hook that sleeps on its first run).
+ * Strays in between (an idle connection) change nothing.
+ */
+TEST_TIMEOUT(channels_reach_qemu_in_the_order_qemu_opened_them, 90)
+{
+	struct env e;
+	struct order_sink k = { .n = 3 };
+	struct tagged t[3];
+	struct run src, dst;
+	char port[8], hook[128], to[32];
+	const char *dargs[] = { "proxy", "dest", "--listen", "127.0.0.1:0",
+				"--connect", k.addr, "--creds", NULL,
+				"--check-hook", hook, NULL };
+	const char *sargs[] = { "proxy", "source", "--unix", NULL, "--connect",
+				to, "--creds", NULL, "--max-conns", "3", NULL };
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sin);
+	struct stat st;
+	char script[300];
+	int idle, i;
+
+	ASSERT_EQ(env_setup(&e), 0);
+	snprintf(hook, sizeof(hook), "%s/hook.sh", e.dir);
+	snprintf(script, sizeof(script), "#!/bin/sh\nif mkdir %s/first 2>/dev/null; "
+		 "then sleep 1; fi\nexit 0\n", e.dir);
+	ASSERT_EQ(write_text(hook, script, strlen(script)), 0);
+	ASSERT_EQ(chmod(hook, 0700), 0);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	k.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ASSERT_EQ(bind(k.lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ASSERT_EQ(listen(k.lfd, 8), 0);
+	ASSERT_EQ(getsockname(k.lfd, (struct sockaddr *)&sin, &sl), 0);
+	snprintf(k.addr, sizeof(k.addr), "127.0.0.1:%u", ntohs(sin.sin_port));
+	ASSERT_EQ(pthread_create(&k.thread, NULL, order_sink_main, &k), 0);
+	dargs[7] = e.dir;
+	run_start(&dst, &e, "dst", dargs);
+	ASSERT_TRUE(listen_port(&dst, port));
+	idle_connections(&idle, 1, port);
+	snprintf(to, sizeof(to), "localhost:%s", port);
+	sargs[3] = e.sock;
+	sargs[7] = e.dir;
+	run_start(&src, &e, "src", sargs);
+	while (stat(e.sock, &st) && ktm_now_s() - src.t0 < 20)
+		usleep(10000);
+	for (i = 0; i < 3; i++) {
+		t[i].path = e.sock;
+		t[i].tag = (char)('A' + i);
+		ASSERT_EQ(pthread_create(&t[i].thread, NULL, tagged_main, &t[i]), 0);
+		usleep(100000);	/* QEMU opens its channels one by one */
+	}
+	for (i = 0; i < 3; i++)
+		pthread_join(t[i].thread, NULL);
+	EXPECT_EQ(run_wait(&src, 30), 0);
+	pthread_join(k.thread, NULL);
+	printf("# QEMU saw the channels in the order %.3s\n", k.tags);
+	EXPECT_EQ(memcmp(k.tags, "ABC", 3), 0);
+	kill(dst.pid, SIGTERM);
+	run_wait(&dst, 20);
+	close(idle);
+	close(k.lfd);
+	snprintf(script, sizeof(script), "%s/first", e.dir);
+	rmdir(script);
+	unlink(hook);
+	env_teardown(&e);
+}
+
+/* ---- the creds dir and the identity options ---------------------------------- */
 
 /* An allow file as the manual describes it: one rule per line, '#' at the
  * start of a line or after a blank starts a comment, blanks around a rule
