@@ -39,6 +39,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -169,7 +170,7 @@ static int listen_unix(struct ktm_proxy *p, struct ktm_error **errp)
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	const char *path = p->local.path;
 	struct stat st;
-	int fd, probe;
+	int fd, probe, e;
 
 	strcpy(sun.sun_path, path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -209,8 +210,16 @@ static int listen_unix(struct ktm_proxy *p, struct ktm_error **errp)
 	return fd;
 
 err_io:
-	ktm_error_set(errp, KTM_ERR_IO, errno, "cannot listen on unix socket %s: %s",
-		      path, strerror(errno));
+	e = errno;
+	ktm_error_set(errp, KTM_ERR_IO, e, "cannot listen on unix socket %s: %s",
+		      path, strerror(e));
+	if (e == ENOENT && strrchr(path, '/'))
+		ktm_error_hint_set(errp, "create its directory first: mkdir -p %.*s",
+				   (int)(strrchr(path, '/') - path), path);
+	else if (e == EACCES)
+		ktm_error_hint_set(errp, "this process (uid %u) may not create "
+				   "files in the socket's directory",
+				   (unsigned int)geteuid());
 err_close:
 	if (fd >= 0)
 		close(fd);
@@ -486,8 +495,12 @@ static struct ktm_proxy_conn *conn_named(struct ktm_proxy *p, int fd)
 }
 
 /* The handshake of @pc is over (either way): it can no longer be cut by
- * conn_evict().  true when it was cut meanwhile (the reason is on it). */
-static bool handshake_over(struct ktm_proxy *p, struct proxy_conn *pc)
+ * conn_evict().  When @queue (the destination's handshake succeeded) it
+ * is queued for QEMU in the same step, so no later connection can slip
+ * past it in between (see Order).  true when it was cut meanwhile (the
+ * reason is on it; then it is not queued). */
+static bool handshake_over(struct ktm_proxy *p, struct proxy_conn *pc,
+			   bool queue)
 {
 	bool cut;
 
@@ -497,6 +510,7 @@ static bool handshake_over(struct ktm_proxy *p, struct proxy_conn *pc)
 		close(pc->hs_fd);
 	pc->hs_fd = -1;
 	cut = ktm_proxy_conn_error(pc->c) != NULL;
+	pc->queued = queue && !cut;
 	pthread_cond_broadcast(&p->turn);
 	pthread_mutex_unlock(&p->lock);
 	return cut;
@@ -529,29 +543,40 @@ static bool first_bytes(struct ktm_proxy *p, struct proxy_conn *pc, int fd,
 	return true;
 }
 
+/* Under p->lock: whether @c, in its handshake, has had bytes from its
+ * peer: noted by its thread, or (its thread not run yet) waiting unread
+ * on its socket. */
+static bool spoke_locked(struct proxy_conn *c)
+{
+	int n = 0;
+
+	if (!c->spoke && c->hs_fd >= 0 && !ioctl(c->hs_fd, FIONREAD, &n) && n > 0)
+		c->spoke = true;
+	return c->spoke;
+}
+
 /* Under p->lock: a connection accepted before @pc still has to reach QEMU
  * (see Order above). */
 static bool earlier_pending_locked(const struct ktm_proxy *p,
 				   const struct proxy_conn *pc)
 {
-	const struct proxy_conn *c;
+	struct proxy_conn *c;
 
 	for (c = p->conns; c; c = c->next)
 		if (c->seq < pc->seq &&
-		    ((c->handshaking && c->spoke) || c->queued))
+		    (c->queued || (c->handshaking && spoke_locked(c))))
 			return true;
 	return false;
 }
 
-/* The destination's turn to connect @pc to QEMU; then connect_local();
- * the fd or -1 with *errp. */
+/* The destination's turn to connect @pc (queued by handshake_over()) to
+ * QEMU; then connect_local(); the fd or -1 with *errp. */
 static int connect_in_order(struct ktm_proxy *p, struct proxy_conn *pc,
 			    struct ktm_error **errp)
 {
 	int fd;
 
 	pthread_mutex_lock(&p->lock);
-	pc->queued = true;
 	while (!p->stopping && earlier_pending_locked(p, pc)) {
 		struct timespec ts;
 
@@ -623,7 +648,7 @@ static bool conn_connect(struct ktm_proxy *p, struct proxy_conn *pc)
 		close(fd);
 	}
 	/* Only an authenticated peer gets to reach QEMU. */
-	if (!handshake_over(p, pc) && s && !p->source)
+	if (!handshake_over(p, pc, s && !p->source) && s && !p->source)
 		local_fd = connect_in_order(p, pc, &e);
 	ktm_proxy_conn_attach(c, s, local_fd);
 	if (s && local_fd >= 0 && !e)
