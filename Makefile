@@ -153,6 +153,7 @@ $(EXAMPLE_TEST_BIN): $(O)/tests/examples/%: examples/%.c $(STATIC_LIB) | depchec
 # The hostile tests run the tool next to them (O/ktls-migrate), also in the
 # sanitizer build.
 $(O)/tests/session/hostile: $(TOOL)
+$(O)/tests/session/proxy_hostile: $(TOOL)
 
 # ---- tests ---------------------------------------------------------------
 # `make check`: unit tests natively, the same unit tests under ASan+UBSan,

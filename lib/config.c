@@ -113,6 +113,20 @@ static char *path_join(const char *dir, const char *name)
 	return p;
 }
 
+/* The hint for a credentials file that could not be opened (errno @e):
+ * a missing one is the layout, one we may not read is who we run as. */
+static void open_hint(struct ktm_error **errp, int e)
+{
+	if (e == EACCES || e == EPERM)
+		ktm_error_hint_set(errp, "this process runs as uid %u gid %u: "
+				   "it needs search (x) permission on the "
+				   "directories and read permission on the file "
+				   "(e.g. a group it is in, mode 0640)",
+				   (unsigned int)geteuid(), (unsigned int)getegid());
+	else if (e == ENOENT || e == ENOTDIR)
+		ktm_error_hint_set(errp, "%s", ktm_layout_hint);
+}
+
 /* The file must exist and be a regular file. */
 static bool check_present(const char *path, const char *role,
 			  struct ktm_error **errp)
@@ -120,10 +134,11 @@ static bool check_present(const char *path, const char *role,
 	struct stat st;
 
 	if (stat(path, &st)) {
-		ktm_error_set(errp, KTM_ERR_CONFIG, errno,
-			      "cannot use %s %s: %s", role, path,
-			      strerror(errno));
-		ktm_error_hint_set(errp, "%s", ktm_layout_hint);
+		int e = errno;
+
+		ktm_error_set(errp, KTM_ERR_CONFIG, e, "cannot use %s %s: %s",
+			      role, path, strerror(e));
+		open_hint(errp, e);
 		return false;
 	}
 	if (!S_ISREG(st.st_mode)) {
@@ -215,9 +230,11 @@ static EVP_PKEY *load_key(const struct ktm_config *cfg, const char *path,
 
 	f = fopen(path, "r");
 	if (!f) {
-		ktm_error_set(errp, KTM_ERR_CONFIG, errno,
-			      "cannot open private key %s: %s", path,
-			      strerror(errno));
+		int e = errno;
+
+		ktm_error_set(errp, KTM_ERR_CONFIG, e,
+			      "cannot open private key %s: %s", path, strerror(e));
+		open_hint(errp, e);
 		return NULL;
 	}
 	if (fstat(fileno(f), &st) == 0 && (st.st_mode & 007)) {
@@ -292,6 +309,9 @@ static X509_STORE *store_load(const char *ca, const char *crl,
 		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL,
 			      "cannot load CA certificate %s%s", ca,
 			      ktm_ossl_reason(why, sizeof(why)));
+		ktm_error_hint_set(errp, "the file holds the CA certificates "
+				   "(and intermediates), each a whole PEM block; "
+				   "one is cut or damaged: copy it again");
 		X509_STORE_free(store);
 		return NULL;
 	}
@@ -307,25 +327,43 @@ static X509_STORE *store_load(const char *ca, const char *crl,
 }
 
 /* The certificates after the first in @path (a chain file); an empty
- * stack when there are none, NULL on error. */
-static STACK_OF(X509) *chain_load(const char *path, struct ktm_error **errp)
+ * stack when there are none, NULL on error: a damaged block after the
+ * first (a cut copy) would otherwise drop an intermediate in silence. */
+static STACK_OF(X509) *chain_load(const char *path, const char *role,
+				  struct ktm_error **errp)
 {
 	STACK_OF(X509) *chain = sk_X509_new_null();
 	BIO *b = BIO_new_file(path, "r");
+	unsigned long e;
+	char why[256];
 	X509 *x;
 	int i = 0;
 
+	ERR_clear_error();
 	while (b && chain && (x = PEM_read_bio_X509(b, NULL, NULL, NULL))) {
 		if (i++ == 0)
 			X509_free(x);
 		else if (!sk_X509_push(chain, x))
 			X509_free(x);
 	}
-	ERR_clear_error();	/* the end of the file */
+	e = ERR_peek_last_error();
 	BIO_free(b);
-	if (!chain)
+	if (!chain) {
+		ERR_clear_error();
 		ktm_error_set(errp, KTM_ERR_INTERNAL, ENOMEM,
 			      "out of memory for the certificate chain of %s", path);
+	} else if (e && !(ERR_GET_LIB(e) == ERR_LIB_PEM &&
+			  ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL, "%s %s: the PEM "
+			      "block after certificate %d is damaged%s", role,
+			      path, i, ktm_ossl_reason(why, sizeof(why)));
+		ktm_error_hint_set(errp, "the file holds the certificate, then "
+				   "its intermediates, each a whole PEM block; "
+				   "copy it again");
+		sk_X509_pop_free(chain, X509_free);
+		chain = NULL;
+	}
+	ERR_clear_error();	/* the end of the file */
 	return chain;
 }
 
@@ -402,7 +440,7 @@ static bool creds_load(const struct ktm_config *cfg, struct creds *c,
 		return false;
 	}
 	c->store = store_load(c->ca, c->crl, errp);
-	c->chain = c->store ? chain_load(c->cert, errp) : NULL;
+	c->chain = c->store ? chain_load(c->cert, role, errp) : NULL;
 	return c->chain != NULL;
 }
 
@@ -441,11 +479,17 @@ bool ktm_config_set_creds_dir(struct ktm_config *cfg, const char *dir,
 	struct creds c = { 0 };
 	struct stat st;
 	bool ok;
+	int e;
 
-	if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
-		ktm_error_set(errp, KTM_ERR_CONFIG, errno ? errno : ENOTDIR,
-			      "credentials directory %s does not exist", dir);
-		ktm_error_hint_set(errp, "%s", ktm_layout_hint);
+	e = stat(dir, &st) ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+	if (e) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, e, "credentials directory "
+			      "%s %s", dir, e == ENOENT ? "does not exist" :
+			      e == ENOTDIR ? "is not a directory" : strerror(e));
+		if (e == ENOENT || e == ENOTDIR)
+			ktm_error_hint_set(errp, "%s", ktm_layout_hint);
+		else
+			open_hint(errp, e);
 		return false;
 	}
 	ok = creds_paths(&c, dir, server, errp) && creds_load(cfg, &c, role, errp);
@@ -618,30 +662,63 @@ bool ktm_config_add_allow(struct ktm_config *cfg, const char *rule,
 	return allow_push(&cfg->allow, &cfg->n_allow, rule, NULL, errp);
 }
 
+/* Line @no of an allow file (@len bytes, its newline cut) to its rule in
+ * place: blanks around it and a comment ('#' at the start or after a
+ * blank) dropped.  NULL when the line holds no rule; *bad when it holds a
+ * NUL byte. */
+static char *allow_line(char *line, size_t len, bool *bad)
+{
+	char *p = line, *end, *hash;
+
+	*bad = strlen(line) != len;
+	for (hash = strchr(p, '#'); hash; hash = strchr(hash + 1, '#'))
+		if (hash == p || hash[-1] == ' ' || hash[-1] == '\t') {
+			*hash = '\0';
+			break;
+		}
+	end = p + strlen(p);
+	while (*p == ' ' || *p == '\t')
+		p++;
+	while (end > p && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
+		*--end = '\0';
+	return *p ? p : NULL;
+}
+
 /* One rule per line of @f into @v; blank lines and '#' comments skipped. */
 static bool allow_read(FILE *f, const char *path, struct ktm_allow **v,
 		       size_t *n, struct ktm_error **errp)
 {
-	char line[4096], where[512];
+	char *line = NULL, *rule, where[512];
 	unsigned int no = 0;
+	size_t cap = 0;
+	ssize_t len;
+	bool bad = false, ok = true;
 
-	while (fgets(line, sizeof(line), f)) {
-		char *p = line, *end;
-
+	errno = 0;
+	while (ok && (len = getline(&line, &cap, f)) >= 0) {
 		no++;
-		end = p + strcspn(p, "\r\n");
-		*end = '\0';
-		while (*p == ' ' || *p == '\t')
-			p++;
-		while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
-			*--end = '\0';
-		if (!*p || *p == '#')
-			continue;
+		if (len && line[len - 1] == '\n')
+			line[--len] = '\0';
+		rule = allow_line(line, (size_t)len, &bad);
 		snprintf(where, sizeof(where), "%s:%u", path, no);
-		if (!allow_push(v, n, p, where, errp))
-			return false;
+		if (bad) {
+			ktm_error_set(errp, KTM_ERR_CONFIG, EINVAL, "allow file "
+				      "%s holds a NUL byte: not a text file",
+				      where);
+			ok = false;
+		} else if (rule) {
+			ok = allow_push(v, n, rule, where, errp);
+		}
+		errno = 0;
 	}
-	return true;
+	if (ok && ferror(f)) {
+		ktm_error_set(errp, KTM_ERR_CONFIG, errno ? errno : EIO,
+			      "cannot read allow file %s: %s", path,
+			      strerror(errno ? errno : EIO));
+		ok = false;
+	}
+	free(line);
+	return ok;
 }
 
 bool ktm_config_load_allow_file(struct ktm_config *cfg, const char *path,

@@ -106,7 +106,14 @@ TOOL_IDENTITY_HELP
 TOOL_KEY_LIMIT_HELP
 "  --max-conns N       serve N connections, then exit (default: until SIGINT\n"
 "                      or SIGTERM).  A plain QEMU migration is 1 connection,\n"
-"                      multifd with C channels is C + 1.\n"
+"                      multifd with C channels is C + 1.  Every accepted\n"
+"                      connection counts, also one refused (a port scan on\n"
+"                      the dest port): leave it out on a reachable port\n"
+"  --io-timeout S      a TLS peer that takes none of our bytes for S seconds\n"
+"                      (frozen, partitioned) or, idle, stops answering TCP\n"
+"                      keepalive fails its connection (default 30; 0: the\n"
+"                      kernel's, about 15 minutes).  A peer that is merely\n"
+"                      silent is waited for: QEMU's connections may idle\n"
 "  --peer KIND         what the TLS peer is: ktm (default), another\n"
 "                      ktls-migrate end, which ends each connection with\n"
 "                      close_notify; qemu-tls, a QEMU using its own\n"
@@ -170,7 +177,7 @@ struct opts {
 	long unix_owner, unix_group;
 	unsigned int unix_mode;
 	const char *creds, *unix_path, *listen, *connect;
-	unsigned int max_conns;
+	unsigned int max_conns, io_s;
 	struct tool_tls tls;
 };
 
@@ -205,13 +212,12 @@ static int parse_access(struct opts *o, char what, const char *arg)
 }
 
 enum { O_UNIX = 256, O_LISTEN, O_CONNECT, O_MAX, O_QUIET, O_OWNER,
-       O_GROUP, O_MODE, O_INSECURE, O_PEER };
+       O_GROUP, O_MODE, O_INSECURE, O_PEER, O_IO };
 
 /* One option of parse(): 0 to go on, else what parse() returns (-1 after
  * --help). */
 static int parse_one(struct opts *o, int c)
 {
-	char *end = NULL;
 	int ret;
 
 	switch (c) {
@@ -234,9 +240,12 @@ static int parse_one(struct opts *o, int c)
 		o->peer_qemu_tls = !strcmp(optarg, "qemu-tls");
 		return 0;
 	case O_MAX:
-		o->max_conns = (unsigned int)strtoul(optarg, &end, 10);
-		if (*end || !o->max_conns)
-			return bad_usage("--max-conns takes a positive count, not '%s'", optarg);
+		if (!tool_parse_uint(optarg, 1, 1000000, &o->max_conns))
+			return bad_usage("--max-conns takes a count (1 to 1000000), not '%s'", optarg);
+		return 0;
+	case O_IO:
+		if (!tool_parse_uint(optarg, 0, 86400, &o->io_s))
+			return bad_usage("--io-timeout takes seconds (0 to 86400), not '%s'", optarg);
 		return 0;
 	case 'h':
 		usage(stdout);
@@ -283,6 +292,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "connect", required_argument, NULL, O_CONNECT },
 		{ "max-conns", required_argument, NULL, O_MAX },
+		{ "io-timeout", required_argument, NULL, O_IO },
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "peer", required_argument, NULL, O_PEER },
 		{ "help", no_argument, NULL, 'h' },
@@ -294,6 +304,7 @@ static int parse(int argc, char **argv, struct opts *o)
 
 	tool_tls_init(&o->tls, KTM_KTLS_PREFER);
 	o->unix_owner = o->unix_group = -1;
+	o->io_s = 30;
 	ret = tool_pick_mode(argc, argv, "source", "dest", "proxy");
 	if (ret == -1)
 		usage(stdout);
@@ -511,6 +522,7 @@ int cmd_proxy(int argc, char **argv)
 	rctx.quiet = o.quiet;
 	if (o.peer_qemu_tls)
 		ktm_proxy_set_peer_end(p, KTM_PEER_END_QEMU_TLS);
+	ktm_proxy_set_io_timeout(p, o.io_s * 1000);
 	ktm_proxy_set_report(p, report, &rctx);
 	the_proxy = p;
 	catch_signals();

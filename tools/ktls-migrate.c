@@ -6,6 +6,8 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
+#include <signal.h>
 #include <string.h>
 
 #include "tool.h"
@@ -209,7 +211,7 @@ int cmd_probe(int argc, char **argv)
 	return ktls == KTM_SUPPORTED ? 0 : ktls == KTM_UNSUPPORTED ? 1 : 3;
 }
 
-int main(int argc, char **argv)
+static int dispatch(int argc, char **argv)
 {
 	if (argc < 2) {
 		usage(stderr);
@@ -237,4 +239,26 @@ int main(int argc, char **argv)
 	fprintf(stderr, "%s: unknown command '%s'\n", tool_prog, argv[1]);
 	fprintf(stderr, "Try '%s --help'.\n", tool_prog);
 	return 2;
+}
+
+/*
+ * Standard output closed or a pipe whose reader is gone (`probe | head
+ * -c1`): no death by SIGPIPE, and no report lost in silence either: the
+ * write error is named and a run that would have succeeded exits 1.
+ */
+int main(int argc, char **argv)
+{
+	int ret, err;
+
+	signal(SIGPIPE, SIG_IGN);
+	ret = dispatch(argc, argv);
+	errno = 0;
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return ret;
+	err = errno ? errno : EIO;
+	fprintf(stderr, "%s: cannot write to standard output: %s\n", tool_prog,
+		strerror(err));
+	fprintf(stderr, "  hint: what the command printed there (its report) "
+		"is incomplete; keep standard output open until it exits\n");
+	return ret ? ret : 1;
 }

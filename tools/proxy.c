@@ -6,9 +6,24 @@
  * connection is relayed by the library (ktm_proxy_conn_*, "Relay" in
  * ktm.h) in its own thread.  See proxy.h for the two ends.
  *
- * Threads: the thread in ktm_proxy_run() accepts and sets sessions up, one
- * at a time; each connection then has one thread (the library adds a
- * second one on the kernel path, one per direction).
+ * Threads: the thread in ktm_proxy_run() accepts; each connection then
+ * has one thread that relays (the library adds a second one on the kernel
+ * path, one per direction).  The source connects its session to the
+ * destination in the accepting thread, one after another, so connections
+ * reach the destination in the order QEMU opened them.  The destination
+ * runs each handshake in the connection's thread, so a peer that connects
+ * and says nothing holds only its own thread, never the listener: at most
+ * PROXY_HANDSHAKES handshakes run at once, and a new connection beyond
+ * that cuts the oldest one still in its handshake (a real peer's takes
+ * milliseconds; a stray's lasts until the handshake timeout).
+ *
+ * Order: QEMU tells its channels apart by the order they arrive (the main
+ * channel first; postcopy's preempt channel and QEMU 7's multifd carry no
+ * tag), so the destination connects to QEMU in accept order: a connection
+ * whose handshake is done waits for every earlier one that is still in a
+ * handshake it has started (sent bytes) or is connecting to QEMU.  An
+ * earlier connection that has sent nothing is not waited for: the source
+ * starts each handshake at once, so it cannot be one of its channels.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,16 +39,31 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
 #include "tool.h"
 
+/* Handshakes in progress at once (see above). */
+#define PROXY_HANDSHAKES 32
+/* How long the destination waits for a new connection's first bytes (the
+ * library's default handshake timeout). */
+#define PROXY_FIRST_BYTE_MS 10000
+
 /* One connection of the accept loop around the library's relay. */
 struct proxy_conn {
 	struct ktm_proxy *p;
 	struct ktm_proxy_conn *c;	/* owned */
+	int fd;				/* the accepted socket, until the thread takes it */
+	/* under p->lock: in its handshake; hs_fd a duplicate of the
+	 * destination's accepted socket (-1 on the source), to cut it */
+	bool handshaking;
+	int hs_fd;
+	bool spoke;			/* under p->lock: its first bytes came */
+	bool queued;			/* under p->lock: handshake done, QEMU next */
+	unsigned int seq;		/* accept order, to find the oldest */
 	bool done;			/* under p->lock: the thread may be joined */
 	pthread_t thread;
 	struct proxy_conn *next;
@@ -51,12 +81,14 @@ struct ktm_proxy {
 	ktm_proxy_report_fn report;
 	void *opaque;
 	pthread_mutex_t lock;		/* conns, reports */
+	pthread_cond_t turn;		/* a connection left a handshake or queue */
 	struct proxy_conn *conns;
 	unsigned int next_id;
 	/* source on a unix socket: who may connect besides root and this
 	 * process's user (SO_PEERCRED); -1 when unset */
 	long peer_uid, peer_gid;
 	enum ktm_peer_end peer_end;	/* how the TLS peer may end */
+	unsigned int io_ms;		/* TCP_USER_TIMEOUT + keepalive; 0: off */
 };
 
 /* ---- addresses ------------------------------------------------------------- */
@@ -138,7 +170,7 @@ static int listen_unix(struct ktm_proxy *p, struct ktm_error **errp)
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	const char *path = p->local.path;
 	struct stat st;
-	int fd, probe;
+	int fd, probe, e;
 
 	strcpy(sun.sun_path, path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -178,8 +210,16 @@ static int listen_unix(struct ktm_proxy *p, struct ktm_error **errp)
 	return fd;
 
 err_io:
-	ktm_error_set(errp, KTM_ERR_IO, errno, "cannot listen on unix socket %s: %s",
-		      path, strerror(errno));
+	e = errno;
+	ktm_error_set(errp, KTM_ERR_IO, e, "cannot listen on unix socket %s: %s",
+		      path, strerror(e));
+	if (e == ENOENT && strrchr(path, '/'))
+		ktm_error_hint_set(errp, "create its directory first: mkdir -p %.*s",
+				   (int)(strrchr(path, '/') - path), path);
+	else if (e == EACCES)
+		ktm_error_hint_set(errp, "this process (uid %u) may not create "
+				   "files in the socket's directory",
+				   (unsigned int)geteuid());
 err_close:
 	if (fd >= 0)
 		close(fd);
@@ -261,12 +301,15 @@ static void report_locked(const struct ktm_proxy_conn *c,
 	pthread_mutex_unlock(&p->lock);
 }
 
+static bool conn_connect(struct ktm_proxy *p, struct proxy_conn *pc);
+
 static void *conn_main(void *arg)
 {
 	struct proxy_conn *pc = arg;
 	struct ktm_proxy *p = pc->p;
 
-	ktm_proxy_conn_run(pc->c);
+	if (p->source || conn_connect(p, pc))
+		ktm_proxy_conn_run(pc->c);
 	ktm_proxy_conn_finish(pc->c, report_locked, p);
 	pthread_mutex_lock(&p->lock);
 	pc->done = true;
@@ -292,6 +335,7 @@ struct ktm_proxy *ktm_proxy_new(const struct ktm_config *cfg,
 	p->peer_uid = p->peer_gid = -1;
 	p->wake[0] = p->wake[1] = -1;
 	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->turn, NULL);
 	p->source = ktm_config_endpoint(cfg) == KTM_ENDPOINT_CLIENT;
 	if (!parse_addr(local, true, p->source, &p->local, errp) ||
 	    !parse_addr(remote, false, !p->source, &p->remote, errp) ||
@@ -406,6 +450,11 @@ void ktm_proxy_set_peer_end(struct ktm_proxy *p, enum ktm_peer_end end)
 	p->peer_end = end;
 }
 
+void ktm_proxy_set_io_timeout(struct ktm_proxy *p, unsigned int ms)
+{
+	p->io_ms = ms;
+}
+
 void ktm_proxy_stop(struct ktm_proxy *p)
 {
 	int saved = errno;
@@ -445,43 +494,202 @@ static struct ktm_proxy_conn *conn_named(struct ktm_proxy *p, int fd)
 	return ktm_proxy_conn_new(++p->next_id, peer, local, NULL);
 }
 
-/*
- * The session and the plain socket of @c, around the accepted @fd (taken):
- * source: @fd is the plain side, connect a session to the destination;
- * destination: handshake on @fd, then connect to QEMU.  false (with the
- * reason recorded on @c) when either failed.
- */
-static bool conn_connect(struct ktm_proxy *p, struct ktm_proxy_conn *c, int fd)
+/* The handshake of @pc is over (either way): it can no longer be cut by
+ * conn_evict().  When @queue (the destination's handshake succeeded) it
+ * is queued for QEMU in the same step, so no later connection can slip
+ * past it in between (see Order).  true when it was cut meanwhile (the
+ * reason is on it; then it is not queued). */
+static bool handshake_over(struct ktm_proxy *p, struct proxy_conn *pc,
+			   bool queue)
 {
+	bool cut;
+
+	pthread_mutex_lock(&p->lock);
+	pc->handshaking = false;
+	if (pc->hs_fd >= 0)
+		close(pc->hs_fd);
+	pc->hs_fd = -1;
+	cut = ktm_proxy_conn_error(pc->c) != NULL;
+	pc->queued = queue && !cut;
+	pthread_cond_broadcast(&p->turn);
+	pthread_mutex_unlock(&p->lock);
+	return cut;
+}
+
+/* Wait up to PROXY_FIRST_BYTE_MS for the peer's first bytes (a ClientHello
+ * or anything else: the handshake judges them) and note that they came.
+ * false with *errp when none did. */
+static bool first_bytes(struct ktm_proxy *p, struct proxy_conn *pc, int fd,
+			struct ktm_error **errp)
+{
+	struct pollfd pf = { .fd = fd, .events = POLLIN };
+	int n;
+
+	do {
+		n = poll(&pf, 1, PROXY_FIRST_BYTE_MS);
+	} while (n < 0 && errno == EINTR);
+	if (n <= 0) {
+		ktm_error_set(errp, KTM_ERR_PEER, ETIMEDOUT, "%s connected and "
+			      "sent nothing for %d s; refused",
+			      ktm_proxy_conn_peer(pc->c), PROXY_FIRST_BYTE_MS / 1000);
+		ktm_error_hint_set(errp, "a migration source starts its TLS "
+				   "handshake at once; this is a port scan, a "
+				   "health check or a stalled peer");
+		return false;
+	}
+	pthread_mutex_lock(&p->lock);
+	pc->spoke = true;
+	pthread_mutex_unlock(&p->lock);
+	return true;
+}
+
+/* Under p->lock: whether @c, in its handshake, has had bytes from its
+ * peer: noted by its thread, or (its thread not run yet) waiting unread
+ * on its socket. */
+static bool spoke_locked(struct proxy_conn *c)
+{
+	int n = 0;
+
+	if (!c->spoke && c->hs_fd >= 0 && !ioctl(c->hs_fd, FIONREAD, &n) && n > 0)
+		c->spoke = true;
+	return c->spoke;
+}
+
+/* Under p->lock: a connection accepted before @pc still has to reach QEMU
+ * (see Order above). */
+static bool earlier_pending_locked(const struct ktm_proxy *p,
+				   const struct proxy_conn *pc)
+{
+	struct proxy_conn *c;
+
+	for (c = p->conns; c; c = c->next)
+		if (c->seq < pc->seq &&
+		    (c->queued || (c->handshaking && spoke_locked(c))))
+			return true;
+	return false;
+}
+
+/* The destination's turn to connect @pc (queued by handshake_over()) to
+ * QEMU; then connect_local(); the fd or -1 with *errp. */
+static int connect_in_order(struct ktm_proxy *p, struct proxy_conn *pc,
+			    struct ktm_error **errp)
+{
+	int fd;
+
+	pthread_mutex_lock(&p->lock);
+	while (!p->stopping && earlier_pending_locked(p, pc)) {
+		struct timespec ts;
+
+		/* timed: stopping comes from a signal handler */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&p->turn, &p->lock, &ts);
+	}
+	pthread_mutex_unlock(&p->lock);
+	fd = p->stopping ? -1 : connect_local(&p->local, errp);
+	pthread_mutex_lock(&p->lock);
+	pc->queued = false;
+	pthread_cond_broadcast(&p->turn);
+	pthread_mutex_unlock(&p->lock);
+	return fd;
+}
+
+/*
+ * A peer that stops taking our bytes (frozen, partitioned) ends the
+ * connection after p->io_ms (TCP_USER_TIMEOUT, also for zero-window
+ * probes), and one that vanished while idle after about the same
+ * (keepalive every io_ms/3, 3 probes).  No receive timeout: a QEMU
+ * connection may be idle for long (the return path, a paused migration).
+ */
+static void tune_tls_socket(const struct ktm_proxy *p, int fd)
+{
+	int on = 1, uto = (int)p->io_ms, cnt = 3;
+	int idle = p->io_ms >= 3000 ? (int)(p->io_ms / 3000) : 1;
+
+	if (!p->io_ms || fd < 0)
+		return;
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto));
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
+/*
+ * The session and the plain socket of @pc, around its accepted socket
+ * (taken): source: it is the plain side, connect a session to the
+ * destination (in the accepting thread); destination: handshake on it,
+ * then connect to QEMU (in the connection's thread).  false (with the
+ * reason recorded on the connection) when either failed.
+ */
+static bool conn_connect(struct ktm_proxy *p, struct proxy_conn *pc)
+{
+	struct ktm_proxy_conn *c = pc->c;
 	struct ktm_session *s = NULL;
 	struct ktm_error *e = NULL;
-	int local_fd = -1;
+	int local_fd = -1, fd = pc->fd;
 
+	pc->fd = -1;
 	if (p->source) {
 		local_fd = fd;
 		if (!p->local.is_unix || unix_peer_allowed(p, fd, &e))
 			s = ktm_session_connect(p->cfg, p->remote.host,
 						p->remote.port, &e);
-	} else {
+		tune_tls_socket(p, s ? ktm_session_fd(s) : -1);
+	} else if (first_bytes(p, pc, fd, &e)) {
+		tune_tls_socket(p, fd);
 		/* takes fd, also on failure */
 		s = ktm_session_new_fd(p->cfg, fd, NULL, &e);
-		/* Only an authenticated peer gets to reach QEMU. */
-		if (s)
-			local_fd = connect_local(&p->local, &e);
+	} else {
+		close(fd);
 	}
+	/* Only an authenticated peer gets to reach QEMU. */
+	if (!handshake_over(p, pc, s && !p->source) && s && !p->source)
+		local_fd = connect_in_order(p, pc, &e);
 	ktm_proxy_conn_attach(c, s, local_fd);
-	if (s && local_fd >= 0)
+	if (s && local_fd >= 0 && !e)
 		return true;
 	ktm_proxy_conn_fail(c, e);
 	return false;
 }
 
+/* Under p->lock: cut the oldest connection still in its handshake when
+ * PROXY_HANDSHAKES are, to make room for the one just accepted. */
+static void conn_evict_locked(struct ktm_proxy *p)
+{
+	struct proxy_conn *c, *oldest = NULL;
+	struct ktm_error *e = NULL;
+	unsigned int n = 0;
+
+	for (c = p->conns; c; c = c->next) {
+		if (!c->handshaking)
+			continue;
+		n++;
+		if (!oldest || c->seq < oldest->seq)
+			oldest = c;
+	}
+	if (n < PROXY_HANDSHAKES || !oldest || oldest->hs_fd < 0)
+		return;
+	ktm_error_set(&e, KTM_ERR_PEER, ETIMEDOUT, "%s was the oldest of %d "
+		      "connections still in their TLS handshake; refused to "
+		      "make room for a new one", ktm_proxy_conn_peer(oldest->c),
+		      PROXY_HANDSHAKES);
+	ktm_error_hint_set(&e, "a migration source completes its handshake "
+			   "at once; this is a port scan or a stalled peer");
+	ktm_proxy_conn_fail(oldest->c, e);
+	shutdown(oldest->hs_fd, SHUT_RDWR);	/* closed by handshake_over() */
+	oldest->handshaking = false;
+}
+
 /*
- * Set up one connection: accept on the listener, make the session (source:
- * connect to the destination end; destination: handshake on the accepted
- * socket, then connect to QEMU).  Returns the connection ready to relay,
- * or NULL when it failed (already reported; *failed counts it) or the
- * accept found nothing.
+ * Accept one connection on the listener and make its record; its thread
+ * (conn_start) then makes the session.  NULL when the accept found
+ * nothing or the record could not be made (then reported; *failed
+ * counts it).
  */
 static struct proxy_conn *conn_establish(struct ktm_proxy *p,
 					 unsigned int *failed,
@@ -511,13 +719,17 @@ static struct proxy_conn *conn_establish(struct ktm_proxy *p,
 		return NULL;
 	}
 	ktm_proxy_conn_set_peer_end(c, p->peer_end);
-	if (!conn_connect(p, c, fd)) {
+	pc->p = p;
+	pc->c = c;
+	pc->fd = fd;
+	pc->seq = p->next_id;
+	pc->handshaking = true;
+	pc->hs_fd = p->source ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (p->source && !conn_connect(p, pc)) {
 		conn_failed(p, c, NULL, failed);
 		free(pc);
 		return NULL;
 	}
-	pc->p = p;
-	pc->c = c;
 	return pc;
 }
 
@@ -565,10 +777,19 @@ static void drain_wake(struct ktm_proxy *p)
 static void conn_start(struct ktm_proxy *p, struct proxy_conn *c,
 		       unsigned int *failed)
 {
-	int ret = pthread_create(&c->thread, NULL, conn_main, c);
+	int ret;
 
+	pthread_mutex_lock(&p->lock);
+	conn_evict_locked(p);
+	pthread_mutex_unlock(&p->lock);
+	ret = pthread_create(&c->thread, NULL, conn_main, c);
 	if (ret) {
 		struct ktm_error *e = NULL;
+
+		if (c->fd >= 0)
+			close(c->fd);
+		if (c->hs_fd >= 0)
+			close(c->hs_fd);
 
 		ktm_error_set(&e, KTM_ERR_IO, ret, "cannot start a thread for "
 			      "the connection from %s: %s",
@@ -599,6 +820,8 @@ static void cut_all(struct ktm_proxy *p, unsigned int *failed)
 			      "the connection to %s was open",
 			      ktm_proxy_conn_peer(c->c));
 		ktm_proxy_conn_fail(c->c, e);
+		if (c->handshaking && c->hs_fd >= 0)
+			shutdown(c->hs_fd, SHUT_RDWR);
 	}
 	pthread_mutex_unlock(&p->lock);
 	reap(p, failed, true);
@@ -658,5 +881,6 @@ void ktm_proxy_free(struct ktm_proxy *p)
 	if (p->wake[1] >= 0)
 		close(p->wake[1]);
 	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->turn);
 	free(p);
 }

@@ -61,6 +61,11 @@ bool ktm_proxy_set_unix_access(struct ktm_proxy *p, long owner, long group,
 /* How the TLS peer may end its connections (enum ktm_peer_end in ktm.h;
  * default KTM_PEER_END_CLOSE_NOTIFY).  Before run. */
 void ktm_proxy_set_peer_end(struct ktm_proxy *p, enum ktm_peer_end end);
+/* How long a TLS peer may leave our bytes unacknowledged (frozen,
+ * partitioned) or, when idle, not answer keepalive, before its connection
+ * fails (TCP_USER_TIMEOUT, keepalive); 0 (the default): the kernel's.
+ * Before run. */
+void ktm_proxy_set_io_timeout(struct ktm_proxy *p, unsigned int ms);
 void ktm_proxy_set_report(struct ktm_proxy *p, ktm_proxy_report_fn fn,
 			  void *opaque);
 /*
@@ -69,8 +74,12 @@ void ktm_proxy_set_report(struct ktm_proxy *p, ktm_proxy_report_fn fn,
  * ended.  Returns the number of connections that failed (0 when all ended
  * cleanly), or -1 with *errp when the proxy itself could not go on (the
  * listening socket failed).  On stop, connections still open are cut and
- * count as failed; a handshake in progress is let finish first (at most
- * the configuration's connect + handshake timeouts).
+ * count as failed; a destination's handshake in progress is cut, a
+ * source's connect is let finish first (at most the configuration's
+ * connect + handshake timeouts).  Handshakes run in the connections'
+ * threads, at most 32 at once: a 33rd connection cuts the oldest one still
+ * in its handshake, so connections that say nothing cannot hold the
+ * listener.
  */
 int ktm_proxy_run(struct ktm_proxy *p, unsigned int max_conns,
 		  struct ktm_error **errp);

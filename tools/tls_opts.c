@@ -4,6 +4,8 @@
  * --tls, --cipher, --hostname, --pin), parsed once and turned into a
  * ktm_config.  Addresses: addr.c.
  */
+#include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,33 @@ int tool_usage_error(const char *cmd, const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, "\nTry '%s %s --help'.\n", tool_prog, cmd);
 	return 2;
+}
+
+bool tool_parse_u64(const char *s, unsigned long long min,
+		    unsigned long long max, unsigned long long *v)
+{
+	char *end = NULL;
+	unsigned long long x;
+
+	if (*s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	x = strtoull(s, &end, 10);
+	if (errno || *end || x < min || x > max)
+		return false;
+	*v = x;
+	return true;
+}
+
+bool tool_parse_uint(const char *s, unsigned long long min,
+		     unsigned long long max, unsigned int *v)
+{
+	unsigned long long x;
+
+	if (max > UINT_MAX || !tool_parse_u64(s, min, max, &x))
+		return false;
+	*v = (unsigned int)x;
+	return true;
 }
 
 int tool_pick_mode(int argc, char **argv, const char *a, const char *b,
@@ -69,14 +98,16 @@ static int parse_ciphers(struct tool_tls *t, const char *list, const char *cmd)
 			t->ciphers[t->nciphers++] = names[i].c;
 	}
 	free(copy);
+	if (ret == 1 && !t->nciphers)
+		ret = tool_usage_error(cmd, "--cipher takes a comma-separated "
+				       "list of ciphers, not '%s'", list);
 	return ret;
 }
 
 static int identity_option(struct tool_tls *t, int c, const char *arg,
 			   const char *cmd)
 {
-	char *end = NULL;
-	unsigned long v;
+	unsigned int v;
 
 	switch (c) {
 	case TOOL_O_ALLOW:
@@ -95,17 +126,15 @@ static int identity_option(struct tool_tls *t, int c, const char *arg,
 		t->hook = arg;
 		return 1;
 	case TOOL_O_KEY_LIMIT:
-		t->key_limit = strtoull(arg, &end, 10);
-		if (*end || t->key_limit < 2)
+		if (!tool_parse_u64(arg, 2, ULLONG_MAX, &t->key_limit))
 			return tool_usage_error(cmd, "--key-limit takes a record "
 						"count of at least 2, not '%s'", arg);
 		return 1;
 	case TOOL_O_HOOK_TIMEOUT:
-		v = strtoul(arg, &end, 10);
-		if (*end || !v || v > 86400)
+		if (!tool_parse_uint(arg, 1, 86400, &v))
 			return tool_usage_error(cmd, "--hook-timeout takes seconds "
 						"(1 to 86400), not '%s'", arg);
-		t->hook_timeout_ms = (unsigned int)v * 1000;
+		t->hook_timeout_ms = v * 1000;
 		return 1;
 	}
 	return 0;

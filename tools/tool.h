@@ -31,6 +31,12 @@ int tool_usage_error(const char *cmd, const char *fmt, ...)
 
 /* "CMD A|B ...": 0 for A, 1 for B (argv[1]); -1 for -h/--help (print
  * the usage, exit 0); 2 after printing a usage error. */
+/* @s as a decimal count in [@min, @max] (digits only: no sign, no
+ * space, no overflow) into *@v; false when it is not. */
+bool tool_parse_uint(const char *s, unsigned long long min,
+		     unsigned long long max, unsigned int *v);
+bool tool_parse_u64(const char *s, unsigned long long min,
+		    unsigned long long max, unsigned long long *v);
 int tool_pick_mode(int argc, char **argv, const char *a, const char *b,
 		   const char *cmd);
 

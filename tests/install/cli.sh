@@ -16,6 +16,10 @@
 #                            after about a second (not 1 ms, not 30 s)
 #   cli.creds_no_ca_key      make-creds.sh leaves no CA key in the creds dir
 #                            and refuses --ca-key inside it
+#   cli.closed_stdout.HOW    standard output a pipe whose reader is gone, a
+#                            full device, or closed: every command that
+#                            prints fails (1; never 0, never 141 SIGPIPE)
+#                            and names standard output
 set -uo pipefail
 
 . "$(dirname "$0")/lib.sh"
@@ -29,7 +33,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 cmds=("" probe "migrate send" "migrate recv" "proxy source" "proxy dest"
       qemu-send qemu-recv bench)
 echo "TAP version 13"
-echo "1..$((${#cmds[@]} + 6))"
+echo "1..$((${#cmds[@]} + 9))"
 
 for c in "${cmds[@]}"; do
 	# shellcheck disable=SC2086 # c is words
@@ -108,3 +112,34 @@ pub_key=$(openssl pkey -in "$work/ca-key.pem" -pubout 2>&1)
 [ ! -e "$work/c2/ca-key.pem" ] || out+="--ca-key FILE also left ca-key.pem in the creds dir"$'\n'
 [ "$(stat -c %a "$work/ca-key.pem")" = 600 ] || out+="--ca-key FILE is not mode 0600: $(stat -c %a "$work/ca-key.pem")"$'\n'
 check cli.creds_no_ca_key "$out"
+
+# A pipe whose read end is closed before the tool writes (no race with a
+# reader that exits), a full device, a closed descriptor.
+closed_pipe() {
+	python3 -c '
+import os, subprocess, sys
+r, w = os.pipe()
+os.close(r)
+p = subprocess.run(sys.argv[1:], stdout=w, stderr=subprocess.PIPE)
+sys.stderr.buffer.write(p.stderr)
+sys.exit(p.returncode if p.returncode >= 0 else 128 - p.returncode)' "$@"
+}
+for how in pipe full closed; do
+	out=
+	for c in "probe" "probe --json" "--help" "--version" "proxy --help" \
+		 "migrate --help" "qemu-send --help"; do
+		# shellcheck disable=SC2086 # c is words
+		case $how in
+		pipe) err=$(closed_pipe "$tool" $c 2>&1) ;;
+		full) err=$("$tool" $c 2>&1 >/dev/full) ;;
+		closed) err=$("$tool" $c 2>&1 >&-) ;;
+		esac
+		rc=$?
+		# 1, or probe's own failure status (1: no kTLS, 3)
+		[ $rc -ge 1 ] && [ $rc -lt 128 ] && [ $rc != 2 ] ||
+			out+="$c: exit status $rc, not a failure (1)"$'\n'
+		grep -q 'cannot write to standard output' <<< "$err" ||
+			out+="$c: stderr does not name standard output: $err"$'\n'
+	done
+	check "cli.closed_stdout.$how" "$out"
+done
