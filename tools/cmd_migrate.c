@@ -639,8 +639,9 @@ static void guard_signals(const struct opts *o, struct ktm_migration *m,
 	for (i = 0; i < 2; i++) {
 		if (target)
 			snprintf(sig_msg[i], sizeof(sig_msg[i]), "%s: interrupted "
-				 "by %s: the migration is not complete; %s was "
-				 "removed and nothing was committed\n", tool_prog,
+				 "by %s: the migration is not complete; no "
+				 "partial file (%s) is left and nothing was "
+				 "committed\n", tool_prog,
 				 names[i], sig_partial);
 		else
 			snprintf(sig_msg[i], sizeof(sig_msg[i]), "%s: interrupted "
