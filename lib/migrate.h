@@ -80,7 +80,8 @@ struct ktm_chan {
 	/* destination */
 	uint64_t covered;		/* bytes of next_chunk seen so far */
 	bool ended, chunk_dirty;
-	struct ktm_session *resumed;	/* handed over by the acceptor */
+	struct ktm_session *resumed;	/* handed over by the acceptor, */
+	uint64_t resumed_at;		/* its HELLO's first chunk */
 	uint8_t *rbuf;			/* KTM_RECV_BUF */
 	/* both: this channel's share of the report, folded at the end so
 	 * no frame takes a lock; done is read by the progress loop */

@@ -132,8 +132,14 @@ static enum ktm_dest_step dest_run(struct ktm_chan *c, const struct ktm_frame *f
 
 	if (k >= m->nchunks ||
 	    f->offset != k * KTM_CHUNK_SIZE + c->covered ||
-	    len > clen - c->covered)
-		return bad(c, "pages out of order", f, errp);
+	    len > clen - c->covered) {
+		char why[96];
+
+		snprintf(why, sizeof(why), "pages out of order (%llu bytes; "
+			 "expected at offset %llu)", (unsigned long long)len,
+			 (unsigned long long)(k * KTM_CHUNK_SIZE + c->covered));
+		return bad(c, why, f, errp);
+	}
 	if (!c->covered && !open_chunk(c, k, errp))
 		return KTM_DEST_ERROR;
 	if (pages) {
@@ -364,12 +370,21 @@ static bool session_read(void *opaque, void *buf, size_t len,
 	return ktm_mig_recv_exact(opaque, buf, len, errp);
 }
 
-/* Wait for the acceptor to hand this channel its next connection. */
+static bool hello_ack(struct ktm_migration *m, struct ktm_session *s,
+		      struct ktm_error **errp);
+
+/*
+ * Wait for the acceptor to hand this channel its next connection, and
+ * answer its HELLO only now: the source opens the next one only after
+ * that answer, so however fast it goes through short sessions, each
+ * channel has at most one waiting, and it is the one that follows.
+ */
 static struct ktm_session *wait_resume(struct ktm_chan *c,
 				       struct ktm_error **errp)
 {
 	struct ktm_migration *m = c->m;
 	struct ktm_session *s = NULL;
+	uint64_t at = 0;
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -379,6 +394,7 @@ static struct ktm_session *wait_resume(struct ktm_chan *c,
 		if (pthread_cond_timedwait(&m->cond, &m->lock, &ts))
 			break;
 	s = c->resumed;
+	at = c->resumed_at;
 	c->resumed = NULL;
 	if (s) {
 		ktm_session_free(c->s);
@@ -386,11 +402,21 @@ static struct ktm_session *wait_resume(struct ktm_chan *c,
 		m->reconnects++;
 	}
 	pthread_mutex_unlock(&m->lock);
-	if (!s)
+	if (!s) {
 		ktm_error_set(errp, KTM_ERR_PEER, ETIMEDOUT,
 			      "channel %u did not reconnect within %u ms",
 			      c->idx, m->accept_ms);
-	return s;
+		return NULL;
+	}
+	if (at != c->next_chunk) {
+		struct ktm_frame f = { .type = KTM_F_HELLO,
+				       .offset = at * KTM_CHUNK_SIZE };
+
+		ktm_mig_malformed(errp, "source", c->idx, "a reconnection that "
+				  "resumes at another chunk", &f);
+		return NULL;
+	}
+	return hello_ack(m, s, errp) ? s : NULL;
 }
 
 /* RECONNECT: read up to the old session's close_notify, then wait for
@@ -1039,16 +1065,23 @@ static bool admit(struct ktm_migration *m, struct hs_slot *sl,
 		refuse(m, sl, EPROTO, "channel already connected");
 		return true;
 	}
-	if (!hello_ack(m, sl->s, NULL)) {
-		ktm_session_free(sl->s);
+	if (sl->flags & KTM_FF_RESUME) {
+		/* the channel thread answers it (wait_resume) */
+		pthread_mutex_lock(&m->lock);
+		if (!c->resumed) {
+			c->resumed = sl->s;
+			c->resumed_at = sl->h.first_chunk;
+			sl->s = NULL;
+			pthread_cond_broadcast(&m->cond);
+		}
+		pthread_mutex_unlock(&m->lock);
+		if (sl->s)
+			refuse(m, sl, EPROTO, "a second reconnection of the "
+			       "channel before the first was answered");
 		return true;
 	}
-	if (sl->flags & KTM_FF_RESUME) {
-		pthread_mutex_lock(&m->lock);
-		ktm_session_free(c->resumed);
-		c->resumed = sl->s;
-		pthread_cond_broadcast(&m->cond);
-		pthread_mutex_unlock(&m->lock);
+	if (!hello_ack(m, sl->s, NULL)) {
+		ktm_session_free(sl->s);
 		return true;
 	}
 	if (!start_dest_channel(m, sl->h.channel, sl->s, errp))

@@ -1065,6 +1065,35 @@ static const char *send_path_name(const struct ktm_migration *m)
 	return "?";
 }
 
+/* A connection broke (a peer error that is not the destination's own
+ * stop): look for the destination's ABORT on @s for a second and make
+ * its reason *errp. */
+static void find_peer_reason(struct ktm_migration *m, struct ktm_session *s,
+			     struct ktm_error **errp)
+{
+	struct ktm_error *why = NULL;
+	struct ktm_frame f;
+	struct timeval tv = { .tv_sec = 1 };
+	int i;
+
+	if (errp && *errp && ktm_error_class(*errp) == KTM_ERR_PEER &&
+	    !strstr(ktm_error_message(*errp), "stopped the migration")) {
+		setsockopt(ktm_session_fd(s), SOL_SOCKET, SO_RCVTIMEO, &tv,
+			   sizeof(tv));
+		for (i = 0; i < 64; i++) {
+			if (!ktm_mig_recv_frame(s, &f, "destination", NULL) ||
+			    (f.type != KTM_F_PROGRESS && f.type != KTM_F_ABORT))
+				break;
+			if (f.type == KTM_F_ABORT) {
+				peer_aborted(m, s, &f, &why);
+				ktm_error_free(*errp);
+				*errp = why;
+				break;
+			}
+		}
+	}
+}
+
 /* The verdict did not arrive: the destination may or may not have
  * committed.  Say so, and how to find out. */
 static bool verdict_lost(struct ktm_migration *m, struct ktm_error *cause,
@@ -1101,8 +1130,12 @@ static bool source_finish(struct ktm_migration *m, struct ktm_error **errp)
 
 	ktm_mig_image_digest(m, digest);
 	ktm_mig_lap(c, KTM_PHASE_HASH, &t);
-	if (!ktm_mig_send_frame(c->s, &f, digest, errp))
+	if (!ktm_mig_send_frame(c->s, &f, digest, &err)) {
+		/* a destination that stopped before the image end said why */
+		find_peer_reason(m, c->s, &err);
+		ktm_error_propagate(errp, ktm_mig_chan_error(m, 0, err));
 		return false;
+	}
 	do {
 		if (!return_frame(c, &f, text, &err)) {
 			if (ktm_error_errno(err) == EBADMSG) {	/* malformed */
@@ -1124,35 +1157,6 @@ static bool source_finish(struct ktm_migration *m, struct ktm_error **errp)
 	ok = ktm_session_shutdown(c->s, errp);
 	ktm_mig_lap(c, KTM_PHASE_FINISH, &t);
 	return ok;
-}
-
-/* source_fail_end(): a connection broke (a peer error that is not the
- * destination's own stop): look for the destination's ABORT on @s for a
- * second and make its reason *errp. */
-static void find_peer_reason(struct ktm_migration *m, struct ktm_session *s,
-			     struct ktm_error **errp)
-{
-	struct ktm_error *why = NULL;
-	struct ktm_frame f;
-	struct timeval tv = { .tv_sec = 1 };
-	int i;
-
-	if (errp && *errp && ktm_error_class(*errp) == KTM_ERR_PEER &&
-	    !strstr(ktm_error_message(*errp), "stopped the migration")) {
-		setsockopt(ktm_session_fd(s), SOL_SOCKET, SO_RCVTIMEO, &tv,
-			   sizeof(tv));
-		for (i = 0; i < 64; i++) {
-			if (!ktm_mig_recv_frame(s, &f, "destination", NULL) ||
-			    (f.type != KTM_F_PROGRESS && f.type != KTM_F_ABORT))
-				break;
-			if (f.type == KTM_F_ABORT) {
-				peer_aborted(m, s, &f, &why);
-				ktm_error_free(*errp);
-				*errp = why;
-				break;
-			}
-		}
-	}
 }
 
 /*

@@ -1135,13 +1135,14 @@ static bool crafted_answer(struct crafted *c, struct ktm_frame *f,
 	       f->len < len && recv_all(c->s, text, f->len);
 }
 
-/* Connect to @port with @e's credentials and send @h as the HELLO;
- * the answer in @f and @text. */
-static bool crafted_hello(struct crafted *c, const struct env *e,
-			  const char *port, const struct ktm_hello *h,
-			  struct ktm_frame *f, char *text, size_t len)
+/* Connect to @port with @e's credentials and send @h as the HELLO with
+ * @flags. */
+static bool crafted_connect(struct crafted *c, const struct env *e,
+			    const char *port, const struct ktm_hello *h,
+			    uint8_t flags)
 {
-	struct ktm_frame hf = { .type = KTM_F_HELLO, .len = KTM_HELLO_LEN };
+	struct ktm_frame hf = { .type = KTM_F_HELLO, .flags = flags,
+				.len = KTM_HELLO_LEN };
 	uint8_t hdr[KTM_FRAME_LEN], body[KTM_HELLO_LEN];
 
 	c->cfg = t_config(KTM_ENDPOINT_CLIENT, e->dir, KTM_KTLS_PREFER);
@@ -1152,8 +1153,33 @@ static bool crafted_hello(struct crafted *c, const struct env *e,
 	ktm_frame_encode(&hf, hdr);
 	ktm_hello_encode(h, body);
 	return ktm_session_send(c->s, hdr, sizeof(hdr), NULL) &&
-	       ktm_session_send(c->s, body, sizeof(body), NULL) &&
+	       ktm_session_send(c->s, body, sizeof(body), NULL);
+}
+
+/* crafted_connect() without flags; the answer in @f and @text. */
+static bool crafted_hello(struct crafted *c, const struct env *e,
+			  const char *port, const struct ktm_hello *h,
+			  struct ktm_frame *f, char *text, size_t len)
+{
+	return crafted_connect(c, e, port, h, 0) &&
 	       crafted_answer(c, f, text, len);
+}
+
+/* One frame without payload from a crafted source. */
+static bool crafted_frame(struct crafted *c, const struct ktm_frame *f)
+{
+	uint8_t hdr[KTM_FRAME_LEN];
+
+	ktm_frame_encode(f, hdr);
+	return ktm_session_send(c->s, hdr, sizeof(hdr), NULL);
+}
+
+/* Whether the destination said anything on @c within @ms. */
+static bool crafted_answers_within(const struct crafted *c, int ms)
+{
+	struct pollfd p = { .fd = ktm_session_fd(c->s), .events = POLLIN };
+
+	return poll(&p, 1, ms) == 1;
 }
 
 static void crafted_end(struct crafted *c)
@@ -1235,6 +1261,70 @@ TEST_TIMEOUT(destination_reason_reaches_the_source_mid_stream, 60)
 	crafted_end(&c);
 	EXPECT_EQ(run_wait(&dst, 10), 1);
 	EXPECT_STRSTR(dst.err, "malformed migration stream");
+	expect_nothing_left(_metadata, &e);
+	env_teardown(&e);
+}
+
+/*
+ * A crafted source reconnecting channel 0 (lib/STREAM.md, order of events
+ * 3): the destination answers the new connection's HELLO only after the
+ * old session ended, refuses a second reconnection while one waits, and
+ * one that resumes at another chunk than the RECONNECT named.  A source
+ * going through short sessions faster than the destination reads them
+ * once had its third session taken for its second (pages out of order).
+ */
+TEST_TIMEOUT(reconnections_are_answered_in_order, 60)
+{
+	struct env e;
+	struct run dst;
+	struct crafted c1, c2, c3, c4;
+	struct ktm_hello h = { .version = KTM_STREAM_VERSION, .nchannels = 1,
+			       .page_size = KTM_PAGE_SIZE,
+			       .chunk_size = KTM_CHUNK_SIZE,
+			       .image_size = 4u << 20,
+			       .features = KTM_FEAT_ZERO_PAGES,
+			       .digest = KTM_DIG_XXH3_128 };
+	struct ktm_frame zero = { .type = KTM_F_ZERO, .aux = KTM_CHUNK_SIZE };
+	struct ktm_frame rc = { .type = KTM_F_RECONNECT, .offset = 1 };
+	struct ktm_frame f;
+	char port[8], text[512];
+
+	ASSERT_EQ(env_setup(&e, NULL), 0);
+	start_dest(&dst, &e, "5", NULL);
+	ASSERT_TRUE(dest_port(&dst, port));
+	memset(h.stream_id, 0x6b, sizeof(h.stream_id));
+	ASSERT_TRUE(crafted_hello(&c1, &e, port, &h, &f, text, sizeof(text)));
+	ASSERT_EQ(f.type, KTM_F_HELLO_ACK);
+	/* chunk 0, then RECONNECT at chunk 1; the session stays open */
+	ASSERT_TRUE(crafted_frame(&c1, &zero));
+	ASSERT_TRUE(crafted_frame(&c1, &rc));
+	h.first_chunk = 1;
+	ASSERT_TRUE(crafted_connect(&c2, &e, port, &h, KTM_FF_RESUME));
+	EXPECT_FALSE(crafted_answers_within(&c2, 1000));
+	/* a second one while the first waits: refused at once */
+	ASSERT_TRUE(crafted_connect(&c3, &e, port, &h, KTM_FF_RESUME));
+	ASSERT_TRUE(crafted_answer(&c3, &f, text, sizeof(text)));
+	EXPECT_EQ(f.type, KTM_F_ABORT);
+	EXPECT_STRSTR(text, "second reconnection");
+	crafted_end(&c3);
+	/* the old session ends: now the waiting one is answered */
+	EXPECT_TRUE(ktm_session_shutdown(c1.s, NULL));
+	ASSERT_TRUE(crafted_answer(&c2, &f, text, sizeof(text)));
+	EXPECT_EQ(f.type, KTM_F_HELLO_ACK);
+	crafted_end(&c1);
+	/* RECONNECT at chunk 1 again, and a connection that resumes at 3 */
+	ASSERT_TRUE(crafted_frame(&c2, &rc));
+	EXPECT_TRUE(ktm_session_shutdown(c2.s, NULL));
+	h.first_chunk = 3;
+	ASSERT_TRUE(crafted_connect(&c4, &e, port, &h, KTM_FF_RESUME));
+	ASSERT_TRUE(crafted_answer(&c4, &f, text, sizeof(text)));
+	EXPECT_EQ(f.type, KTM_F_ABORT);
+	EXPECT_STRSTR(text, "resumes at another chunk");
+	crafted_end(&c2);
+	crafted_end(&c4);
+	EXPECT_EQ(run_wait(&dst, 10), 1);
+	TH_LOG("destination: %s", dst.err);
+	EXPECT_STRSTR(dst.err, "resumes at another chunk");
 	expect_nothing_left(_metadata, &e);
 	env_teardown(&e);
 }

@@ -483,8 +483,10 @@ static void key_limit(struct t_meta *_metadata, enum ktm_tls_version v,
 	start_dest(&g, 0, 0);
 	/* 400 records of 16 KiB = 6.25 MiB per key: about 10 key changes */
 	run_source(&g, g.port, 2, sp, 400, &sr);
-	ASSERT_TRUE(sr.ok);
 	ASSERT_TRUE(wait_dest(&g, 120));
+	if (!g.res->ok)
+		TH_LOG("destination: %s", g.res->msg);
+	ASSERT_TRUE(sr.ok);
 	ASSERT_TRUE(g.res->ok);
 	EXPECT_TRUE(same_files(g.img, g.out));
 	TH_LOG("%s, %s path: %u rekeys, %u reconnects (destination %u/%u)",
