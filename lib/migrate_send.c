@@ -1076,7 +1076,9 @@ static void find_peer_reason(struct ktm_migration *m, struct ktm_session *s,
 	struct timeval tv = { .tv_sec = 1 };
 	int i;
 
+	/* not after a timeout: a frozen destination says nothing more */
 	if (errp && *errp && ktm_error_class(*errp) == KTM_ERR_PEER &&
+	    ktm_error_errno(*errp) != ETIMEDOUT &&
 	    !strstr(ktm_error_message(*errp), "stopped the migration")) {
 		setsockopt(ktm_session_fd(s), SOL_SOCKET, SO_RCVTIMEO, &tv,
 			   sizeof(tv));
