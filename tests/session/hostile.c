@@ -1188,6 +1188,29 @@ static void crafted_end(struct crafted *c)
 	ktm_config_free(c->cfg);
 }
 
+/* A destination (I/O timeout 5 s) and a crafted source's first session
+ * for a 4 MiB image on one channel (HELLO in @h), answered HELLO_ACK. */
+static bool crafted_start(struct env *e, struct run *dst, char port[8],
+			  struct ktm_hello *h, struct crafted *c)
+{
+	struct ktm_frame f;
+	char text[512];
+
+	*h = (struct ktm_hello){ .version = KTM_STREAM_VERSION,
+				 .nchannels = 1, .page_size = KTM_PAGE_SIZE,
+				 .chunk_size = KTM_CHUNK_SIZE,
+				 .image_size = 4u << 20,
+				 .features = KTM_FEAT_ZERO_PAGES,
+				 .digest = KTM_DIG_XXH3_128 };
+	memset(h->stream_id, 0x5a, sizeof(h->stream_id));
+	if (env_setup(e, NULL))
+		return false;
+	start_dest(dst, e, "5", NULL);
+	return dest_port(dst, port) &&
+	       crafted_hello(c, e, port, h, &f, text, sizeof(text)) &&
+	       f.type == KTM_F_HELLO_ACK;
+}
+
 /* A crafted source: a HELLO announcing an image near 2^64 bytes. */
 TEST_TIMEOUT(overflowing_image_size_is_a_malformed_stream, 60)
 {
@@ -1231,27 +1254,15 @@ TEST_TIMEOUT(destination_reason_reaches_the_source_mid_stream, 60)
 	struct env e;
 	struct run dst;
 	struct crafted c;
-	struct ktm_hello h = { .version = KTM_STREAM_VERSION, .nchannels = 1,
-			       .page_size = KTM_PAGE_SIZE,
-			       .chunk_size = KTM_CHUNK_SIZE,
-			       .image_size = 4u << 20,
-			       .features = KTM_FEAT_ZERO_PAGES,
-			       .digest = KTM_DIG_XXH3_128 };
+	struct ktm_hello h;
 	struct ktm_frame f;
 	struct ktm_frame z = { .type = KTM_F_ZERO, .offset = 2u << 20,
 			       .aux = KTM_PAGE_SIZE };
-	uint8_t hdr[KTM_FRAME_LEN];
 	char port[8], text[512];
 
-	ASSERT_EQ(env_setup(&e, NULL), 0);
-	start_dest(&dst, &e, "5", NULL);
-	ASSERT_TRUE(dest_port(&dst, port));
-	memset(h.stream_id, 0x5a, sizeof(h.stream_id));
-	ASSERT_TRUE(crafted_hello(&c, &e, port, &h, &f, text, sizeof(text)));
-	ASSERT_EQ(f.type, KTM_F_HELLO_ACK);
+	ASSERT_TRUE(crafted_start(&e, &dst, port, &h, &c));
 	/* chunk 2 first: channel 0 of 1 must start with chunk 0 */
-	ktm_frame_encode(&z, hdr);
-	ASSERT_TRUE(ktm_session_send(c.s, hdr, sizeof(hdr), NULL));
+	ASSERT_TRUE(crafted_frame(&c, &z));
 	ASSERT_TRUE(crafted_answer(&c, &f, text, sizeof(text)));
 	EXPECT_EQ(f.type, KTM_F_ABORT);
 	EXPECT_EQ(f.aux, EBADMSG);
@@ -1278,23 +1289,13 @@ TEST_TIMEOUT(reconnections_are_answered_in_order, 60)
 	struct env e;
 	struct run dst;
 	struct crafted c1, c2, c3, c4;
-	struct ktm_hello h = { .version = KTM_STREAM_VERSION, .nchannels = 1,
-			       .page_size = KTM_PAGE_SIZE,
-			       .chunk_size = KTM_CHUNK_SIZE,
-			       .image_size = 4u << 20,
-			       .features = KTM_FEAT_ZERO_PAGES,
-			       .digest = KTM_DIG_XXH3_128 };
+	struct ktm_hello h;
 	struct ktm_frame zero = { .type = KTM_F_ZERO, .aux = KTM_CHUNK_SIZE };
 	struct ktm_frame rc = { .type = KTM_F_RECONNECT, .offset = 1 };
 	struct ktm_frame f;
 	char port[8], text[512];
 
-	ASSERT_EQ(env_setup(&e, NULL), 0);
-	start_dest(&dst, &e, "5", NULL);
-	ASSERT_TRUE(dest_port(&dst, port));
-	memset(h.stream_id, 0x6b, sizeof(h.stream_id));
-	ASSERT_TRUE(crafted_hello(&c1, &e, port, &h, &f, text, sizeof(text)));
-	ASSERT_EQ(f.type, KTM_F_HELLO_ACK);
+	ASSERT_TRUE(crafted_start(&e, &dst, port, &h, &c1));
 	/* chunk 0, then RECONNECT at chunk 1; the session stays open */
 	ASSERT_TRUE(crafted_frame(&c1, &zero));
 	ASSERT_TRUE(crafted_frame(&c1, &rc));
