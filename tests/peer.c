@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* See peer.h. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,4 +254,38 @@ bool t_kernel_can_rekey(void)
 bool t_session_can_rekey(enum ktm_tls_version v)
 {
 	return v == KTM_TLS_1_3 && (!t_kernel_has_ktls() || t_kernel_can_rekey());
+}
+
+uint8_t *t_prng_bytes(size_t len, uint32_t seed)
+{
+	uint8_t *buf = malloc(len);
+	uint32_t x = seed;
+	size_t i;
+
+	for (i = 0; buf && i + 4 <= len; i += 4) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		memcpy(buf + i, &x, 4);
+	}
+	return buf;
+}
+
+int t_write_file(const char *path, const void *buf, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	bool ok = fd >= 0 && write(fd, buf, len) == (ssize_t)len;
+
+	if (fd >= 0)
+		ok = !close(fd) && ok;
+	return ok ? 0 : -1;
+}
+
+int t_prng_file(const char *path, size_t len, uint32_t seed)
+{
+	uint8_t *buf = t_prng_bytes(len, seed);
+	int ret = buf ? t_write_file(path, buf, len) : -1;
+
+	free(buf);
+	return ret;
 }

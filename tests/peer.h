@@ -58,6 +58,14 @@ void t_outcome_set(struct t_outcome *o, const struct ktm_session *s,
 struct ktm_config *t_config(enum ktm_endpoint ep, const char *dir,
 			    enum ktm_ktls_policy policy);
 
+/* @len bytes (a multiple of 4) of xorshift32 words from @seed, in a new
+ * buffer (free()); deterministic, so a failure reproduces. */
+uint8_t *t_prng_bytes(size_t len, uint32_t seed);
+/* @buf into a new file @path (0600): 0, or -1. */
+int t_write_file(const char *path, const void *buf, size_t len);
+/* t_prng_bytes() into a new file @path: 0, or -1. */
+int t_prng_file(const char *path, size_t len, uint32_t seed);
+
 /* Should sessions take the kernel path here?  KTLS_REQUIRE=1: yes, by
  * the tier's definition; else whether the kernel takes TCP_ULP "tls"
  * (asked directly, not through ktm_probe). */

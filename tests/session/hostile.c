@@ -48,31 +48,6 @@ static bool exists(const char *path)
 	return access(path, F_OK) == 0;
 }
 
-/* A PRNG image (no zero pages: every byte crosses the wire). */
-static int make_image(const char *path, unsigned int mib)
-{
-	size_t len = (size_t)mib << 20, i;
-	uint32_t *buf = malloc(len), x = 0x9e3779b9;
-	int fd;
-
-	if (!buf)
-		return -1;
-	for (i = 0; i < len / 4; i++) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
-		buf[i] = x;
-	}
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	if (fd < 0 || write(fd, buf, len) != (ssize_t)len) {
-		free(buf);
-		return -1;
-	}
-	free(buf);
-	close(fd);
-	return 0;
-}
-
 static int env_setup_size(struct env *e, const struct t_pki_opts *pki,
 			  unsigned int mib)
 {
@@ -93,7 +68,8 @@ static int env_setup_size(struct env *e, const struct t_pki_opts *pki,
 	snprintf(e->img, sizeof(e->img), "%s/image", e->dir);
 	snprintf(e->out, sizeof(e->out), "%s/received", e->dir);
 	snprintf(e->partial, sizeof(e->partial), "%s.ktm-partial", e->out);
-	return make_image(e->img, mib);
+	/* PRNG bytes, no zero pages: every byte crosses the wire */
+	return t_prng_file(e->img, (size_t)mib << 20, 0x9e3779b9);
 }
 
 static int env_setup(struct env *e, const struct t_pki_opts *pki)

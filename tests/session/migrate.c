@@ -56,29 +56,18 @@ struct mig {
  * pages; deterministic so a failure can be reproduced. */
 static int make_image(const char *path)
 {
-	uint32_t *buf = malloc(IMG_SIZE);
-	uint32_t x = 0x12345678;
+	uint8_t *buf = t_prng_bytes(IMG_SIZE, 0x12345678);
 	size_t i;
-	int fd;
+	int ret;
 
 	if (!buf)
 		return -1;
-	for (i = 0; i < IMG_SIZE / 4; i++) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
-		buf[i] = x;
-	}
-	memset((char *)buf + ZERO_OFF, 0, ZERO_LEN);
+	memset(buf + ZERO_OFF, 0, ZERO_LEN);
 	for (i = 0; i < IMG_SIZE; i += 37 * KTM_KTLS_MAX_RECORD)
-		memset((char *)buf + (i & ~4095ul), 0, 4096);
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	if (fd < 0 || write(fd, buf, IMG_SIZE) != IMG_SIZE) {
-		free(buf);
-		return -1;
-	}
+		memset(buf + (i & ~4095ul), 0, 4096);
+	ret = t_write_file(path, buf, IMG_SIZE);
 	free(buf);
-	return fd;
+	return ret;
 }
 
 static bool same_files(const char *a, const char *b)
@@ -108,7 +97,6 @@ out:
 static int mig_setup(struct mig *g, enum ktm_ktls_policy policy)
 {
 	struct t_server tmp;
-	int fd;
 
 	memset(g, 0, sizeof(*g));
 	g->lfd = -1;
@@ -116,11 +104,7 @@ static int mig_setup(struct mig *g, enum ktm_ktls_policy policy)
 		return -1;
 	snprintf(g->img, sizeof(g->img), "%s/image", g->dir);
 	snprintf(g->out, sizeof(g->out), "%s/received", g->dir);
-	fd = make_image(g->img);
-	if (fd < 0)
-		return -1;
-	close(fd);
-	if (t_server_listen(&tmp))
+	if (make_image(g->img) || t_server_listen(&tmp))
 		return -1;
 	g->lfd = tmp.lfd;
 	snprintf(g->port, sizeof(g->port), "%s", tmp.port);

@@ -61,30 +61,6 @@ static bool exists(const char *path)
 	return access(path, F_OK) == 0;
 }
 
-static int make_image(const char *path)
-{
-	uint32_t *buf = malloc(IMG_SIZE), x = 0x2545f491;
-	size_t i;
-	int fd;
-
-	if (!buf)
-		return -1;
-	for (i = 0; i < IMG_SIZE / 4; i++) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
-		buf[i] = x;
-	}
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	if (fd < 0 || write(fd, buf, IMG_SIZE) != IMG_SIZE) {
-		free(buf);
-		return -1;
-	}
-	free(buf);
-	close(fd);
-	return 0;
-}
-
 static int cx_setup(struct cx *g)
 {
 	struct t_server tmp;
@@ -96,7 +72,7 @@ static int cx_setup(struct cx *g)
 	snprintf(g->img, sizeof(g->img), "%s/image", g->dir);
 	snprintf(g->out, sizeof(g->out), "%s/received", g->dir);
 	snprintf(g->partial, sizeof(g->partial), "%s.ktm-partial", g->out);
-	if (make_image(g->img) || t_server_listen(&tmp))
+	if (t_prng_file(g->img, IMG_SIZE, 0x2545f491) || t_server_listen(&tmp))
 		return -1;
 	g->lfd = tmp.lfd;
 	snprintf(g->port, sizeof(g->port), "%s", tmp.port);

@@ -51,9 +51,6 @@ struct env {
 static int env_setup(struct env *e, uint64_t size)
 {
 	struct t_server tmp;
-	uint32_t x = 0x9e3779b9;
-	uint64_t i;
-	int fd;
 
 	memset(e, 0, sizeof(*e));
 	e->lfd = -1;
@@ -63,21 +60,13 @@ static int env_setup(struct env *e, uint64_t size)
 	snprintf(e->img, sizeof(e->img), "%s/image", e->dir);
 	snprintf(e->out, sizeof(e->out), "%s/received", e->dir);
 	snprintf(e->partial, sizeof(e->partial), "%s.ktm-partial", e->out);
-	e->data = malloc(size);
+	e->data = t_prng_bytes(size, 0x9e3779b9);
 	if (!e->data)
 		return -1;
-	for (i = 0; i < size / 4; i++) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
-		memcpy(e->data + 4 * i, &x, 4);
-	}
 	/* zero pages in the middle, so ZERO runs are covered too */
 	memset(e->data + size / 2, 0, 16 * 4096 < size / 2 ? 16 * 4096 : 4096);
-	fd = open(e->img, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	if (fd < 0 || write(fd, e->data, size) != (ssize_t)size)
+	if (t_write_file(e->img, e->data, size))
 		return -1;
-	close(fd);
 	if (t_server_listen(&tmp))
 		return -1;
 	e->lfd = tmp.lfd;
