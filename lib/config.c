@@ -819,6 +819,35 @@ const char *ktm_config_key_note(const struct ktm_config *cfg, char *buf,
 	return buf;
 }
 
+const char *ktm_config_cert_note(const struct ktm_config *cfg, char *buf,
+				 size_t len)
+{
+	struct ktm_config *c = (struct ktm_config *)cfg;	/* the lock */
+	const char *ret = NULL;
+	char when[32];
+
+	pthread_mutex_lock(&c->ctx_lock);
+	if (!cfg->cert) {
+		/* no credentials */
+	} else if (X509_cmp_current_time(X509_get0_notAfter(cfg->cert)) < 0) {
+		ktm_tls_time_str(X509_get0_notAfter(cfg->cert), when,
+				 sizeof(when));
+		snprintf(buf, len, "certificate %s has expired (not after %s): "
+			 "every peer will refuse it; renew it", cfg->cert_path,
+			 when);
+		ret = buf;
+	} else if (X509_cmp_current_time(X509_get0_notBefore(cfg->cert)) > 0) {
+		ktm_tls_time_str(X509_get0_notBefore(cfg->cert), when,
+				 sizeof(when));
+		snprintf(buf, len, "certificate %s is not valid yet (not before "
+			 "%s): peers will refuse it until then; check this "
+			 "host's clock", cfg->cert_path, when);
+		ret = buf;
+	}
+	pthread_mutex_unlock(&c->ctx_lock);
+	return ret;
+}
+
 bool ktm_config_reload(struct ktm_config *cfg, struct ktm_error **errp)
 {
 	char *dir;

@@ -62,7 +62,7 @@ static void keylog_cb(const SSL *ssl, const char *line)
 	*len = n;
 }
 
-static void time_str(const ASN1_TIME *t, char *buf, size_t len)
+void ktm_tls_time_str(const ASN1_TIME *t, char *buf, size_t len)
 {
 	struct tm tm;
 
@@ -103,9 +103,10 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
 	ktm_x509_name_text(X509_get_issuer_name(cert), hs->verify_issuer,
 			   sizeof(hs->verify_issuer));
 	serial_str(cert, hs->verify_serial, sizeof(hs->verify_serial));
-	time_str(X509_get0_notBefore(cert), hs->not_before,
+	ktm_tls_time_str(X509_get0_notBefore(cert), hs->not_before,
 		 sizeof(hs->not_before));
-	time_str(X509_get0_notAfter(cert), hs->not_after, sizeof(hs->not_after));
+	ktm_tls_time_str(X509_get0_notAfter(cert), hs->not_after,
+			 sizeof(hs->not_after));
 	return ok;
 }
 

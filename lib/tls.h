@@ -47,6 +47,8 @@ struct ktm_dir_keys {
 	uint64_t seq;
 };
 
+/* @t as "YYYY-MM-DD HH:MM:SS UTC" (or "?"). */
+void ktm_tls_time_str(const ASN1_TIME *t, char *buf, size_t len);
 /* Add every CRL of the PEM file @path to @store (only parse when @store is
  * NULL; config.c); their number, or -1 with *errp. */
 int ktm_crls_load(const char *path, X509_STORE *store, struct ktm_error **errp);

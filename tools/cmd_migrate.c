@@ -547,6 +547,8 @@ static struct ktm_config *make_config(const struct opts *o,
 		ktm_config_free(cfg);
 		return NULL;
 	}
+	if (cfg)
+		tool_cert_warning(cfg);
 	return cfg;
 }
 

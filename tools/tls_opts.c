@@ -148,6 +148,15 @@ void tool_identity_note(const struct ktm_config *cfg)
 	fprintf(stderr, "%s: authorization: %s\n", tool_prog, buf);
 	if (ktm_config_key_note(cfg, buf, sizeof(buf)))
 		fprintf(stderr, "%s: note: %s\n", tool_prog, buf);
+	tool_cert_warning(cfg);
+}
+
+void tool_cert_warning(const struct ktm_config *cfg)
+{
+	char buf[1024];
+
+	if (ktm_config_cert_note(cfg, buf, sizeof(buf)))
+		fprintf(stderr, "%s: warning: %s\n", tool_prog, buf);
 }
 
 /* The identity options into @cfg; false with *errp. */

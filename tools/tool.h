@@ -132,8 +132,12 @@ void tool_tls_init(struct tool_tls *t, enum ktm_ktls_policy policy);
  * value (the usage error is printed). */
 int tool_tls_option(struct tool_tls *t, int c, const char *arg,
 		    const char *cmd);
-/* Print "authorization: ..." and the key note on standard error. */
+/* Print "authorization: ..." and the key and certificate notes on
+ * standard error. */
 void tool_identity_note(const struct ktm_config *cfg);
+/* Print "warning: ..." when our own certificate has expired or is not
+ * valid yet. */
+void tool_cert_warning(const struct ktm_config *cfg);
 /* A configuration for @ep from the options; NULL with *errp. */
 struct ktm_config *tool_tls_config(const struct tool_tls *t,
 				   enum ktm_endpoint ep,

@@ -237,6 +237,11 @@ bool ktm_config_set_key_passphrase_file(struct ktm_config *cfg,
  * 0640: accepted; readable by others is refused), in @buf; else NULL. */
 const char *ktm_config_key_note(const struct ktm_config *cfg, char *buf,
 				size_t len);
+/* A warning for reports when our own certificate has expired or is not
+ * valid yet (peers will refuse it; QEMU refuses to load such a
+ * certificate), in @buf; else NULL. */
+const char *ktm_config_cert_note(const struct ktm_config *cfg, char *buf,
+				 size_t len);
 /* Verify the peer's certificate (default true).  Off only for tests. */
 void ktm_config_set_verify_peer(struct ktm_config *cfg, bool verify);
 /* The name (DNS or IP) the server certificate must carry, instead of the

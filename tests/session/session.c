@@ -1415,6 +1415,35 @@ TEST(group_readable_key_is_accepted_and_reported)
 	pair_end(&p);
 }
 
+/* Our own certificate out of its validity: the config loads (the peer is
+ * the one to refuse it, see expired_certificate) and says so for the
+ * report; a valid one says nothing. */
+static void own_cert_note(struct t_meta *_metadata, enum t_pki_flaw flaw,
+			  const char *want)
+{
+	struct t_pki_opts o = { .flaw = flaw };
+	char note[512], expect[400];
+	struct pair p;
+
+	ASSERT_EQ(pair_start(&p, &o, T_NONE), 0);
+	EXPECT_EQ(ktm_config_cert_note(p.ccfg, note, sizeof(note)), NULL);
+	ASSERT_NE(ktm_config_cert_note(p.scfg, note, sizeof(note)), NULL);
+	snprintf(expect, sizeof(expect), "certificate %s/server-cert.pem %s",
+		 p.dir, want);
+	EXPECT_STRSTR(note, expect);
+	pair_end(&p);
+}
+
+TEST(own_expired_certificate_is_reported)
+{
+	own_cert_note(_metadata, T_PKI_EXPIRED, "has expired (not after ");
+}
+
+TEST(own_not_yet_valid_certificate_is_reported)
+{
+	own_cert_note(_metadata, T_PKI_NOT_YET_VALID, "is not valid yet (not before ");
+}
+
 /* A creds dir with encrypted keys, and a passphrase file holding @pw. */
 static void encrypted_set(struct t_meta *_metadata, char *dir, size_t len,
 			  char *pwfile, size_t pwlen, const char *pw)
