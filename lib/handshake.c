@@ -610,14 +610,24 @@ struct ktm_session *ktm_session_start(const struct ktm_config *cfg, int fd,
 
 /* ---- establishing: the blocking calls ------------------------------------ */
 
-/* The handshake of @s under poll(2), with its deadlines; the fd is
- * blocking again at the end.  @s or NULL with *errp (@s freed). */
+/* The error for a connect or handshake that @cancel_fd cut short. */
+static void cancelled(const char *peer, struct ktm_error **errp)
+{
+	ktm_error_set(errp, KTM_ERR_CANCELLED, ECANCELED,
+		      "cancelled while connecting to %s", peer);
+}
+
+/* The handshake of @s under poll(2), with its deadlines, cut short when
+ * @cancel_fd (-1: none) becomes readable; the fd is blocking again at the
+ * end.  @s or NULL with *errp (@s freed). */
 static struct ktm_session *handshake_blocking(struct ktm_session *s,
+					      int cancel_fd,
 					      struct ktm_error **errp)
 {
 	for (;;) {
 		enum ktm_handshake r = ktm_session_handshake(s, errp);
-		struct pollfd p;
+		struct pollfd p[2] = { [1] = { .fd = cancel_fd,
+					       .events = POLLIN } };
 
 		if (r == KTM_HANDSHAKE_DONE && !set_nonblock(s->fd, false))
 			return s;
@@ -629,12 +639,16 @@ static struct ktm_session *handshake_blocking(struct ktm_session *s,
 		}
 		if (r == KTM_HANDSHAKE_ERROR)
 			break;
-		p.fd = ktm_session_poll_fd(s, &p.events);
-		if (poll(&p, 1, ktm_session_poll_timeout(s)) < 0 &&
+		p[0].fd = ktm_session_poll_fd(s, &p[0].events);
+		if (poll(p, 2, ktm_session_poll_timeout(s)) < 0 &&
 		    errno != EINTR) {
 			ktm_error_set(errp, KTM_ERR_IO, errno,
 				      "poll on the connection to %s failed: %s",
 				      s->peer, strerror(errno));
+			break;
+		}
+		if (p[1].revents) {
+			cancelled(s->peer, errp);
 			break;
 		}
 	}
@@ -642,10 +656,11 @@ static struct ktm_session *handshake_blocking(struct ktm_session *s,
 	return NULL;
 }
 
-/* A session on @fd, which it takes, handshake done; NULL with *errp. */
+/* A session on @fd, which it takes, handshake done (cut short by
+ * @cancel_fd); NULL with *errp. */
 static struct ktm_session *session_blocking(const struct ktm_config *cfg,
 					    int fd, const char *peer,
-					    const char *host,
+					    const char *host, int cancel_fd,
 					    struct ktm_error **errp)
 {
 	struct ktm_session *s;
@@ -659,7 +674,7 @@ static struct ktm_session *session_blocking(const struct ktm_config *cfg,
 		return NULL;
 	}
 	s = session_begin(cfg, fd, true, peer, host, errp);
-	return s ? handshake_blocking(s, errp) : NULL;
+	return s ? handshake_blocking(s, cancel_fd, errp) : NULL;
 }
 
 struct ktm_session *ktm_session_new_fd(const struct ktm_config *cfg, int fd,
@@ -669,15 +684,7 @@ struct ktm_session *ktm_session_new_fd(const struct ktm_config *cfg, int fd,
 	char peer[300];
 
 	peer_text(fd, peer_name, peer, sizeof(peer));
-	return session_blocking(cfg, fd, peer, peer_name, errp);
-}
-
-struct ktm_session *ktm_session_new_fd_named(const struct ktm_config *cfg,
-					     int fd, const char *host,
-					     const char *peer,
-					     struct ktm_error **errp)
-{
-	return session_blocking(cfg, fd, peer, host, errp);
+	return session_blocking(cfg, fd, peer, peer_name, -1, errp);
 }
 
 /* connect_to(): the error for a failed connect (@err), with its hint. */
@@ -694,10 +701,13 @@ static void connect_failed(const struct ktm_config *cfg, const char *peer,
 				   "address and firewalls", cfg->connect_ms);
 }
 
-/* One address of connect_to(): the connected non-blocking fd, or -errno. */
-static int connect_one(const struct ktm_config *cfg, const struct addrinfo *ai)
+/* One address of connect_to(): the connected non-blocking fd, or -errno
+ * (-ECANCELED when @cancel_fd became readable). */
+static int connect_one(const struct ktm_config *cfg, const struct addrinfo *ai,
+		       int cancel_fd)
 {
-	struct pollfd p = { .events = POLLOUT };
+	struct pollfd p[2] = { { .events = POLLOUT },
+			       { .fd = cancel_fd, .events = POLLIN } };
 	socklen_t el = sizeof(int);
 	int fd, err = 0, ret;
 
@@ -709,10 +719,14 @@ static int connect_one(const struct ktm_config *cfg, const struct addrinfo *ai)
 		return fd;
 	err = errno;
 	if (err == EINPROGRESS) {
-		p.fd = fd;
-		ret = poll(&p, 1, (int)cfg->connect_ms);
+		p[0].fd = fd;
+		do {
+			ret = poll(p, 2, (int)cfg->connect_ms);
+		} while (ret < 0 && errno == EINTR);
 		if (ret == 0)
 			err = ETIMEDOUT;
+		else if (ret > 0 && p[1].revents)
+			err = ECANCELED;
 		else if (ret < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el))
 			err = errno;
 		if (!err)
@@ -722,10 +736,10 @@ static int connect_one(const struct ktm_config *cfg, const struct addrinfo *ai)
 	return -err;
 }
 
-/* Connect with a deadline; returns the fd (non-blocking) or -1 with
- * *errp. */
+/* Connect with a deadline, cut short by @cancel_fd; returns the fd
+ * (non-blocking) or -1 with *errp. */
 static int connect_to(const struct ktm_config *cfg, const char *host,
-		      const char *port, const char *peer,
+		      const char *port, const char *peer, int cancel_fd,
 		      struct ktm_error **errp)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
@@ -741,22 +755,30 @@ static int connect_to(const struct ktm_config *cfg, const char *host,
 		ktm_error_hint_set(errp, "check the destination host name");
 		return -1;
 	}
-	for (ai = res; ai; ai = ai->ai_next) {
-		fd = connect_one(cfg, ai);
+	for (ai = res; ai && fd != -ECANCELED; ai = ai->ai_next) {
+		fd = connect_one(cfg, ai, cancel_fd);
 		if (fd >= 0)
 			break;
 	}
 	freeaddrinfo(res);
-	if (fd < 0) {
+	if (fd == -ECANCELED)
+		cancelled(peer, errp);
+	else if (fd < 0)
 		connect_failed(cfg, peer, port, -fd, errp);
-		return -1;
-	}
-	return fd;
+	return fd < 0 ? -1 : fd;
 }
 
 struct ktm_session *ktm_session_connect(const struct ktm_config *cfg,
 					const char *host, const char *port,
 					struct ktm_error **errp)
+{
+	return ktm_session_connect_cancel(cfg, host, port, -1, errp);
+}
+
+struct ktm_session *ktm_session_connect_cancel(const struct ktm_config *cfg,
+					       const char *host,
+					       const char *port, int cancel_fd,
+					       struct ktm_error **errp)
 {
 	char peer[300];
 	int fd;
@@ -768,10 +790,10 @@ struct ktm_session *ktm_session_connect(const struct ktm_config *cfg,
 	}
 	snprintf(peer, sizeof(peer), strchr(host, ':') ? "[%s]:%s" : "%s:%s",
 		 host, port);
-	fd = connect_to(cfg, host, port, peer, errp);
+	fd = connect_to(cfg, host, port, peer, cancel_fd, errp);
 	if (fd < 0)
 		return NULL;
-	return session_blocking(cfg, fd, peer, host, errp);
+	return session_blocking(cfg, fd, peer, host, cancel_fd, errp);
 }
 
 struct ktm_session *ktm_session_accept(const struct ktm_config *cfg,
@@ -795,5 +817,5 @@ struct ktm_session *ktm_session_accept(const struct ktm_config *cfg,
 		return NULL;
 	}
 	ktm_fd_addr_text(fd, true, peer, sizeof(peer));
-	return session_blocking(cfg, fd, peer, NULL, errp);
+	return session_blocking(cfg, fd, peer, NULL, -1, errp);
 }

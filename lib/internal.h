@@ -181,13 +181,13 @@ bool ktm_session_readable(const struct ktm_session *s);
  * failed with @err: an ETIMEDOUT is kept, so a later end of file on the
  * session is named as the timeout. */
 void ktm_session_note_error(struct ktm_session *s, int err);
-/* ktm_session_new_fd() on a socket the caller connected to @host (the
- * name the server certificate must carry), named @peer ("host:port") in
- * messages. */
-struct ktm_session *ktm_session_new_fd_named(const struct ktm_config *cfg,
-					     int fd, const char *host,
-					     const char *peer,
-					     struct ktm_error **errp);
+/* ktm_session_connect() that @cancel_fd (an eventfd or pipe; -1: none)
+ * cuts short, in the connect or the handshake, when it becomes readable:
+ * then NULL with a KTM_ERR_CANCELLED error (ECANCELED). */
+struct ktm_session *ktm_session_connect_cancel(const struct ktm_config *cfg,
+					       const char *host,
+					       const char *port, int cancel_fd,
+					       struct ktm_error **errp);
 /* The userspace path's OpenSSL object (NULL on the kernel path), for the
  * relay's buffering (relay.c); the session still owns it. */
 struct ssl_st *ktm_session_ssl(const struct ktm_session *s);

@@ -49,7 +49,6 @@ struct ktm_migration *ktm_migration_new(const struct ktm_config *cfg,
 	m->accept_ms = 30000;
 	m->io_ms = 30000;
 	m->img_fd = -1;
-	m->connecting = -1;
 	m->path_name = "none";
 	m->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	m->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -236,8 +235,10 @@ struct ktm_error *ktm_mig_chan_error(const struct ktm_migration *m,
 	int no = ktm_error_errno(err);
 
 	/* a connection the kernel's timeout ended is named so by the
-	 * session (eof_cause), whichever call saw the timeout first */
-	if (strstr(ktm_error_message(err), "channel "))
+	 * session (eof_cause), whichever call saw the timeout first; a
+	 * cancel is the whole migration's, not a channel's */
+	if (strstr(ktm_error_message(err), "channel ") ||
+	    ktm_error_class(err) == KTM_ERR_CANCELLED)
 		ktm_error_set(&e, ktm_error_class(err), no, "%s",
 			      ktm_error_message(err));
 	else if (strstr(ktm_error_message(err), "the I/O timeout"))

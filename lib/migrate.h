@@ -143,8 +143,6 @@ struct ktm_migration {
 	int cancel_fd;			/* eventfd, never read */
 	double cancel_at;		/* when the failure was recorded */
 	bool cut;			/* the sockets were shut down */
-	int connecting;			/* source: a dup of the socket in its
-					 * handshake (-1), under the lock */
 	int wake_fd;			/* eventfd: the acceptor's wake-up */
 
 	/* the report */

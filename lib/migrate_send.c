@@ -8,7 +8,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -669,6 +668,28 @@ static bool peer_aborted(struct ktm_migration *m, struct ktm_session *s,
 	return aborted(m, f, text, errp);
 }
 
+/* A session to the destination, tuned, that a cancel cuts short in the
+ * connect or the handshake (then the cancel is the error). */
+static struct ktm_session *dest_session(struct ktm_migration *m,
+					struct ktm_error **errp)
+{
+	struct ktm_error *err = NULL;
+	struct ktm_session *s = ktm_session_connect_cancel(m->cfg, m->host,
+							   m->port,
+							   m->cancel_fd, &err);
+
+	if (s) {
+		ktm_mig_tune_socket(m, ktm_session_fd(s));
+		return s;
+	}
+	if (ktm_mig_cancelled(m)) {
+		ktm_error_free(err);
+		err = ktm_mig_cancel_error(m);
+	}
+	ktm_error_propagate(errp, err);
+	return NULL;
+}
+
 /* respect_key_limit() without KeyUpdate: RECONNECT at the next chunk, close
  * this session and go on in a fresh one. */
 static bool key_reconnect(struct ktm_chan *c, struct ktm_error **errp)
@@ -685,7 +706,7 @@ static bool key_reconnect(struct ktm_chan *c, struct ktm_error **errp)
 	if (!ktm_session_shutdown(c->s, errp))
 		return false;
 	ktm_mig_session_totals(m, c->s, KTM_DIR_TX);
-	s = ktm_session_connect(m->cfg, m->host, m->port, errp);
+	s = dest_session(m, errp);
 	if (!s)
 		return false;
 	pthread_mutex_lock(&m->lock);
@@ -693,7 +714,6 @@ static bool key_reconnect(struct ktm_chan *c, struct ktm_error **errp)
 	c->s = s;
 	m->reconnects++;
 	pthread_mutex_unlock(&m->lock);
-	ktm_mig_tune_socket(m, ktm_session_fd(s));
 	if (m->zc_ro && kernel_path(c) && !zerocopy_on(c, errp))
 		return false;
 	return send_hello(c, KTM_FF_RESUME, errp);
@@ -729,6 +749,35 @@ static bool respect_key_limit(struct ktm_chan *c, struct ktm_error **errp)
 	return key_reconnect(c, errp);
 }
 
+/* Wait for the destination's answer to a HELLO (a reconnection's comes
+ * once the destination has read the old session) within the I/O
+ * timeout, or a cancel; false with *errp for either. */
+static bool await_answer(struct ktm_chan *c, struct ktm_error **errp)
+{
+	struct ktm_migration *m = c->m;
+	struct pollfd p[2] = { { .fd = ktm_session_fd(c->s), .events = POLLIN },
+			       { .fd = m->cancel_fd, .events = POLLIN } };
+	int ret;
+
+	if (ktm_session_readable(c->s))
+		return true;
+	do {
+		ret = poll(p, 2, m->io_ms ? (int)m->io_ms : -1);
+	} while (ret < 0 && errno == EINTR);
+	if (ret > 0 && p[1].revents) {
+		ktm_error_propagate(errp, ktm_mig_cancel_error(m));
+		return false;
+	}
+	if (ret == 0) {
+		ktm_error_set(errp, KTM_ERR_PEER, ETIMEDOUT, "receiving from "
+			      "%s:%s timed out: the destination did not answer "
+			      "the HELLO within the I/O timeout", m->host,
+			      m->port);
+		return false;
+	}
+	return true;
+}
+
 static bool send_hello(struct ktm_chan *c, uint8_t flags,
 		       struct ktm_error **errp)
 {
@@ -751,6 +800,7 @@ static bool send_hello(struct ktm_chan *c, uint8_t flags,
 	memcpy(h.stream_id, m->stream_id, sizeof(h.stream_id));
 	ktm_hello_encode(&h, body);
 	if (!ktm_mig_send_frame(c->s, &f, body, errp) ||
+	    !await_answer(c, errp) ||
 	    !ktm_mig_recv_frame(c->s, &f, "destination", errp))
 		return false;
 	if (f.type == KTM_F_HELLO_ACK) {
@@ -898,146 +948,16 @@ static bool chan_prepare(struct ktm_chan *c, struct ktm_error **errp)
 	return !c->m->zc_ro || zerocopy_on(c, errp);
 }
 
-/* connect_tcp(): wait for a non-blocking connect on @fd, or a cancel;
- * 0 or the errno. */
-static int connect_wait(struct ktm_migration *m, int fd)
-{
-	struct pollfd p[2] = { { .fd = fd, .events = POLLOUT },
-			       { .fd = m->cancel_fd, .events = POLLIN } };
-	int err = 0, ret;
-	socklen_t el = sizeof(err);
-
-	do {
-		ret = poll(p, 2, (int)m->cfg->connect_ms);
-	} while (ret < 0 && errno == EINTR);
-	if (ret == 0)
-		return ETIMEDOUT;
-	if (ret < 0)
-		return errno;
-	if (p[1].revents)
-		return ECANCELED;
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el))
-		return errno;
-	return err;
-}
-
-static void connect_failed(struct ktm_migration *m, int err,
-			   struct ktm_error **errp)
-{
-	if (err == ECANCELED) {
-		ktm_error_propagate(errp, ktm_mig_cancel_error(m));
-		return;
-	}
-	ktm_error_set(errp, KTM_ERR_PEER, err, "cannot connect to %s:%s: %s",
-		      m->host, m->port,
-		      err == ETIMEDOUT ? "timed out" : strerror(err));
-	if (err == ECONNREFUSED)
-		ktm_error_hint_set(errp, "is the destination listening on port "
-				   "%s?", m->port);
-	else if (err == ETIMEDOUT)
-		ktm_error_hint_set(errp, "no answer within %u ms; check the "
-				   "address and firewalls", m->cfg->connect_ms);
-}
-
-/* A TCP connection to the destination, within the connect timeout and
- * cut short by a cancel: the fd (blocking), or -1 with *errp. */
-static int connect_tcp(struct ktm_migration *m, struct ktm_error **errp)
-{
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_ADDRCONFIG };
-	struct addrinfo *res, *ai;
-	int fd = -1, err = ECONNREFUSED, ret;
-
-	ret = getaddrinfo(m->host, m->port, &hints, &res);
-	if (ret) {
-		ktm_error_set(errp, KTM_ERR_CONFIG, ret == EAI_SYSTEM ? errno :
-			      ENOENT, "cannot resolve host '%s': %s", m->host,
-			      gai_strerror(ret));
-		ktm_error_hint_set(errp, "check the destination host name");
-		return -1;
-	}
-	for (ai = res; ai && err != ECANCELED; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC |
-			    SOCK_NONBLOCK, ai->ai_protocol);
-		if (fd < 0) {
-			err = errno;
-			continue;
-		}
-		err = connect(fd, ai->ai_addr, ai->ai_addrlen) ? errno : 0;
-		if (err == EINPROGRESS)
-			err = connect_wait(m, fd);
-		if (!err)
-			break;
-		close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(res);
-	if (fd < 0) {
-		connect_failed(m, err, errp);
-		return -1;
-	}
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-	return fd;
-}
-
-/* The socket whose handshake a cancel cuts (a dup, so its number stays
- * ours), or none (-1). */
-static void set_connecting(struct ktm_migration *m, int fd)
-{
-	pthread_mutex_lock(&m->lock);
-	if (m->connecting >= 0)
-		close(m->connecting);
-	m->connecting = fd >= 0 ? dup(fd) : -1;
-	if (m->connecting >= 0 && ktm_mig_cancelled(m))
-		shutdown(m->connecting, SHUT_RDWR);
-	pthread_mutex_unlock(&m->lock);
-}
-
-/* While the channels connect: a cancel cuts the handshake in progress. */
-static void *cancel_watch(void *arg)
-{
-	struct ktm_migration *m = arg;
-	struct pollfd p[2] = { { .fd = m->cancel_fd, .events = POLLIN },
-			       { .fd = m->wake_fd, .events = POLLIN } };
-
-	while (poll(p, 2, -1) < 0 && errno == EINTR)
-		;
-	if (!p[0].revents)
-		return NULL;		/* connected: the channels take over */
-	pthread_mutex_lock(&m->lock);
-	if (m->connecting >= 0)
-		shutdown(m->connecting, SHUT_RDWR);
-	pthread_mutex_unlock(&m->lock);
-	return NULL;
-}
-
 /* One channel up: connected, tuned, HELLO answered; false with *errp
  * naming the channel (or the cancel). */
 static bool source_connect(struct ktm_chan *c, struct ktm_error **errp)
 {
 	struct ktm_migration *m = c->m;
 	struct ktm_error *err = NULL;
-	int fd = m->cfg->endpoint == KTM_ENDPOINT_CLIENT ?
-		 connect_tcp(m, &err) : -1;
 
-	if (m->cfg->endpoint != KTM_ENDPOINT_CLIENT)
-		ktm_error_set(&err, KTM_ERR_CONFIG, EINVAL, "a server "
-			      "configuration cannot connect to %s", m->host);
-	if (fd >= 0) {
-		char peer[300];
-
-		snprintf(peer, sizeof(peer), strchr(m->host, ':') ? "[%s]:%s" :
-			 "%s:%s", m->host, m->port);
-		set_connecting(m, fd);
-		c->s = ktm_session_new_fd_named(m->cfg, fd, m->host, peer, &err);
-	}
-	if (c->s)
-		ktm_mig_tune_socket(m, ktm_session_fd(c->s));
-	if (c->s && chan_prepare(c, &err) && send_hello(c, 0, &err)) {
-		set_connecting(m, -1);
+	c->s = dest_session(m, &err);
+	if (c->s && chan_prepare(c, &err) && send_hello(c, 0, &err))
 		return true;
-	}
-	set_connecting(m, -1);
 	if (ktm_mig_cancelled(m)) {
 		ktm_error_free(err);
 		ktm_error_propagate(errp, ktm_mig_cancel_error(m));
@@ -1228,12 +1148,10 @@ static bool image_map(struct ktm_migration *m, const struct stat *st,
 	return true;
 }
 
-/* ktm_migration_send(): connect every channel (HELLO, handshake), with a
- * thread that cuts a handshake short when the migration is cancelled. */
+/* ktm_migration_send(): connect every channel (HELLO, handshake); a
+ * cancel cuts the one connecting short. */
 static bool channels_connect(struct ktm_migration *m, struct ktm_error **errp)
 {
-	pthread_t watch;
-	bool watching = pthread_create(&watch, NULL, cancel_watch, m) == 0;
 	bool ok = true;
 	unsigned int i;
 
@@ -1248,10 +1166,6 @@ static bool channels_connect(struct ktm_migration *m, struct ktm_error **errp)
 		if (ok)
 			ktm_mig_note_session(m, i, c->s);
 	}
-	ktm_mig_wake(m);
-	if (watching)
-		pthread_join(watch, NULL);
-	ktm_mig_woken(m);
 	return ok;
 }
 

@@ -52,6 +52,7 @@ struct cx {
 	int lfd;
 	char port[8], rport[8];
 	pid_t dest, relay;
+	unsigned int accept_ms;		/* the destination's; 0: 20 s */
 	struct outcome *src, *dst;	/* shared */
 	struct ktm_config *ccfg, *scfg;
 };
@@ -264,7 +265,8 @@ static void start_dest(struct cx *g, bool cancel, uint64_t at, double after_s)
 		struct canceller k;
 		bool ok;
 
-		ktm_migration_set_accept_timeout(m, 20000);
+		ktm_migration_set_accept_timeout(m, g->accept_ms ? g->accept_ms :
+						  20000);
 		arm(&k, m, cancel, at, after_s, &g->dst->t_cancel);
 		ok = ktm_migration_recv(m, g->lfd, g->out, &err);
 		record(g->dst, ok, err);
@@ -413,6 +415,83 @@ TEST_TIMEOUT(cancel_before_handshake_ends_both_sides, 60)
 	expect_cancelled(_metadata, g.dst);
 	EXPECT_STRSTR(g.src->msg, "to localhost:");
 	EXPECT_STRSTR(g.dst->msg, "on the destination");
+	EXPECT_FALSE(exists(g.out));
+	EXPECT_FALSE(exists(g.partial));
+	cx_teardown(&g);
+}
+
+/* cancel_in_reconnection(): cancel once @path exists. */
+struct file_canceller {
+	struct ktm_migration *m;
+	const char *path;
+	double *t;
+};
+
+static void *cancel_when_file(void *arg)
+{
+	struct file_canceller *k = arg;
+	double start = ktm_now_s();
+
+	while (access(k->path, F_OK) && ktm_now_s() - start < 60)
+		usleep(5000);
+	*k->t = ktm_now_s();
+	ktm_migration_cancel(k->m, BY);
+	return NULL;
+}
+
+/*
+ * A key-limit reconnection (TLS 1.2 always reconnects) whose handshake
+ * hangs in the source's check hook: the cancel ends the source at once,
+ * not at the handshake timeout.  The destination, told nothing more
+ * (its old session ended with RECONNECT), fails at its accept timeout.
+ */
+TEST_TIMEOUT(cancel_in_a_reconnection_handshake_ends_both_sides, 60)
+{
+	struct ktm_error *err = NULL;
+	struct ktm_migration *m;
+	struct file_canceller k;
+	char hook[128], started[128];
+	pthread_t thr;
+	struct cx g;
+	FILE *f;
+	int fd;
+	bool ok;
+
+	ASSERT_EQ(cx_setup(&g), 0);
+	snprintf(hook, sizeof(hook), "%s/hook.sh", g.dir);
+	snprintf(started, sizeof(started), "%s/second-hook", g.dir);
+	f = fopen(hook, "w");
+	ASSERT_NE(f, NULL);
+	/* the first handshake passes; the second (the reconnection) hangs */
+	fprintf(f, "#!/bin/sh\nif [ -e %s/first-hook ]; then touch %s; "
+		"exec sleep 30; fi\ntouch %s/first-hook\n", g.dir, started,
+		g.dir);
+	fclose(f);
+	ASSERT_EQ(chmod(hook, 0700), 0);
+	ASSERT_TRUE(ktm_config_set_versions(g.ccfg, KTM_TLS_1_2, KTM_TLS_1_2,
+					    NULL));
+	ASSERT_TRUE(ktm_config_set_check_exec(g.ccfg, hook, "vm", "uri",
+					      NULL));
+	g.accept_ms = 3000;
+	start_dest(&g, false, 0, 0);
+	m = ktm_migration_new(g.ccfg, NULL);
+	ktm_migration_set_key_limit(m, 400);
+	k = (struct file_canceller){ m, started, &g.src->t_cancel };
+	ASSERT_EQ(pthread_create(&thr, NULL, cancel_when_file, &k), 0);
+	fd = open(g.img, O_RDONLY);
+	ok = ktm_migration_send(m, "localhost", g.port, fd, &err);
+	record(g.src, ok, err);
+	pthread_join(thr, NULL);
+	close(fd);
+	ktm_migration_free(m);
+	ASSERT_TRUE(wait_dest(&g, 30));
+	expect_cancelled(_metadata, g.src);
+	TH_LOG("destination (%.2f s after the cancel): %s",
+	       g.dst->t_end - g.src->t_cancel, g.dst->msg);
+	EXPECT_FALSE(g.dst->ok);
+	EXPECT_STRSTR(g.dst->msg, "did not reconnect within 3000 ms");
+	/* it waits the accept timeout and up to 1 s more (wait_resume) */
+	EXPECT_LT(g.dst->t_end - g.src->t_cancel, 3 + 1 + BOUND_S);
 	EXPECT_FALSE(exists(g.out));
 	EXPECT_FALSE(exists(g.partial));
 	cx_teardown(&g);
