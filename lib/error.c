@@ -19,6 +19,7 @@ struct ktm_error {
 	int err;
 	char *msg;
 	char *hint;
+	bool peer_stop;		/* the peer said it stopped (ABORT) */
 };
 
 /* Returned when even the error cannot be allocated; never freed. */
@@ -108,6 +109,17 @@ const char *ktm_error_message(const struct ktm_error *err)
 const char *ktm_error_hint(const struct ktm_error *err)
 {
 	return err->hint;
+}
+
+void ktm_error_set_peer_stop(struct ktm_error *err)
+{
+	if (err && err != &ktm_error_nomem)
+		err->peer_stop = true;
+}
+
+bool ktm_error_peer_stop(const struct ktm_error *err)
+{
+	return err && err->peer_stop;
 }
 
 void ktm_error_free(struct ktm_error *err)

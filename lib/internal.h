@@ -130,6 +130,13 @@ void ktm_net_addr_text(const struct sockaddr *sa, char *buf, size_t len);
  * when the kernel gave up on it, or 0 for a plain end of file. */
 int ktm_net_end_cause(int fd);
 
+/* ---- error.c ---- */
+
+/* Mark @err (NULL: nothing) as the peer's own stated stop (its ABORT), as
+ * opposed to what a connection showed of it; ktm_error_peer_stop() asks. */
+void ktm_error_set_peer_stop(struct ktm_error *err);
+bool ktm_error_peer_stop(const struct ktm_error *err);
+
 /* ---- verify.c ---- */
 
 struct x509_st;

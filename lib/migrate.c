@@ -182,23 +182,17 @@ bool ktm_migration_request_pages(struct ktm_migration *m, uint64_t offset,
 
 /* ---- shared helpers ----------------------------------------------------------- */
 
-/* The peer's own stop (its ABORT, with its sentence), as opposed to what
- * a connection showed of it (a reset, an end of stream). */
-static bool peer_stop(const struct ktm_error *err)
-{
-	return err && strstr(ktm_error_message(err), "stopped the migration");
-}
-
 /* Record the first failure; wake everybody.  Takes @err.  The peer's
- * stated reason replaces a broken connection recorded before it: when
- * the peer stops, another channel may see the reset of its close before
- * channel 0 reads the ABORT that says why. */
+ * stated reason (its ABORT: ktm_error_peer_stop) replaces a broken
+ * connection recorded before it: when the peer stops, another channel may
+ * see the reset of its close before channel 0 reads the ABORT that says
+ * why. */
 void ktm_mig_fail(struct ktm_migration *m, struct ktm_error *err)
 {
 	unsigned int i;
 
 	pthread_mutex_lock(&m->lock);
-	if (m->err && peer_stop(err) && !peer_stop(m->err) &&
+	if (m->err && ktm_error_peer_stop(err) && !ktm_error_peer_stop(m->err) &&
 	    ktm_error_class(m->err) == KTM_ERR_PEER) {
 		ktm_error_free(m->err);
 		m->err = NULL;
@@ -247,6 +241,8 @@ struct ktm_error *ktm_mig_chan_error(const struct ktm_migration *m,
 	else
 		ktm_error_set(&e, ktm_error_class(err), no, "channel %u: %s",
 			      idx, ktm_error_message(err));
+	if (ktm_error_peer_stop(err))
+		ktm_error_set_peer_stop(e);
 	hint = ktm_error_hint(err);
 	if (no == ETIMEDOUT && !hint && strstr(ktm_error_message(err),
 						"the I/O timeout"))

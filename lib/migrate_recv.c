@@ -266,6 +266,8 @@ static enum ktm_dest_step dest_abort(struct ktm_chan *c,
 		      (int)f->aux : EIO, "source %s stopped the migration on "
 		      "channel %u: %s", peer[0] ? peer : "(unknown)", c->idx,
 		      f->len ? text : "no reason given");
+	if (errp)
+		ktm_error_set_peer_stop(*errp);
 	return KTM_DEST_ERROR;
 }
 

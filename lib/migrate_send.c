@@ -654,6 +654,8 @@ static bool aborted(struct ktm_migration *m, const struct ktm_frame *f,
 	ktm_error_set(errp, KTM_ERR_PEER, f->aux && f->aux < 4096 ? (int)f->aux :
 		      EIO, "destination %s:%s stopped the migration: %s",
 		      m->host, m->port, text[0] ? text : "no reason given");
+	if (errp)
+		ktm_error_set_peer_stop(*errp);
 	return false;
 }
 
@@ -999,7 +1001,7 @@ static void find_peer_reason(struct ktm_migration *m, struct ktm_session *s,
 	/* not after a timeout: a frozen destination says nothing more */
 	if (errp && *errp && ktm_error_class(*errp) == KTM_ERR_PEER &&
 	    ktm_error_errno(*errp) != ETIMEDOUT &&
-	    !strstr(ktm_error_message(*errp), "stopped the migration")) {
+	    !ktm_error_peer_stop(*errp)) {
 		setsockopt(ktm_session_fd(s), SOL_SOCKET, SO_RCVTIMEO, &tv,
 			   sizeof(tv));
 		for (i = 0; i < 64; i++) {
