@@ -50,6 +50,23 @@ static void conn_init(struct ktm_proxy_conn *c)
  * Record the first failure (takes @err) and cut the connection both ways
  * so the other direction's blocked call returns.
  */
+/* The plain side of a failed connection: a TCP peer gets a reset (a FIN
+ * would read as the stream's clean end; a disconnect, connect(2) with
+ * AF_UNSPEC, resets and wakes every thread blocked on the socket); a unix
+ * socket can only be shut down. */
+static void cut_local(int fd)
+{
+	struct sockaddr unspec = { .sa_family = AF_UNSPEC };
+	int dom = 0;
+	socklen_t len = sizeof(dom);
+
+	if (!getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &len) &&
+	    (dom == AF_INET || dom == AF_INET6) &&
+	    !connect(fd, &unspec, sizeof(unspec)))
+		return;
+	shutdown(fd, SHUT_RDWR);
+}
+
 void ktm_proxy_conn_fail(struct ktm_proxy_conn *c, struct ktm_error *err)
 {
 	pthread_mutex_lock(&c->lock);
@@ -66,7 +83,7 @@ void ktm_proxy_conn_fail(struct ktm_proxy_conn *c, struct ktm_error *err)
 		if (c->tls >= 0)
 			shutdown(c->tls, SHUT_RDWR);
 		if (c->local >= 0)
-			shutdown(c->local, SHUT_RDWR);
+			cut_local(c->local);
 	}
 	pthread_mutex_unlock(&c->lock);
 	ktm_error_free(err);

@@ -439,6 +439,39 @@ TEST_TIMEOUT(frozen_destination_fails_the_source_within_io_timeout, 90)
 	env_teardown(&e);
 }
 
+/* The source proxy dies mid-stream: the destination proxy names the
+ * truncation and cuts the destination QEMU's TCP connection with a reset,
+ * so it never reads a clean end of stream (a FIN) where the stream broke. */
+TEST_TIMEOUT(broken_stream_resets_the_plain_tcp_side, 90)
+{
+	struct env e;
+	struct sink k;
+	struct feed f;
+	struct run src, dst;
+	char port[8];
+
+	ASSERT_EQ(env_setup(&e), 0);
+	ASSERT_EQ(sink_start(&k), 0);
+	ASSERT_TRUE(start_dest(&dst, &e, &k, "5", port));
+	start_source(&src, &e, port, "5");
+	ASSERT_EQ(feed_start(&f, e.sock, 1ull << 40), 0);
+	while (k.bytes < (1u << 20) && ktm_now_s() - src.t0 < 20)
+		usleep(10000);
+	ASSERT_GE(k.bytes, (uint64_t)(1u << 20));
+	kill(src.pid, SIGKILL);
+	run_wait(&src, 10);
+	pthread_join(f.thread, NULL);
+	EXPECT_FALSE(f.ok);
+	pthread_join(k.thread, NULL);	/* the sink's connection ended */
+	close(k.lfd);
+	EXPECT_TRUE(k.pattern_ok);
+	EXPECT_FALSE(k.eof);		/* a reset, not a FIN */
+	kill(dst.pid, SIGTERM);
+	run_wait(&dst, 20);
+	EXPECT_STRSTR(dst.err, "without TLS close_notify (truncated)");
+	env_teardown(&e);
+}
+
 /* Option values out of range are usage errors (status 2) naming the
  * option, never taken (a "-1" read as 2^64-1 by strtoul, an overflow). */
 TEST_TIMEOUT(bad_option_values_are_usage_errors, 60)
