@@ -120,6 +120,8 @@ static void fail_tls(struct ktm_proxy_conn *c, int err, bool sending)
 
 	if (conn_aborted(c))
 		return;
+	if (err == 0)	/* the kernel may know better than end of file */
+		err = ktm_net_end_cause(c->tls);
 	if (err == 0)
 		ktm_error_set(&e, KTM_ERR_PEER, ECONNRESET,
 			      "%s closed the connection without TLS "
@@ -128,6 +130,12 @@ static void fail_tls(struct ktm_proxy_conn *c, int err, bool sending)
 		ktm_error_set(&e, KTM_ERR_PEER, err,
 			      "connection to %s lost while %s: %s", c->peer,
 			      sending ? "sending" : "receiving", strerror(err));
+	else if (err == ETIMEDOUT || err == EAGAIN)
+		ktm_error_set(&e, KTM_ERR_PEER, ETIMEDOUT,
+			      "connection to %s timed out while %s: the peer "
+			      "took none of our bytes or stopped answering "
+			      "within the I/O timeout (--io-timeout)", c->peer,
+			      sending ? "sending" : "receiving");
 	else if (err == EBADMSG)
 		ktm_error_set(&e, KTM_ERR_TLS_PROTOCOL, err,
 			      "a TLS record from %s failed authentication "
