@@ -289,3 +289,50 @@ int t_prng_file(const char *path, size_t len, uint32_t seed)
 	free(buf);
 	return ret;
 }
+
+uint8_t t_pattern(uint64_t i)
+{
+	return (uint8_t)(i * 7 + (i >> 9));
+}
+
+static void *sink_main(void *arg)
+{
+	struct t_sink *k = arg;
+	uint8_t buf[65536];
+	int fd = accept(k->lfd, NULL, NULL);
+	ssize_t n = -1, i;
+
+	k->pattern_ok = true;
+	while (fd >= 0 && (n = read(fd, buf, sizeof(buf))) > 0) {
+		for (i = 0; i < n; i++)
+			if (buf[i] != t_pattern(k->bytes + (uint64_t)i))
+				k->pattern_ok = false;
+		k->bytes += (uint64_t)n;
+	}
+	k->eof = fd >= 0 && n == 0;
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+int t_sink_start(struct t_sink *k)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET,
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sin);
+
+	memset(k, 0, sizeof(*k));
+	k->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (k->lfd < 0 || bind(k->lfd, (struct sockaddr *)&sin, sizeof(sin)) ||
+	    listen(k->lfd, 4) || getsockname(k->lfd, (struct sockaddr *)&sin, &sl))
+		return -1;
+	snprintf(k->addr, sizeof(k->addr), "127.0.0.1:%u", ntohs(sin.sin_port));
+	return pthread_create(&k->thread, NULL, sink_main, k) ? -1 : 0;
+}
+
+void t_sink_end(struct t_sink *k)
+{
+	shutdown(k->lfd, SHUT_RDWR);	/* an accept that never came */
+	pthread_join(k->thread, NULL);
+	close(k->lfd);
+}

@@ -7,6 +7,7 @@
 #ifndef KTM_TEST_PEER_H
 #define KTM_TEST_PEER_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -57,6 +58,22 @@ void t_outcome_set(struct t_outcome *o, const struct ktm_session *s,
 /* A configuration for @ep from @dir; NULL on error (printed). */
 struct ktm_config *t_config(enum ktm_endpoint ep, const char *dir,
 			    enum ktm_ktls_policy policy);
+
+/* The byte at stream offset @i of the tests' plaintext streams. */
+uint8_t t_pattern(uint64_t i);
+
+/* A plain TCP listener on loopback standing for a destination QEMU: one
+ * connection, counted and checked against t_pattern() to its end. */
+struct t_sink {
+	int lfd;
+	pthread_t thread;
+	uint64_t bytes;
+	bool pattern_ok, eof;	/* eof: a FIN, not an error */
+	char addr[64];		/* "127.0.0.1:PORT" */
+};
+int t_sink_start(struct t_sink *k);
+/* Join the sink (an accept that never came is cut), close its listener. */
+void t_sink_end(struct t_sink *k);
 
 /* @len bytes (a multiple of 4) of xorshift32 words from @seed, in a new
  * buffer (free()); deterministic, so a failure reproduces. */

@@ -23,6 +23,7 @@
 
 #include "harness.h"
 #include "internal.h"
+#include "peer.h"
 #include "pki.h"
 
 #define FEED_BYTES (4u << 20)
@@ -182,62 +183,6 @@ static int write_text(const char *path, const char *text, size_t len)
 
 /* ---- the two QEMUs ----------------------------------------------------------- */
 
-static uint8_t pattern(uint64_t i)
-{
-	return (uint8_t)(i * 13 + (i >> 11));
-}
-
-/* The destination QEMU: one connection, counted and checked to its end. */
-struct sink {
-	int lfd;
-	pthread_t thread;
-	uint64_t bytes;
-	bool pattern_ok, eof;	/* eof: a FIN, not an error */
-	char addr[32];
-};
-
-static void *sink_main(void *arg)
-{
-	struct sink *k = arg;
-	uint8_t buf[65536];
-	int fd = accept(k->lfd, NULL, NULL);
-	ssize_t n, i;
-
-	k->pattern_ok = true;
-	while (fd >= 0 && (n = read(fd, buf, sizeof(buf))) > 0) {
-		for (i = 0; i < n; i++)
-			if (buf[i] != pattern(k->bytes + (uint64_t)i))
-				k->pattern_ok = false;
-		k->bytes += (uint64_t)n;
-	}
-	k->eof = fd >= 0 && n == 0;
-	if (fd >= 0)
-		close(fd);
-	return NULL;
-}
-
-static int sink_start(struct sink *k)
-{
-	struct sockaddr_in sin = { .sin_family = AF_INET };
-	socklen_t sl = sizeof(sin);
-
-	memset(k, 0, sizeof(*k));
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	k->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (k->lfd < 0 || bind(k->lfd, (struct sockaddr *)&sin, sizeof(sin)) ||
-	    listen(k->lfd, 4) || getsockname(k->lfd, (struct sockaddr *)&sin, &sl))
-		return -1;
-	snprintf(k->addr, sizeof(k->addr), "127.0.0.1:%u", ntohs(sin.sin_port));
-	return pthread_create(&k->thread, NULL, sink_main, k) ? -1 : 0;
-}
-
-static void sink_end(struct sink *k)
-{
-	shutdown(k->lfd, SHUT_RDWR);	/* an accept that never came */
-	pthread_join(k->thread, NULL);
-	close(k->lfd);
-}
-
 /* The source QEMU: @len pattern bytes into the source end's socket, a
  * half-close, then read to the end.  ok: every byte was taken. */
 struct feed {
@@ -267,7 +212,7 @@ static void *feed_main(void *arg)
 		ssize_t w;
 
 		for (i = 0; i < n; i++)
-			buf[i] = pattern(f->sent + i);
+			buf[i] = t_pattern(f->sent + i);
 		w = send(fd, buf, n, MSG_NOSIGNAL);
 		if (w <= 0)
 			break;
@@ -291,8 +236,8 @@ static int feed_start(struct feed *f, const char *path, uint64_t len)
 
 /* ---- the two proxy ends ------------------------------------------------------ */
 
-static bool start_dest(struct run *r, const struct env *e, const struct sink *k,
-		       const char *io_s, char port[8])
+static bool start_dest(struct run *r, const struct env *e,
+		       const struct t_sink *k, const char *io_s, char port[8])
 {
 	const char *args[] = { "proxy", "dest", "--listen", "127.0.0.1:0",
 			       "--connect", k->addr, "--creds", e->dir,
@@ -345,7 +290,7 @@ static void relay_beside_idle(struct t_meta *_metadata, unsigned int nidle,
 			      struct run *dst)
 {
 	struct env e;
-	struct sink k;
+	struct t_sink k;
 	struct feed f;
 	struct run src;
 	char port[8];
@@ -353,7 +298,7 @@ static void relay_beside_idle(struct t_meta *_metadata, unsigned int nidle,
 	unsigned int i;
 
 	ASSERT_EQ(env_setup(&e), 0);
-	ASSERT_EQ(sink_start(&k), 0);
+	ASSERT_EQ(t_sink_start(&k), 0);
 	ASSERT_TRUE(start_dest(dst, &e, &k, "30", port));
 	idle_connections(fds, nidle, port);
 	usleep(200000);		/* the strays are accepted first */
@@ -365,7 +310,7 @@ static void relay_beside_idle(struct t_meta *_metadata, unsigned int nidle,
 	EXPECT_TRUE(f.ok);
 	kill(dst->pid, SIGTERM);
 	run_wait(dst, 20);
-	sink_end(&k);
+	t_sink_end(&k);
 	EXPECT_EQ(k.bytes, (uint64_t)FEED_BYTES);
 	EXPECT_TRUE(k.pattern_ok);
 	EXPECT_TRUE(k.eof);
@@ -399,24 +344,34 @@ TEST_TIMEOUT(flood_of_idle_connections_makes_room_for_the_source, 90)
 				       "in their TLS handshake"), 40 + 1 - 32);
 }
 
+/* Both proxy ends (I/O timeout @io_s) with a sink and an endless feed,
+ * once the first MiB reached the sink. */
+static bool stream_through(struct env *e, struct t_sink *k, struct feed *f,
+			   struct run *src, struct run *dst, const char *io_s)
+{
+	char port[8];
+
+	if (env_setup(e) || t_sink_start(k) ||
+	    !start_dest(dst, e, k, io_s, port))
+		return false;
+	start_source(src, e, port, io_s);
+	/* more than every socket buffer on the way can hold */
+	if (feed_start(f, e->sock, 1ull << 40))
+		return false;
+	while (k->bytes < (1u << 20) && ktm_now_s() - src->t0 < 20)
+		usleep(10000);
+	return k->bytes >= (1u << 20);
+}
+
 TEST_TIMEOUT(frozen_destination_fails_the_source_within_io_timeout, 90)
 {
 	struct env e;
-	struct sink k;
+	struct t_sink k;
 	struct feed f;
 	struct run src, dst;
-	char port[8];
 	double t_stop;
 
-	ASSERT_EQ(env_setup(&e), 0);
-	ASSERT_EQ(sink_start(&k), 0);
-	ASSERT_TRUE(start_dest(&dst, &e, &k, "2", port));
-	start_source(&src, &e, port, "2");
-	/* more than every socket buffer on the way can hold */
-	ASSERT_EQ(feed_start(&f, e.sock, 1ull << 40), 0);
-	while (k.bytes < (1u << 20) && ktm_now_s() - src.t0 < 20)
-		usleep(10000);
-	ASSERT_GE(k.bytes, (uint64_t)(1u << 20));
+	ASSERT_TRUE(stream_through(&e, &k, &f, &src, &dst, "2"));
 	kill(dst.pid, SIGSTOP);
 	t_stop = ktm_now_s();
 	EXPECT_EQ(run_wait(&src, 30), 1);
@@ -434,7 +389,7 @@ TEST_TIMEOUT(frozen_destination_fails_the_source_within_io_timeout, 90)
 	kill(dst.pid, SIGCONT);
 	kill(dst.pid, SIGTERM);
 	run_wait(&dst, 20);
-	sink_end(&k);
+	t_sink_end(&k);
 	EXPECT_LT(k.bytes, f.sent);
 	env_teardown(&e);
 }
@@ -445,19 +400,11 @@ TEST_TIMEOUT(frozen_destination_fails_the_source_within_io_timeout, 90)
 TEST_TIMEOUT(broken_stream_resets_the_plain_tcp_side, 90)
 {
 	struct env e;
-	struct sink k;
+	struct t_sink k;
 	struct feed f;
 	struct run src, dst;
-	char port[8];
 
-	ASSERT_EQ(env_setup(&e), 0);
-	ASSERT_EQ(sink_start(&k), 0);
-	ASSERT_TRUE(start_dest(&dst, &e, &k, "5", port));
-	start_source(&src, &e, port, "5");
-	ASSERT_EQ(feed_start(&f, e.sock, 1ull << 40), 0);
-	while (k.bytes < (1u << 20) && ktm_now_s() - src.t0 < 20)
-		usleep(10000);
-	ASSERT_GE(k.bytes, (uint64_t)(1u << 20));
+	ASSERT_TRUE(stream_through(&e, &k, &f, &src, &dst, "5"));
 	kill(src.pid, SIGKILL);
 	run_wait(&src, 10);
 	pthread_join(f.thread, NULL);

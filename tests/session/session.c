@@ -1069,55 +1069,6 @@ TEST(proxy_same_ca_peer_outside_the_allow_list_is_refused_on_both_ends)
 	pair_end(&p);
 }
 
-/* A plain TCP listener standing for the destination QEMU: counts what
- * arrives on one connection until EOF. */
-struct t_sink {
-	int lfd;
-	pthread_t thread;
-	uint64_t bytes;
-	bool pattern_ok;
-	char addr[64];
-};
-
-static uint8_t t_pattern(uint64_t i)
-{
-	return (uint8_t)(i * 7 + (i >> 9));
-}
-
-static void *t_sink_main(void *arg)
-{
-	struct t_sink *k = arg;
-	uint8_t buf[65536];
-	int fd = accept(k->lfd, NULL, NULL);
-	ssize_t n, i;
-
-	k->pattern_ok = true;
-	while (fd >= 0 && (n = read(fd, buf, sizeof(buf))) > 0) {
-		for (i = 0; i < n; i++)
-			if (buf[i] != t_pattern(k->bytes + (uint64_t)i))
-				k->pattern_ok = false;
-		k->bytes += (uint64_t)n;
-	}
-	if (fd >= 0)
-		close(fd);
-	return NULL;
-}
-
-static int t_sink_start(struct t_sink *k)
-{
-	struct sockaddr_in sin = { .sin_family = AF_INET };
-	socklen_t sl = sizeof(sin);
-
-	memset(k, 0, sizeof(*k));
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	k->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (k->lfd < 0 || bind(k->lfd, (struct sockaddr *)&sin, sizeof(sin)) ||
-	    listen(k->lfd, 4) || getsockname(k->lfd, (struct sockaddr *)&sin, &sl))
-		return -1;
-	snprintf(k->addr, sizeof(k->addr), "127.0.0.1:%u", ntohs(sin.sin_port));
-	return pthread_create(&k->thread, NULL, t_sink_main, k) ? -1 : 0;
-}
-
 /* Write @len pattern bytes into unix socket @path, half-close, read to
  * the end.  0, or -1 when it could not connect. */
 static int t_unix_feed(const char *path, size_t len)
@@ -1171,8 +1122,7 @@ static void key_limit_run(struct t_meta *_metadata, struct pair *p,
 	EXPECT_EQ(t_unix_feed(sock + 5, 2 << 20), 0);
 	t_proxy_end(src);
 	t_proxy_end(dst);
-	pthread_join(sink->thread, NULL);
-	close(sink->lfd);
+	t_sink_end(sink);
 	printf("# source: %s (%u rekeys, %llu records)\n# dest: %s\n# QEMU got "
 	       "%llu bytes\n", src->msg[0], src->rekeys_tx,
 	       (unsigned long long)src->records_tx, dst->msg[0],
