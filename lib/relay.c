@@ -322,6 +322,8 @@ static void set_down_done(struct ktm_proxy_conn *c)
  * ended (a migration over with the peer's trailing bytes unread, seen
  * with QEMU 10 receiving multifd from QEMU 7.2): its end of the stream.
  */
+static bool peer_ends_next(struct ktm_proxy_conn *c, int ms);
+
 static bool local_reset_after_end(struct ktm_proxy_conn *c, int err)
 {
 	bool done;
@@ -331,7 +333,9 @@ static bool local_reset_after_end(struct ktm_proxy_conn *c, int err)
 	pthread_mutex_lock(&c->lock);
 	done = c->down_done;
 	pthread_mutex_unlock(&c->lock);
-	return done;
+	/* or about to end: QEMU 10 may close a multifd channel from QEMU
+	 * 7.2 as soon as its migration is over, before 7.2's FIN arrives */
+	return done || peer_ends_next(c, 1000);
 }
 
 /* Kernel path, plain side -> TLS peer. */
@@ -496,6 +500,21 @@ static size_t tls_held(struct ktm_proxy_conn *c)
 {
 	return c->rbuf ? BIO_ctrl_pending(SSL_get_rbio(ktm_session_ssl(c->s)))
 		       : 0;
+}
+
+/* Under KTM_PEER_END_QEMU_TLS: whether the peer's FIN arrives within @ms
+ * with nothing of the peer's before it, read or unread. */
+static bool peer_ends_next(struct ktm_proxy_conn *c, int ms)
+{
+	struct pollfd p = { .fd = c->tls, .events = POLLIN };
+	SSL *ssl = ktm_session_ssl(c->s);
+	char b;
+
+	if (tls_held(c) || (ssl && SSL_pending(ssl)))
+		return false;
+	if (poll(&p, 1, ms) != 1)
+		return false;
+	return recv(c->tls, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
 
 /*
