@@ -441,27 +441,51 @@ static bool dest_reconnect(struct ktm_chan *c, const struct ktm_frame *f,
 }
 
 /*
+ * The migration failed because another channel's connection broke (not
+ * our own decision, a cancel, a timeout or the source's stated stop):
+ * the source's ABORT, with its reason, may still come on channel 0 behind
+ * the pages it sent before (the source closes its other channels a
+ * moment after it), so channel 0 reads on until *@until (set here, 1 s).
+ */
+static bool reason_may_follow(struct ktm_migration *m, double *until)
+{
+	bool broke;
+
+	pthread_mutex_lock(&m->lock);
+	broke = m->err && ktm_error_class(m->err) == KTM_ERR_PEER &&
+		ktm_error_errno(m->err) != ETIMEDOUT &&
+		!ktm_error_peer_stop(m->err);
+	pthread_mutex_unlock(&m->lock);
+	if (!broke || ktm_mig_cancelled(m))
+		return false;
+	if (!*until)
+		*until = ktm_now_s() + 1.0;
+	return ktm_now_s() < *until;
+}
+
+/*
  * Channel 0 waits for its next frame here rather than in a read, so a
  * failure on another channel ends it at a frame boundary, its session
- * still able to send the ABORT.  false when the migration failed; after
- * the I/O timeout with nothing to read it returns true and the read names
- * the timeout.
+ * still able to send the ABORT.  false when the migration failed (after
+ * the grace of reason_may_follow()); after the I/O timeout with nothing
+ * to read it returns true and the read names the timeout.
  */
-static bool wait_next_frame(struct ktm_chan *c)
+static bool wait_next_frame(struct ktm_chan *c, double *grace)
 {
 	struct ktm_migration *m = c->m;
 	double until = ktm_now_s() + m->io_ms / 1000.0;
 
-	while (!ktm_mig_failed(m) && !ktm_session_readable(c->s)) {
+	for (;;) {
 		struct pollfd p[2] = {
 			{ .fd = ktm_session_fd(c->s), .events = POLLIN },
 			{ .fd = m->cancel_fd, .events = POLLIN } };
 
-		if (m->io_ms && ktm_now_s() >= until)
-			break;
+		if (ktm_mig_failed(m) && !reason_may_follow(m, grace))
+			return false;
+		if (ktm_session_readable(c->s) || (m->io_ms && ktm_now_s() >= until))
+			return true;
 		poll(p, 2, 100);
 	}
-	return !ktm_mig_failed(m);
 }
 
 static void *dest_channel(void *arg)
@@ -471,12 +495,13 @@ static void *dest_channel(void *arg)
 	struct ktm_error *err = NULL;
 	uint64_t next_progress = KTM_PROGRESS_EVERY;
 	struct ktm_frame f;
+	double grace = 0;
 
 	for (;;) {
 		struct ktm_rx rx = { session_read, c->s };
 		enum ktm_dest_step step;
 
-		if (ktm_mig_failed(m) || (c->idx == 0 && !wait_next_frame(c)))
+		if (c->idx ? ktm_mig_failed(m) : !wait_next_frame(c, &grace))
 			goto out;
 		if (!ktm_mig_recv_frame(c->s, &f, "source", &err))
 			goto err;

@@ -306,7 +306,7 @@ static bool qemu_tls_end(struct ktm_proxy_conn *c, ssize_t n, int err)
 	pthread_mutex_lock(&c->lock);
 	up_done = c->up_done;
 	pthread_mutex_unlock(&c->lock);
-	return err == ECONNRESET && up_done;
+	return err == ECONNRESET && (up_done || c->peer_gone);
 }
 
 static void set_down_done(struct ktm_proxy_conn *c)
@@ -532,6 +532,40 @@ static bool next_record_ready(struct ktm_proxy_conn *c)
 	return queued(c->tls) >= TLS_AHEAD_MIN;
 }
 
+/* How long a QEMU-TLS peer may go on after QEMU closed its side. */
+#define LOCAL_GONE_S 2.0
+
+/*
+ * Under KTM_PEER_END_QEMU_TLS, writing to QEMU failed with @err: QEMU
+ * closed its side.  QEMU 7.2 and 10 close a multifd channel as soon as
+ * their migration is over, and its last bytes from a QEMU 7.2 source may
+ * still be on the way: what comes until the peer's FIN is dropped, and
+ * the FIN ends the connection as usual, if it comes within LOCAL_GONE_S
+ * (relay_userspace); QEMU's own status says whether it loaded the
+ * stream.
+ */
+static bool local_gone_first(struct ktm_proxy_conn *c, int err)
+{
+	if (!c->fin_ok || (err != EPIPE && err != ECONNRESET))
+		return false;
+	c->local_gone = ktm_now_s();
+	c->local_err = err;
+	return true;
+}
+
+/* local_gone_first() the other way: sending to a QEMU-TLS peer failed
+ * with @e (taken when true) because it closed its side. */
+static bool peer_gone_first(struct ktm_proxy_conn *c, struct ktm_error *e)
+{
+	int err = ktm_error_errno(e);
+
+	if (!c->fin_ok || (err != EPIPE && err != ECONNRESET))
+		return false;
+	c->peer_gone = ktm_now_s();
+	c->peer_err = e;
+	return true;
+}
+
 /*
  * Userspace path, TLS peer -> plain side: one record per
  * ktm_session_recv(), gathered while the next is already there
@@ -565,11 +599,13 @@ static int user_down(struct ktm_proxy_conn *c, uint8_t *buf)
 		}
 		have += (size_t)n;
 	} while (USER_BUF - have >= TLS_RECORD_MAX && next_record_ready(c));
-	if (have && !write_all(c->local, buf, have, &err)) {
+	if (have && !c->local_gone && !write_all(c->local, buf, have, &err) &&
+	    !local_gone_first(c, err)) {
 		fail_local(c, err, "write to");
 		return -1;
 	}
-	c->bytes[KTM_DIR_RX] += have;
+	if (!c->local_gone)
+		c->bytes[KTM_DIR_RX] += have;
 	return ret;
 }
 
@@ -579,12 +615,14 @@ static bool user_up(struct ktm_proxy_conn *c, const uint8_t *buf, size_t n)
 {
 	struct ktm_error *e = NULL;
 
-	while (n) {
+	while (n && !c->peer_gone) {
 		size_t now = tx_allowance(c, n);
 
 		if (!now)
 			return false;
 		if (!ktm_session_send(c->s, buf, now, &e)) {
+			if (peer_gone_first(c, e))
+				return true;
 			fail_err(c, e);
 			return false;
 		}
@@ -592,18 +630,45 @@ static bool user_up(struct ktm_proxy_conn *c, const uint8_t *buf, size_t n)
 		buf += now;
 		n -= now;
 	}
-	return user_flush(c);
+	return c->peer_gone || user_flush(c);
+}
+
+/*
+ * Userspace path, a peer that ends with close_notify: reading QEMU failed
+ * with @err because QEMU closed with bytes of ours unread.  QEMU 7.2
+ * closes a multifd channel so once its migration is over; then the
+ * peer's next record is its close_notify (its QEMU closed too), taken
+ * here, and the connection ends as usual.  Data instead is a failure.
+ */
+static bool user_reset_at_end(struct ktm_proxy_conn *c, int err)
+{
+	struct pollfd p = { .fd = c->tls, .events = POLLIN };
+	char b;
+
+	if (c->fin_ok || err != ECONNRESET)
+		return false;
+	if (!ktm_session_readable(c->s) && poll(&p, 1, 1000) != 1)
+		return false;
+	if (ktm_session_recv(c->s, &b, 1, NULL) != 0)
+		return false;
+	set_down_done(c);
+	return true;
 }
 
 /* relay_userspace(): QEMU's side is readable: read it and send it on, or
  * end the upstream direction at its EOF; false when the relay must stop. */
 static bool user_local(struct ktm_proxy_conn *c, uint8_t *buf, bool *up_open)
 {
-	ssize_t n = recv(c->local, buf, USER_BUF, 0);
+	ssize_t n;
+
+	if (c->local_gone)	/* user_gone() ends our direction */
+		return true;
+	n = recv(c->local, buf, USER_BUF, 0);
 
 	if (n < 0 && errno == EINTR)
 		return true;
-	if (n < 0 && local_reset_after_end(c, errno))
+	if (n < 0 && (local_reset_after_end(c, errno) ||
+		      user_reset_at_end(c, errno)))
 		n = 0;
 	if (n < 0) {
 		fail_local(c, errno, "read from");
@@ -613,7 +678,8 @@ static bool user_local(struct ktm_proxy_conn *c, uint8_t *buf, bool *up_open)
 		if (conn_aborted(c))
 			return false;
 		*up_open = false;
-		end_upstream(c);
+		if (!c->peer_gone)
+			end_upstream(c);
 		return true;
 	}
 	return user_up(c, buf, (size_t)n);
@@ -671,6 +737,31 @@ static bool user_peer(struct ktm_proxy_conn *c, uint8_t *buf, bool *down_open)
 	return true;
 }
 
+/* relay_userspace() after local_gone_first() or peer_gone_first(): the
+ * gone side's direction ends; true (failed) when the other side did not
+ * end within LOCAL_GONE_S. */
+static bool user_gone(struct ktm_proxy_conn *c, bool *up_open, bool down_open)
+{
+	struct ktm_error *e = c->peer_err;
+
+	if (c->local_gone && *up_open) {
+		*up_open = false;
+		end_upstream(c);
+	}
+	if (c->local_gone && down_open &&
+	    ktm_now_s() - c->local_gone >= LOCAL_GONE_S) {
+		fail_local(c, c->local_err, "write to");
+		return true;
+	}
+	if (c->peer_gone && *up_open &&
+	    ktm_now_s() - c->peer_gone >= LOCAL_GONE_S) {
+		c->peer_err = NULL;
+		fail_err(c, e);
+		return true;
+	}
+	return false;
+}
+
 /* Userspace path: OpenSSL may not be used from two threads, so one thread
  * polls both sockets. */
 static void relay_userspace(struct ktm_proxy_conn *c)
@@ -692,10 +783,22 @@ static void relay_userspace(struct ktm_proxy_conn *c)
 			{ .fd = up_open ? c->local : -1, .events = POLLIN },
 			{ .fd = down_open ? c->tls : -1, .events = POLLIN },
 		};
-
 		bool held = down_open && tls_held(c);
+		bool gone = c->local_gone || c->peer_gone;
 
-		if (poll(pf, 2, held ? 0 : -1) < 0) {
+		if (down_open && c->down_done) {	/* user_reset_at_end() */
+			down_open = false;
+			shutdown(c->local, SHUT_WR);
+		}
+		if (gone && user_gone(c, &up_open, down_open))
+			break;
+		if (!up_open && !down_open)
+			break;
+		if (!up_open)
+			pf[0].fd = -1;
+		if (!down_open)
+			pf[1].fd = -1;
+		if (poll(pf, 2, held ? 0 : gone ? 100 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			ktm_error_set(&e, KTM_ERR_IO, errno, "poll failed: %s",
@@ -839,6 +942,7 @@ void ktm_proxy_conn_free(struct ktm_proxy_conn *c)
 	if (!c)
 		return;
 	ktm_error_free(c->err);
+	ktm_error_free(c->peer_err);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }

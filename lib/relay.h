@@ -45,6 +45,15 @@ struct ktm_proxy_conn {
 	bool down_done;			/* under lock: the peer's direction ended */
 	bool wbuf;			/* userspace: records sent in batches */
 	bool rbuf;			/* userspace: reads through a buffer */
+	/* userspace, QEMU-TLS peer: QEMU closed its side while the peer's
+	 * last bytes came (its migration over): they are dropped until the
+	 * peer's FIN, for a while (local_gone_first) */
+	double local_gone;		/* ktm_now_s() then; 0: not */
+	int local_err;			/* what writing to QEMU got */
+	/* the same for the QEMU-TLS peer closing first while we send: what
+	 * our QEMU still sends is dropped until its EOF */
+	double peer_gone;
+	struct ktm_error *peer_err;	/* what sending to it got */
 };
 
 #endif /* KTM_RELAY_H */
