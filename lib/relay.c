@@ -762,6 +762,47 @@ static bool user_gone(struct ktm_proxy_conn *c, bool *up_open, bool down_open)
 	return false;
 }
 
+/* relay_userspace(), before each wait: the directions that ended by
+ * user_reset_at_end() or user_gone(); false when the relay must stop. */
+static bool user_ends(struct ktm_proxy_conn *c, bool *up_open, bool *down_open,
+		      bool gone)
+{
+	if (*down_open && c->down_done) {	/* user_reset_at_end() */
+		*down_open = false;
+		shutdown(c->local, SHUT_WR);
+	}
+	if (gone && user_gone(c, up_open, *down_open))
+		return false;
+	return *up_open || *down_open;
+}
+
+/* relay_userspace(): one wait on both sides and what it found; false
+ * when the relay must stop. */
+static bool user_step(struct ktm_proxy_conn *c, uint8_t *buf, bool *up_open,
+		      bool *down_open)
+{
+	struct pollfd pf[2] = { { .events = POLLIN }, { .events = POLLIN } };
+	bool held = *down_open && tls_held(c);
+	bool gone = c->local_gone || c->peer_gone;
+	struct ktm_error *e = NULL;
+
+	if (!user_ends(c, up_open, down_open, gone))
+		return false;
+	pf[0].fd = *up_open ? c->local : -1;
+	pf[1].fd = *down_open ? c->tls : -1;
+	if (poll(pf, 2, held ? 0 : gone ? 100 : -1) < 0) {
+		if (errno == EINTR)
+			return true;
+		ktm_error_set(&e, KTM_ERR_IO, errno, "poll failed: %s",
+			      strerror(errno));
+		ktm_proxy_conn_fail(c, e);
+		return false;
+	}
+	if ((pf[1].revents || held) && !user_peer(c, buf, down_open))
+		return false;
+	return !pf[0].revents || user_local(c, buf, up_open);
+}
+
 /* Userspace path: OpenSSL may not be used from two threads, so one thread
  * polls both sockets. */
 static void relay_userspace(struct ktm_proxy_conn *c)
@@ -778,39 +819,9 @@ static void relay_userspace(struct ktm_proxy_conn *c)
 		return;
 	}
 	user_tune(c);
-	while ((up_open || down_open) && !conn_aborted(c)) {
-		struct pollfd pf[2] = {
-			{ .fd = up_open ? c->local : -1, .events = POLLIN },
-			{ .fd = down_open ? c->tls : -1, .events = POLLIN },
-		};
-		bool held = down_open && tls_held(c);
-		bool gone = c->local_gone || c->peer_gone;
-
-		if (down_open && c->down_done) {	/* user_reset_at_end() */
-			down_open = false;
-			shutdown(c->local, SHUT_WR);
-		}
-		if (gone && user_gone(c, &up_open, down_open))
-			break;
-		if (!up_open && !down_open)
-			break;
-		if (!up_open)
-			pf[0].fd = -1;
-		if (!down_open)
-			pf[1].fd = -1;
-		if (poll(pf, 2, held ? 0 : gone ? 100 : -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			ktm_error_set(&e, KTM_ERR_IO, errno, "poll failed: %s",
-				      strerror(errno));
-			ktm_proxy_conn_fail(c, e);
-			break;
-		}
-		if ((pf[1].revents || held) && !user_peer(c, buf, &down_open))
-			break;
-		if (pf[0].revents && !user_local(c, buf, &up_open))
-			break;
-	}
+	while ((up_open || down_open) && !conn_aborted(c) &&
+	       user_step(c, buf, &up_open, &down_open))
+		;
 	free(buf);
 }
 
